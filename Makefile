@@ -24,7 +24,7 @@ test: setup ## run the test suite
 	$(PY) -m pytest -q
 
 repro: setup ## run the whole pipeline on the bundled sample (open backend, no TAO, no GPU)
-	$(VENV)/bin/dvc repro
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 
 params: setup ## rewrite params.yaml from the Hydra configs in conf/
 	$(PY) -m stages.params

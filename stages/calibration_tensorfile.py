@@ -1,0 +1,24 @@
+"""Stage `calibration_tensorfile`: resolve the TAO spec (map its container paths, apply the value
+overrides, check every input exists) and write the calibration TensorFile from its images."""
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig
+
+from . import backends
+from .cli import log_to_file, run_stage
+from .config import CALIBRATION_DIR, RESOLVED_SPEC, TENSORFILE, project_path
+from .outputs import staged_dir
+from .resolved import facts, resolve_spec
+
+
+def run(cfg: DictConfig) -> None:
+    spec = resolve_spec(cfg)
+    with staged_dir(project_path(CALIBRATION_DIR)) as out, log_to_file(out / "calibration_tensorfile.log"):
+        spec.write(out / RESOLVED_SPEC)
+        backends.step(cfg, "calibration_tensorfile").run(cfg, facts(spec), out / TENSORFILE)
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("calibration_tensorfile", __doc__, run))

@@ -1,0 +1,73 @@
+"""What every stage's command line shares: `--help`, Hydra overrides, `--params params.yaml`,
+`--cfg job`, logging to the console, and one-paragraph errors with a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from . import config
+from .outputs import Interrupted, unwind_on_sigterm
+
+log = logging.getLogger("stages")
+
+
+class StageError(RuntimeError):
+    """A failure the user can fix; the message names the culprit."""
+
+
+def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
+              argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m stages.{stage}", description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Without --params the stage composes conf/ with the Hydra overrides given, e.g.\n"
+               f"  python -m stages.{stage} export=fp16 --cfg job    # print the config, run nothing\n"
+               f"  python -m stages.{stage} backend=open calibration.max_batches=4\n"
+               "DVC runs it with --params params.yaml (the composition `make params` writes).")
+    parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
+                        help="Hydra override: GROUP=OPTION or KEY=VALUE")
+    parser.add_argument("--params", metavar="PARAMS_YAML",
+                        help="use this composed config instead of composing conf/")
+    parser.add_argument("--cfg", choices=["job"], help="print the config the stage would use and exit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    unwind_on_sigterm()
+    try:
+        cfg = config.load(args.overrides, args.params)
+        if args.cfg:
+            print(OmegaConf.to_yaml(cfg), end="")
+            return 0
+        run(cfg)
+        return 0
+    except Interrupted as exc:
+        print(f"{stage}: interrupted ({exc}); no partial output was kept", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print(f"{stage}: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except config.ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (StageError, ValueError, OSError) as exc:
+        print(f"error: {stage}: {exc}", file=sys.stderr)
+        return 1
+
+
+class log_to_file:
+    """Copy the stage's log records into a file (kept as part of the stage's output)."""
+
+    def __init__(self, path):
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def __enter__(self):
+        logging.getLogger().addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger().removeHandler(self.handler)
+        self.handler.close()

@@ -1,0 +1,208 @@
+"""The one config loader: Hydra composition of conf/ (by hand, with overrides) or the composed
+params.yaml (what DVC runs), checked against one schema whose errors name the config key."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+PROJECT = Path(__file__).resolve().parents[1]
+CONF_DIR = PROJECT / "conf"
+
+# Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
+SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
+CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
+METRICS_FILE = "artifacts/metrics.json"
+RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be composed or does not fit the schema. Names the key."""
+
+
+@dataclass
+class DatasetSection:
+    root: str = "???"
+    spec: str = "???"
+    references: Dict[str, str] = field(default_factory=dict)
+    classes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelSection:
+    file: str = "???"
+    input_name: Optional[str] = None
+    cov_output: Optional[str] = None
+    bbox_output: Optional[str] = None
+
+
+@dataclass
+class SpecSection:
+    file: str = "???"
+    references: Dict[str, str] = field(default_factory=dict)
+    set: Dict[str, Any] = field(default_factory=dict)
+    container_prefixes: List[str] = field(default_factory=lambda: ["/workspace"])
+
+
+@dataclass
+class SampleSection:
+    seed: int = 7
+    train_images: int = 96
+    val_images: int = 16
+    image_width: int = 1242
+    image_height: int = 375
+    input_width: int = 624
+    input_height: int = 192
+    model_width: int = 16
+    model_seed: int = 0
+
+
+@dataclass
+class CalibrationSection:
+    max_batches: int = 10
+    use_validation_set: bool = False
+    seed: int = 42
+    compression: Optional[str] = "gzip"
+
+
+@dataclass
+class ExportSection:
+    data_type: str = "fp32"
+    cal_source: Optional[str] = None
+    cal_image_dir: Optional[str] = None
+    batches: int = 10
+    batch_size: int = 8
+    max_batch_size: int = 8
+    max_workspace_size: Optional[int] = None
+    strict_type_constraints: bool = False
+    force_ptq: bool = False
+    gen_ds_config: bool = True
+    verbose: bool = False
+
+
+@dataclass
+class ConvertSection:
+    max_batch_size: int = 8
+    opt_batch_size: int = 8
+    min_batch_size: int = 1
+    workspace_mib: int = 1024
+    input_order: str = "nchw"
+    strict_type_constraints: bool = False
+    dla_core: Optional[int] = None
+    verify_images: int = 16
+
+
+@dataclass
+class PipelineConfig:
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    backend: Dict[str, Any] = field(default_factory=dict)  # keys differ per backend: checked there
+    export: ExportSection = field(default_factory=ExportSection)
+    spec: SpecSection = field(default_factory=SpecSection)
+    sample: SampleSection = field(default_factory=SampleSection)
+    calibration: CalibrationSection = field(default_factory=CalibrationSection)
+    convert: ConvertSection = field(default_factory=ConvertSection)
+
+
+_CHOICES = {
+    "export.data_type": ("fp32", "fp16", "int8"),
+    "export.cal_source": (None, "tensorfile", "image_dir", "training_data"),
+    "calibration.compression": (None, "gzip", "lzf"),
+    "convert.input_order": ("nchw", "nhwc", "nc"),
+    "backend.name": ("open", "tao", "tao_launcher", "tao_docker"),
+}
+_POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
+             "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",
+             "convert.workspace_mib", "convert.verify_images", "sample.train_images", "sample.val_images",
+             "sample.model_width")
+
+
+def validate(raw: DictConfig | dict, source: str) -> DictConfig:
+    """Merge onto the schema (types are checked there) and check value ranges."""
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), raw)
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"{source}: config key {key}: {str(exc).splitlines()[0]}") from None
+    for key, choices in _CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            shown = ", ".join("null" if c is None else str(c) for c in choices)
+            raise ConfigError(f"{source}: config key {key} is {value!r}; expected one of {shown}")
+    for key in _POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if value is None or value <= 0:
+            raise ConfigError(f"{source}: config key {key} must be a positive integer, got {value}")
+    if cfg.sample.input_width % 16 or cfg.sample.input_height % 16:
+        raise ConfigError(f"{source}: config keys sample.input_width/input_height must be multiples of 16")
+    if cfg.export.data_type == "int8" and cfg.export.cal_source is None:
+        raise ConfigError(f"{source}: config key export.cal_source: int8 needs a calibration source "
+                          "(tensorfile, image_dir or training_data); TAO would calibrate on random data")
+    if cfg.export.cal_source == "image_dir" and not cfg.export.cal_image_dir:
+        raise ConfigError(f"{source}: config key export.cal_image_dir must name a directory when "
+                          "export.cal_source is image_dir")
+    return cfg
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Compose conf/ with Hydra overrides, as `dvc exp run -S` does (and resolved the same way)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException as OmegaError
+
+    try:
+        with initialize_config_dir(str(CONF_DIR), version_base=None):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaError) as exc:
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"cannot compose conf/ with overrides {list(overrides)}: {message}") from None
+    return cfg
+
+
+def composed_yaml(overrides: list[str] | tuple[str, ...] = ()) -> str:
+    """params.yaml as DVC writes it for these overrides."""
+    return OmegaConf.to_yaml(compose(overrides))
+
+
+def load_params(path: str | Path) -> DictConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a mapping of config sections")
+    return validate(data, str(path))
+
+
+def load(overrides: list[str] | tuple[str, ...] = (), params: str | Path | None = None) -> DictConfig:
+    if params is not None:
+        if overrides:
+            raise ConfigError(f"overrides {list(overrides)} apply to conf/, not to {params}: "
+                              "drop --params, or use `dvc exp run -S ...`")
+        return load_params(params)
+    return validate(compose(overrides), "conf/")
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}: nested `spec.set` entries become field paths."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def project_path(path: str | Path) -> Path:
+    """A config path, relative to the project root unless absolute."""
+    path = Path(path)
+    return path if path.is_absolute() else PROJECT / path

@@ -1,0 +1,29 @@
+"""Stage `convert`: the inference engine (TensorRT when present, onnxruntime otherwise), verified
+against the fp32 model on validation images; the comparison and timings are DVC metrics."""
+from __future__ import annotations
+
+import json
+import sys
+
+from omegaconf import DictConfig
+
+from . import backends
+from .cli import log_to_file, run_stage
+from .config import CALIBRATION_DIR, ENGINE_DIR, EXPORT_DIR, METRICS_FILE, RESOLVED_SPEC, project_path
+from .outputs import staged_dir
+from .resolved import facts
+from .spec import Spec
+
+
+def run(cfg: DictConfig) -> None:
+    spec = Spec.load(project_path(CALIBRATION_DIR) / RESOLVED_SPEC)
+    metrics_path = project_path(METRICS_FILE)
+    with staged_dir(project_path(ENGINE_DIR)) as out, log_to_file(out / "convert.log"):
+        metrics = backends.step(cfg, "convert").run(cfg, facts(spec), project_path(EXPORT_DIR), out)
+        tmp = out / "metrics.json"
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.replace(metrics_path)
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("convert", __doc__, run))

@@ -1,0 +1,25 @@
+"""Stage `export`: the deployable model with TAO's tensor names and a dynamic batch, plus, for
+int8, the TensorRT calibration cache, and the DeepStream config with `gen_ds_config`."""
+from __future__ import annotations
+
+import sys
+
+from omegaconf import DictConfig
+
+from . import backends
+from .cli import log_to_file, run_stage
+from .config import CALIBRATION_DIR, EXPORT_DIR, RESOLVED_SPEC, TENSORFILE, project_path
+from .outputs import staged_dir
+from .resolved import facts
+from .spec import Spec
+
+
+def run(cfg: DictConfig) -> None:
+    calibration = project_path(CALIBRATION_DIR)
+    spec = Spec.load(calibration / RESOLVED_SPEC)
+    with staged_dir(project_path(EXPORT_DIR)) as out, log_to_file(out / "export.log"):
+        backends.step(cfg, "export").run(cfg, facts(spec), project_path(cfg.model.file), calibration / TENSORFILE, out)
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("export", __doc__, run))

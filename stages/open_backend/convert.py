@@ -1,0 +1,34 @@
+"""Open backend, convert: an engine (TensorRT when usable, onnxruntime otherwise) and its
+verification against the fp32 model."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from .. import engines
+from ..images import iter_batches
+from ..resolved import SpecFacts, images_of
+
+log = logging.getLogger("stages.open")
+
+
+def run(cfg: DictConfig, facts: SpecFacts, exported: Path, out: Path) -> dict:
+    """Build the engine into `out` and return the verification metrics."""
+    data_type = cfg.export.data_type
+    cache = exported / "calibration.bin" if data_type == "int8" else None
+    if cache is not None and not cache.is_file():
+        raise ValueError(f"{cache} does not exist: export with export=int8 first")
+    why_not_trt = engines.tensorrt_available()
+    engine_path = out / ("model.engine" if why_not_trt is None else "model.onnx")
+    if why_not_trt:
+        log.info("TensorRT is not usable here (%s): building an onnxruntime engine", why_not_trt)
+    kind = engines.build_engine(engines.EngineRequest(
+        exported / "model.onnx", data_type, engine_path, cache, cfg.convert.max_batch_size, cfg.convert.workspace_mib))
+    if kind == "tensorrt":  # pragma: no cover - no TensorRT here
+        return {"precision": data_type, "engine": kind, "engine_size_bytes": engine_path.stat().st_size}
+    images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension)[: cfg.convert.verify_images]
+    batches = iter_batches(images, cfg.convert.max_batch_size, facts.width, facts.height, cfg.backend.workers)
+    return engines.verify(engines.OnnxRunner(engine_path), engines.OnnxRunner(exported / "model.onnx"),
+                          batches, cfg.convert.max_batch_size, data_type, engine_path, kind)

@@ -1,0 +1,87 @@
+"""Open backend, export: checked ONNX with TAO's names and a dynamic batch; for int8 the TensorRT
+calibration cache; with gen_ds_config the DeepStream files."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from .. import calibration, onnxmodel
+from ..config import project_path
+from ..images import iter_batches, list_images
+from ..resolved import SpecFacts, images_of
+from ..tensorfile import describe, read_batches
+from . import progress
+
+log = logging.getLogger("stages.open")
+
+PLACEHOLDER_KEY = "YOUR_TAO_KEY"  # DeepStream configs never carry the real key
+
+
+def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path):
+    """(batch iterator, count) from the calibration source export.cal_source names."""
+    export = cfg.export
+    if export.cal_source == "tensorfile":
+        if not tensorfile.is_file():
+            raise ValueError(f"export.cal_source is tensorfile but {tensorfile} does not exist "
+                             "(run the calibration_tensorfile stage)")
+        count, shape = describe(tensorfile)
+        if shape and shape[0] < export.batch_size:
+            raise ValueError(f"{tensorfile} holds batches of {shape[0]}, smaller than export.batch_size "
+                             f"{export.batch_size}: TensorRT's calibrator would fail")
+        count = min(count, export.batches)
+        return (b[: export.batch_size] for b in read_batches(tensorfile, count)), count
+    if export.cal_source == "image_dir":
+        directory = project_path(export.cal_image_dir)
+        images = list_images(directory)  # a missing directory is an error, never random data
+    else:  # training_data
+        images = images_of(facts.training_dirs, facts.image_extension)
+    count = min(export.batches, len(images) // export.batch_size)
+    if count == 0:
+        raise ValueError(f"export.batch_size is {export.batch_size} but the calibration images hold "
+                         f"{len(images)}: not one full batch")
+    images = images[: count * export.batch_size]
+    return iter_batches(images, export.batch_size, facts.width, facts.height, cfg.backend.workers), count
+
+
+def run(cfg: DictConfig, facts: SpecFacts, model: Path, tensorfile: Path, out: Path) -> None:
+    names = {onnxmodel.TAO_OUTPUTS[0]: cfg.model.cov_output, onnxmodel.TAO_OUTPUTS[1]: cfg.model.bbox_output}
+    exported = out / "model.onnx"
+    onnxmodel.export_model(model, exported, cfg.model.input_name, names,
+                           (facts.channels, facts.height, facts.width), facts.source)
+    log.info("exported %s -> %s (%s)", model, exported.name, cfg.export.data_type)
+    if cfg.export.data_type == "int8":
+        batches, count = _calibration_batches(cfg, facts, tensorfile)
+        with progress(count, "calibration") as bar:
+            amax = calibration.collect_ranges(exported, batches, cfg.backend.calibration_method,
+                                              cfg.backend.percentile, bar, cfg.backend.skip_zeros)
+        calibration.write_cache(out / "calibration.bin", amax, cfg.backend.calibration_method,
+                                cfg.backend.trt_version)
+        log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, cfg.backend.calibration_method)
+    if cfg.export.gen_ds_config:
+        write_deepstream_config(out, cfg, facts)
+
+
+def write_deepstream_config(out: Path, cfg: DictConfig, facts: SpecFacts) -> None:
+    classes = list(cfg.dataset.classes)
+    lines = [
+        "[property]",
+        "net-scale-factor=0.00392156862745098",
+        "offsets=0;0;0",
+        f"infer-dims={facts.channels};{facts.height};{facts.width}",
+        f"tlt-model-key={PLACEHOLDER_KEY}",
+        "network-type=0",
+        f"num-detected-classes={len(classes)}",
+        "model-color-format=0",
+        "uff-input-order=0",
+        "output-blob-names=output_cov/Sigmoid;output_bbox/BiasAdd",
+        "uff-input-blob-name=input_1",
+        "onnx-file=model.onnx",
+        "labelfile-path=labels.txt",
+        f"network-mode={ {'fp32': 0, 'int8': 1, 'fp16': 2}[cfg.export.data_type] }",
+    ]
+    if cfg.export.data_type == "int8":
+        lines.append("int8-calib-file=calibration.bin")
+    (out / "nvinfer_config.txt").write_text("\n".join(lines) + "\n")
+    (out / "labels.txt").write_text("\n".join(classes) + "\n")

@@ -1,0 +1,1 @@
+"""TAO backends (tao, tao_launcher, tao_docker): not built yet."""
