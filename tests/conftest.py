@@ -38,3 +38,50 @@ def tao_message_for(spec_text: str):
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+# --------------------------------------------------------------------------- a project in a temp dir
+
+SMALL_SAMPLE = ["sample.train_images=24", "sample.val_images=8", "sample.image_width=320",
+                "sample.image_height=120", "sample.input_width=160", "sample.input_height=64",
+                "sample.model_width=8", "calibration.max_batches=3", "convert.verify_images=8"]
+
+
+def run(args, cwd, check=True, env=None, **kw):
+    import os
+    import subprocess
+    full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+                "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, env=full_env, **kw)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"
+                             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
+    """A copy of this project's tracked files in a fresh git repo, params.yaml composed with overrides."""
+    import shutil
+    import subprocess
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in files.decode().split("\0"):
+        if not name or name.startswith(("tests/", "bench/")) or not (ROOT / name).is_file():
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    for stray in ("dvc.lock", "artifacts/metrics.json"):
+        (dest / stray).unlink(missing_ok=True)
+    run([sys.executable, "-m", "stages.params", *overrides], dest)
+    run(["git", "init", "-q"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dest)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory) -> Path:
+    """One small project through the whole pipeline with export=int8 (shared by artifact tests)."""
+    project = make_project(tmp_path_factory.mktemp("built"), SMALL_SAMPLE + ["export=int8"])
+    run(["dvc", "repro", "-q"], project)
+    return project

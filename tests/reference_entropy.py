@@ -6,6 +6,8 @@ import numpy as np
 
 
 def kl_divergence(p: np.ndarray, q: np.ndarray) -> float:
+    if q.sum() == 0:
+        return float("inf")
     p = p / p.sum()
     q = q / q.sum()
     mask = p > 0

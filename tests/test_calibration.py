@@ -1,0 +1,136 @@
+"""Calibration: the entropy threshold, streamed histograms, the cache format, and scales checked
+against an independent computation on the same data."""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from reference_entropy import reference_entropy_amax
+from stages import synthetic
+from stages.calibration import (CalibrationCacheError, HistogramCollector, calibration_tensor_names,
+                                check_cache_names, collect_ranges, entropy_amax, read_cache,
+                                with_all_outputs, write_cache)
+
+RNG = np.random.default_rng(1)
+DISTRIBUTIONS = {
+    "normal": RNG.standard_normal(100_000),
+    "relu": np.maximum(RNG.standard_normal(100_000), 0),
+    "heavy_tail": RNG.laplace(size=50_000) ** 3,
+    "uniform_sparse": RNG.random(3_000),
+}
+
+
+@pytest.mark.parametrize("name", DISTRIBUTIONS)
+def test_entropy_threshold_equals_the_loop_by_loop_reference(name):
+    values = np.abs(DISTRIBUTIONS[name])
+    hist, edges = np.histogram(values, bins=2048, range=(0, values.max()))
+    assert entropy_amax(hist, edges[1]) == pytest.approx(reference_entropy_amax(hist, edges), rel=1e-12)
+
+
+def test_entropy_threshold_clips_a_heavy_tail():
+    values = np.abs(DISTRIBUTIONS["heavy_tail"])
+    hist, edges = np.histogram(values, bins=2048, range=(0, values.max()))
+    assert entropy_amax(hist, edges[1]) < 0.5 * values.max()
+
+
+def test_streamed_histogram_equals_one_histogram_of_all_batches():
+    batches = [RNG.standard_normal(20_000).astype(np.float32) * scale for scale in (1, 3, 9, 30)]
+    collector = HistogramCollector(skip_zeros=False)
+    for batch in batches:
+        collector.add(batch)
+    assert len(collector.hist) < 4096 and collector.hist.sum() == 80_000
+    everything = np.abs(np.concatenate(batches))
+    expected, _ = np.histogram(everything, bins=len(collector.hist), range=(0, collector.edges()[-1]))
+    # identical up to values that sit on a bin edge (float rounding of the two computations)
+    assert np.abs(expected - collector.hist).sum() <= 10
+
+
+def test_histogram_skips_exact_zeros_when_asked():
+    collector = HistogramCollector(skip_zeros=True)
+    collector.add(np.array([0, 0, 0, 1.0, 2.0], dtype=np.float32))
+    assert collector.hist.sum() == 2
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    synthetic.build_model(path, 64, 32, base_width=4, seed=3, batch="N")
+    return path
+
+
+@pytest.fixture(scope="module")
+def batches():
+    rng = np.random.default_rng(5)
+    return [rng.random((4, 3, 32, 64), dtype=np.float32) for _ in range(3)]
+
+
+def independent_activations(model_path, batches):
+    """Every tensor's values over all batches, by one run of the full data through onnxruntime."""
+    model = onnx.load(str(model_path))
+    session = ort.InferenceSession(with_all_outputs(model).SerializeToString())
+    data = np.concatenate(batches)
+    names = [o.name for o in session.get_outputs()]
+    values = dict(zip(names, session.run(names, {"input_1": data})))
+    values["input_1"] = data
+    return values
+
+
+def test_minmax_scales_are_the_largest_magnitudes(tiny_model, batches):
+    amax = collect_ranges(tiny_model, iter(batches), "minmax")
+    values = independent_activations(tiny_model, batches)
+    assert set(amax) == set(calibration_tensor_names(onnx.load(str(tiny_model))))
+    for name, got in amax.items():
+        assert got == pytest.approx(float(np.abs(values[name]).max()), rel=1e-5), name
+
+
+def test_entropy_scales_match_an_independent_computation(tiny_model, batches):
+    amax = collect_ranges(tiny_model, iter(batches), "entropy", skip_zeros=True)
+    values = independent_activations(tiny_model, batches)
+    for name in list(amax)[::5]:  # the reference search is slow: every fifth tensor, input included
+        got = amax[name]
+        data = np.abs(values[name]).ravel()
+        data = data[data != 0]
+        # the streamed grid: width fixed by the first batch's max, extended (and merged) as needed
+        first = float(np.abs(values[name][:4]).max())
+        width = first / 2048
+        bins = int(data.max() / width) + 1
+        while bins >= 4096:
+            width, bins = width * 2, -(-bins // 2)
+        hist, edges = np.histogram(data, bins=bins, range=(0, bins * width))
+        assert got == pytest.approx(reference_entropy_amax(hist, edges), rel=0.01, abs=2 * width), name
+
+
+def test_cache_round_trips_scales_as_big_endian_float_bits(tmp_path):
+    path = tmp_path / "cal.bin"
+    write_cache(path, {"input_1": 1.0, "conv1/BiasAdd": 12.7}, "entropy", 8601)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "TRT-8601-EntropyCalibration2"
+    assert lines[1] == "input_1: " + struct.pack(">f", np.float32(1 / 127)).hex()
+    header, scales = read_cache(path)
+    assert scales == pytest.approx({"input_1": 1 / 127, "conv1/BiasAdd": 0.1})
+
+
+def test_unparsable_cache_line_is_named(tmp_path):
+    path = tmp_path / "cal.bin"
+    path.write_text("TRT-8601-EntropyCalibration2\ninput_1: 3c010204\nconv1: zz\n")
+    with pytest.raises(CalibrationCacheError, match=r"cal.bin:3: expected 'TENSOR_NAME: 8 hex digits'"):
+        read_cache(path)
+
+
+def test_cache_without_header_is_rejected(tmp_path):
+    path = tmp_path / "cal.bin"
+    path.write_text("input_1: 3c010204\n")
+    with pytest.raises(CalibrationCacheError, match=r"cal.bin:1: expected a header"):
+        read_cache(path)
+
+
+def test_cache_names_the_model_does_not_have_are_rejected_with_their_lines(tmp_path, tiny_model):
+    path = tmp_path / "cal.bin"
+    path.write_text("TRT-8601-EntropyCalibration2\ninput_1: 3c010204\nnot_a_tensor: 3c010204\n")
+    _, scales = read_cache(path)
+    with pytest.raises(CalibrationCacheError, match=r"'not_a_tensor' \(line 3\)"):
+        check_cache_names(path, scales, onnx.load(str(tiny_model)))

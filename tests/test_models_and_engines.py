@@ -1,0 +1,127 @@
+"""The sample model, TAO-style export, and engines built from the exported model."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from stages import synthetic
+from stages.calibration import CalibrationCacheError, collect_ranges, write_cache
+from stages.engines import EngineRequest, OnnxRunner, build_engine, cosine, tensorrt_available
+from stages.onnxmodel import ModelError, export_model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("engines")
+    synthetic.build_model(folder / "sample.onnx", 96, 48, base_width=8, seed=1)
+    export_model(folder / "sample.onnx", folder / "model.onnx", expected_chw=(3, 48, 96))
+    return folder
+
+
+def images(seed=0, n=4):
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 1, 96, dtype=np.float32)[None, None, None, :]
+    return np.clip(base + rng.normal(0, 0.1, (n, 3, 48, 96)).astype(np.float32), 0, 1)
+
+
+def test_sample_model_has_detectnet_v2_outputs_with_sensible_statistics(exported):
+    session = ort.InferenceSession(str(exported / "sample.onnx"))
+    cov, bbox = session.run(["output_cov/Sigmoid", "output_bbox/BiasAdd"], {"input_1": images(n=1)})
+    assert cov.shape == (1, 3, 3, 6) and bbox.shape == (1, 12, 3, 6)
+    assert 0.05 < cov.mean() < 0.95 and cov.std() > 1e-3
+    assert np.isfinite(bbox).all() and bbox.std() > 1e-3
+
+
+def test_sample_model_is_deterministic(tmp_path):
+    synthetic.build_model(tmp_path / "a.onnx", 32, 32, base_width=4, seed=9)
+    synthetic.build_model(tmp_path / "b.onnx", 32, 32, base_width=4, seed=9)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_export_gives_a_dynamic_batch(exported):
+    session = ort.InferenceSession(str(exported / "model.onnx"))
+    cov, _ = session.run(None, {"input_1": images(n=3)})
+    assert cov.shape[0] == 3
+
+
+def test_export_renames_other_tensor_names_to_taos(tmp_path, exported):
+    model = onnx.load(exported / "sample.onnx")
+    renames = {"input_1": "images", "output_cov/Sigmoid": "coverage", "output_bbox/BiasAdd": "boxes"}
+    for node in model.graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    for value in [*model.graph.input, *model.graph.output]:
+        value.name = renames.get(value.name, value.name)
+    onnx.save(model, tmp_path / "other.onnx")
+    result = export_model(tmp_path / "other.onnx", tmp_path / "out.onnx", "images",
+                          {"output_cov/Sigmoid": "coverage", "output_bbox/BiasAdd": "boxes"})
+    assert [i.name for i in result.graph.input] == ["input_1"]
+    assert {o.name for o in result.graph.output} == {"output_cov/Sigmoid", "output_bbox/BiasAdd"}
+
+
+def test_missing_model_is_named(tmp_path):
+    with pytest.raises(ModelError, match=f"{tmp_path / 'nope.onnx'} does not exist"):
+        export_model(tmp_path / "nope.onnx", tmp_path / "out.onnx")
+
+
+def test_non_onnx_model_is_named(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"this is a tlt file, not onnx")
+    with pytest.raises(ModelError, match="is not an ONNX model"):
+        export_model(tmp_path / "model.onnx", tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_model_input_that_contradicts_the_spec_is_named(exported, tmp_path):
+    with pytest.raises(ModelError, match=r"takes input \(C,H,W\)=\(3, 48, 96\), but train.txt preprocesses "
+                                         r"images to \(3, 384, 1248\)"):
+        export_model(exported / "sample.onnx", tmp_path / "out.onnx", expected_chw=(3, 384, 1248),
+                     spec_name="train.txt")
+
+
+def run_engine(path, batch):
+    return OnnxRunner(path)(batch)
+
+
+@pytest.mark.parametrize("data_type", ["fp32", "fp16"])
+def test_float_engines_match_the_model(exported, tmp_path, data_type):
+    engine = tmp_path / f"{data_type}.onnx"
+    assert build_engine(EngineRequest(exported / "model.onnx", data_type, engine)) == "onnxruntime"
+    for got, want in zip(run_engine(engine, images()), run_engine(exported / "model.onnx", images())):
+        assert cosine(got, want) > 0.9999
+
+
+def test_int8_engine_uses_the_cache(exported, tmp_path):
+    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(3)), "entropy")
+    write_cache(tmp_path / "good.bin", amax)
+    write_cache(tmp_path / "coarse.bin", {k: v * 40 for k, v in amax.items()})
+    good, coarse = tmp_path / "good.onnx", tmp_path / "coarse.onnx"
+    build_engine(EngineRequest(exported / "model.onnx", "int8", good, tmp_path / "good.bin"))
+    build_engine(EngineRequest(exported / "model.onnx", "int8", coarse, tmp_path / "coarse.bin"))
+    reference = run_engine(exported / "model.onnx", images(9))
+    good_out, coarse_out = run_engine(good, images(9)), run_engine(coarse, images(9))
+    assert all(cosine(g, r) >= 0.99 for g, r in zip(good_out, reference))
+    # scales 40x too coarse must hurt: the engine really quantizes with the cache's numbers
+    assert max(np.abs(c - r).max() for c, r in zip(coarse_out, reference)) > \
+        3 * max(np.abs(g - r).max() for g, r in zip(good_out, reference))
+
+
+def test_int8_engine_rejects_a_cache_with_foreign_names(exported, tmp_path):
+    (tmp_path / "bad.bin").write_text("TRT-8601-EntropyCalibration2\nblock_9z/Relu: 3c010204\n")
+    with pytest.raises(CalibrationCacheError, match=r"'block_9z/Relu' \(line 2\)"):
+        build_engine(EngineRequest(exported / "model.onnx", "int8", tmp_path / "e.onnx", tmp_path / "bad.bin"))
+
+
+def test_int8_without_a_cache_is_an_error(exported, tmp_path):
+    with pytest.raises(ValueError, match="int8 conversion needs the calibration cache"):
+        build_engine(EngineRequest(exported / "model.onnx", "int8", tmp_path / "e.onnx"))
+
+
+def test_tensorrt_engine_builds_when_tensorrt_and_a_gpu_are_present(exported, tmp_path):
+    reason = tensorrt_available()
+    if reason:
+        pytest.skip(f"TensorRT path not testable here: {reason}")
+    engine = tmp_path / "model.engine"
+    assert build_engine(EngineRequest(exported / "model.onnx", "fp16", engine)) == "tensorrt"
+    assert engine.stat().st_size > 0

@@ -1,0 +1,91 @@
+"""What the open backend leaves behind after a real run (small sample, export=int8)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from google.protobuf import text_format
+
+from conftest import tao_message_for
+from stages.calibration import calibration_tensor_names, read_cache
+from stages.spec import Spec, path_values
+from stages.tensorfile import describe, read_batches
+
+
+def test_tensorfile_reads_back_with_taos_own_reader(built_project):
+    tensorfile_module = pytest.importorskip("nvidia_tao_deploy.engine.tensorfile",
+                                            reason="nvidia-tao-deploy is not installed")
+    path = built_project / "artifacts/calibration/calibration.tensor"
+    ours = list(read_batches(path))
+    reader = tensorfile_module.TensorFile(str(path), "r")
+    theirs = []
+    while (batch := reader.read()) is not None:
+        theirs.append(batch)
+    assert len(theirs) == len(ours) == 3
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+    assert theirs[0].shape == (8, 3, 64, 160) and theirs[0].dtype == np.float32
+
+
+def test_tensorfile_holds_preprocessed_images(built_project):
+    count, shape = describe(built_project / "artifacts/calibration/calibration.tensor")
+    assert (count, shape) == (3, (8, 3, 64, 160))
+    batch = next(read_batches(built_project / "artifacts/calibration/calibration.tensor"))
+    assert 0.0 <= batch.min() and batch.max() <= 1.0 and batch.std() > 0.05
+
+
+def test_resolved_spec_has_no_container_paths_and_parses_as_tao(built_project):
+    text = (built_project / "artifacts/calibration/spec.txt").read_text()
+    values = [pv.value for pv in path_values(Spec(text))]
+    assert values and not any(v.startswith("/workspace") for v in values)
+    assert "batch_size_per_gpu: 8" in text
+    pytest.importorskip("nvidia_tao_deploy", reason="nvidia-tao-deploy is not installed")
+    text_format.Merge(text, tao_message_for(text))
+
+
+def test_exported_model_has_tao_names_and_a_dynamic_batch(built_project):
+    model = onnx.load(built_project / "artifacts/export/model.onnx")
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["input_1"]
+    assert {o.name for o in model.graph.output} == {"output_cov/Sigmoid", "output_bbox/BiasAdd"}
+    for value in [*model.graph.input, *model.graph.output]:
+        assert value.type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+def test_calibration_cache_covers_every_tensor_tensorrt_needs(built_project):
+    header, scales = read_cache(built_project / "artifacts/export/calibration.bin")
+    assert header == "TRT-8601-EntropyCalibration2"
+    model = onnx.load(built_project / "artifacts/export/model.onnx")
+    assert list(scales) == calibration_tensor_names(model)
+    assert all(0 < s < 1 for s in scales.values())
+
+
+def test_deepstream_config_has_the_fields_and_a_key_placeholder(built_project):
+    config = (built_project / "artifacts/export/nvinfer_config.txt").read_text().splitlines()
+    for line in ["net-scale-factor=0.00392156862745098", "offsets=0;0;0", "infer-dims=3;64;160",
+                 "network-type=0", "num-detected-classes=3", "model-color-format=0", "uff-input-order=0",
+                 "output-blob-names=output_cov/Sigmoid;output_bbox/BiasAdd", "uff-input-blob-name=input_1",
+                 "tlt-model-key=YOUR_TAO_KEY", "int8-calib-file=calibration.bin"]:
+        assert line in config
+    assert (built_project / "artifacts/export/labels.txt").read_text() == "car\ncyclist\npedestrian\n"
+
+
+def test_int8_engine_matches_the_fp32_model(built_project):
+    metrics = json.loads((built_project / "artifacts/metrics.json").read_text())
+    assert metrics["precision"] == "int8" and metrics["engine"] == "onnxruntime"
+    assert metrics["images"] == 8
+    for output in ("output_cov/Sigmoid", "output_bbox/BiasAdd"):
+        assert metrics["outputs"][output]["cosine_similarity"] >= 0.99
+    assert set(metrics["latency_ms"]) == {"batch_1", "batch_8"}
+    assert metrics["engine_size_bytes"] == (built_project / "artifacts/engine/model.onnx").stat().st_size
+
+
+def test_int8_engine_carries_the_cache_scales(built_project):
+    _, scales = read_cache(built_project / "artifacts/export/calibration.bin")
+    engine = onnx.load(built_project / "artifacts/engine/model.onnx")
+    initial = {i.name: onnx.numpy_helper.to_array(i) for i in engine.graph.initializer}
+    input_scale = [initial[n.input[1]] for n in engine.graph.node
+                   if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") and n.input[0] == "input_1"]
+    assert input_scale and np.isclose(float(input_scale[0]), scales["input_1"], rtol=1e-6)
