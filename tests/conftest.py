@@ -59,6 +59,24 @@ def run(args, cwd, check=True, env=None, **kw):
     return result
 
 
+def _bake_into_conf(config_yaml: Path, overrides) -> None:
+    """Write `key=value` overrides into conf/config.yaml itself, so that `dvc exp run -S ...`
+    (which composes conf/ afresh) keeps them. Group choices (`export=int8`) go to the defaults list."""
+    import yaml
+    data = yaml.safe_load(config_yaml.read_text())
+    for item in overrides:
+        key, value = item.split("=", 1)
+        if "." not in key:
+            data["defaults"] = [{key: value} if isinstance(d, dict) and key in d else d for d in data["defaults"]]
+            continue
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = yaml.safe_load(value)
+    config_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
     """A copy of this project's tracked files in a fresh git repo, params.yaml composed with overrides."""
     import shutil
@@ -72,7 +90,8 @@ def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
         shutil.copy2(ROOT / name, target)
     for stray in ("dvc.lock", "artifacts/metrics.json"):
         (dest / stray).unlink(missing_ok=True)
-    run([sys.executable, "-m", "stages.params", *overrides], dest)
+    _bake_into_conf(dest / "conf" / "config.yaml", overrides)
+    run([sys.executable, "-m", "stages.params"], dest)
     run(["git", "init", "-q"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], dest)

@@ -1,0 +1,118 @@
+"""The workflows users drive, with real dvc and real Hydra composition in a temp git repo."""
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, SMALL_SAMPLE, make_project, run
+
+STAGES = ["sample", "calibration_tensorfile", "export", "convert"]
+
+
+def ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture
+def project(tmp_path):
+    project = make_project(tmp_path / "project")
+    run(["dvc", "repro"], project)
+    return project
+
+
+def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
+    project = make_project(tmp_path / "project")
+    first = run(["dvc", "repro"], project)
+    assert ran(first.stdout) == STAGES
+    for path in ["artifacts/calibration/calibration.tensor", "artifacts/export/model.onnx",
+                 "artifacts/engine/model.onnx", "artifacts/metrics.json"]:
+        assert (project / path).is_file(), path
+    second = run(["dvc", "repro"], project)
+    assert ran(second.stdout) == []
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("sample.seed=8", STAGES),
+    ("calibration.max_batches=2", ["calibration_tensorfile", "export", "convert"]),
+    ("export.gen_ds_config=false", ["export", "convert"]),
+    ("convert.verify_images=4", ["convert"]),
+])
+def test_a_param_change_reruns_exactly_its_stage_and_downstream(project, override, expected):
+    run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, override], project)
+    assert ran(run(["dvc", "repro"], project).stdout) == expected
+
+
+def test_exp_run_with_a_config_group_and_a_key(project):
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
+    result = run(["dvc", "exp", "run", "-S", "export=int8", "-S", "convert.max_batch_size=4"], project)
+    assert ran(result.stdout) == ["export", "convert"]
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["export"]["data_type"] == "int8" and params["convert"]["max_batch_size"] == 4
+    metrics = json.loads((project / "artifacts/metrics.json").read_text())
+    assert metrics["precision"] == "int8" and "batch_4" in metrics["latency_ms"]
+
+    diff = run(["dvc", "params", "diff", "--json"], project).stdout
+    changed = json.loads(diff)["params.yaml"]
+    assert changed["export.data_type"] == {"old": "fp32", "new": "int8"}
+    assert (changed["convert.max_batch_size"]["old"], changed["convert.max_batch_size"]["new"]) == (8, 4)
+    assert "precision" in run(["dvc", "metrics", "diff", "--json"], project).stdout
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    text = json.dumps(shown)
+    assert '"int8"' in text and "cosine_similarity" in text
+
+
+def test_run_cache_restores_a_combination_seen_before(project):
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
+    run(["dvc", "exp", "run", "-S", "export=fp16"], project)
+    back = run(["dvc", "exp", "run", "-S", "export=fp32"], project)
+    assert ran(back.stdout) == []
+    assert "Stage 'export' is cached - skipping run, checking out outputs" in back.stdout
+    assert json.loads((project / "artifacts/metrics.json").read_text())["precision"] == "fp32"
+
+
+def test_committed_params_yaml_is_the_composition_of_conf():
+    result = run([sys.executable, "-m", "stages.params", "--check"], ROOT, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_dvc_yaml_names_the_paths_the_stages_write():
+    from stages import config
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
+    assert stages["calibration_tensorfile"]["outs"] == [config.CALIBRATION_DIR]
+    assert stages["export"]["outs"] == [config.EXPORT_DIR]
+    assert stages["convert"]["outs"] == [config.ENGINE_DIR]
+    assert list(stages["convert"]["metrics"][0]) == [config.METRICS_FILE]
+    assert list(stages) == STAGES
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_prints_its_config_with_overrides(stage):
+    result = run([sys.executable, "-m", f"stages.{stage}", "export=fp16", "--cfg", "job"], ROOT)
+    assert yaml.safe_load(result.stdout)["export"]["data_type"] == "fp16"
+
+
+def test_stage_help_explains_overrides_and_params():
+    result = run([sys.executable, "-m", "stages.export", "--help"], ROOT)
+    assert "--params" in result.stdout and "--cfg" in result.stdout and "export=fp16" in result.stdout
+
+
+def test_unknown_group_option_is_a_clear_error():
+    result = run([sys.executable, "-m", "stages.export", "export=int9", "--cfg", "job"], ROOT, check=False)
+    assert result.returncode == 2
+    assert "Could not find 'export/int9'" in result.stderr and "fp16 fp32 int8" in result.stderr
+
+
+def test_wrongly_typed_override_names_the_key():
+    result = run([sys.executable, "-m", "stages.convert", "convert.max_batch_size=many", "--cfg", "job"], ROOT,
+                 check=False)
+    assert result.returncode == 2
+    assert "config key convert.max_batch_size" in result.stderr
