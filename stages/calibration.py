@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import re
 import struct
-from concurrent.futures import ThreadPoolExecutor
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numba
 import numpy as np
 import onnx
 
@@ -35,18 +37,34 @@ class MaxCollector:
     def __init__(self):
         self.amax = 0.0
 
-    def add(self, values: np.ndarray) -> None:
+    def add(self, values: np.ndarray, relu: bool = False) -> None:
         if values.size:
-            self.amax = max(self.amax, float(np.max(np.abs(values))))
+            self.amax = max(self.amax, float(values.max()), 0.0 if relu else -float(values.min()))
 
     def compute(self) -> float:
         return self.amax
 
 
+@numba.njit(cache=True, nogil=True)
+def _bin(values: np.ndarray, inv: np.float32, hist: np.ndarray, relu: bool) -> int:
+    """hist[int(|v| * inv)] += 1 for every v (v -> max(v, 0) with relu), in one pass without
+    temporaries (numpy needs five passes and two arrays as large as the tensor); returns how many
+    binned values were exactly zero."""
+    zeros = 0
+    for v in values:
+        a = (v if v > 0 else np.float32(0)) if relu else abs(v)
+        if a == 0:
+            zeros += 1
+        hist[np.intp(a * inv)] += 1
+    return zeros
+
+
 class HistogramCollector:
     """Histogram of |x| with a fixed bin width set by the first non-zero batch (max / 2048). Later
     batches that reach further add bins of the same width; past 2 x 2048 bins, neighbouring bins are
-    merged in pairs, which keeps the histogram exact on a coarser grid."""
+    merged in pairs, which keeps the histogram exact on a coarser grid. Exact zeros (ReLU's) are
+    left out with skip_zeros, as pytorch-quantization's option of that name does: otherwise the
+    zero spike dominates the KL search and clips most of the range."""
 
     def __init__(self, num_bins: int = NUM_BINS, skip_zeros: bool = True):
         self.num_bins, self.skip_zeros = num_bins, skip_zeros
@@ -54,23 +72,24 @@ class HistogramCollector:
         self.hist = np.zeros(0, dtype=np.int64)
         self.zeros = 0  # elements seen before any non-zero value fixed the grid
 
-    def add(self, values: np.ndarray) -> None:
-        a = np.abs(values.ravel())  # a copy: the caller's array stays intact
-        if self.skip_zeros:
-            a = a[a != 0]
-        top = float(a.max()) if a.size else 0.0
+    def add(self, values: np.ndarray, relu: bool = False) -> None:
+        """Add |values|, or max(values, 0) with relu: a ReLU's tensor from its input's."""
+        flat = np.ascontiguousarray(values, dtype=np.float32).ravel()
+        if not flat.size:
+            return
+        top = max(float(flat.max()), 0.0 if relu else -float(flat.min()))
         if top == 0.0:
-            if self.width is None:
-                self.zeros += a.size
-            else:
-                self.hist[0] += a.size
+            if not self.skip_zeros:
+                if self.width is None:
+                    self.zeros += flat.size
+                else:
+                    self.hist[0] += flat.size
             return
         if self.width is None:
             self.width = top / self.num_bins
             self.hist = np.zeros(self.num_bins, dtype=np.int64)
             self.hist[0] += self.zeros
-        inv = np.float32(1.0 / self.width)
-        needed = int(np.float32(top) * inv) + 1
+        needed = int(np.float32(top) * np.float32(1.0 / self.width)) + 1
         if needed > len(self.hist):
             self.hist = np.concatenate([self.hist, np.zeros(needed - len(self.hist), np.int64)])
             while len(self.hist) >= 2 * self.num_bins:
@@ -78,11 +97,10 @@ class HistogramCollector:
                     self.hist = np.append(self.hist, 0)
                 self.hist = self.hist.reshape(-1, 2).sum(axis=1)
                 self.width *= 2
-            inv = np.float32(1.0 / self.width)
-        np.multiply(a, inv, out=a)
-        index = a.astype(np.intp)
-        np.minimum(index, len(self.hist) - 1, out=index)
-        self.hist += np.bincount(index, minlength=len(self.hist))
+        # float32 products, like `needed` above, so no index passes the last bin
+        zeros = _bin(flat, np.float32(1.0 / self.width), self.hist, relu)
+        if self.skip_zeros:
+            self.hist[0] -= zeros
 
     def edges(self) -> np.ndarray:
         return np.arange(len(self.hist) + 1) * (self.width or 0.0)
@@ -90,47 +108,66 @@ class HistogramCollector:
 
 def entropy_amax(hist: np.ndarray, width: float, start_bin: int = START_BIN,
                  levels: int = QUANT_LEVELS) -> float:
-    """EntropyCalibration2's threshold for a histogram of |x|, all candidates at once.
-
-    KL(P || Q) for candidate i, with P = hist[:i] plus the outliers folded into its last bin and Q
-    the 128-level quantization of hist[:i] spread over its non-zero bins, reduces to prefix sums:
-    sum P log P - sum_j C_j log(C_j / n_j) - O log q_last, normalised by the totals, where C_j and
-    n_j are the mass and the non-zero count of chunk j, and O the outlier mass.
-    """
+    """EntropyCalibration2's threshold for a histogram of |x|: the last candidate i minimising
+    KL(P || Q), amax = i * width (see _kl_divergences)."""
     hist = np.asarray(hist, dtype=np.float64)
     n = len(hist)
     if n == 0 or width == 0:
         return 0.0
     if n < start_bin:
         return n * width
-    total = hist.sum()
-    cum = np.concatenate([[0.0], np.cumsum(hist)])
-    cum_nz = np.concatenate([[0.0], np.cumsum(hist > 0)])
-    hlogh = np.where(hist > 0, hist * np.log(np.where(hist > 0, hist, 1.0)), 0.0)
-    cum_hlogh = np.concatenate([[0.0], np.cumsum(hlogh)])
-
-    cand = np.arange(start_bin, n + 1)
-    merged = cand // levels  # bins per quantized level; the last level also takes the remainder
-    j = np.arange(levels)
-    starts = j[None, :] * merged[:, None]
-    stops = np.where(j[None, :] == levels - 1, cand[:, None], starts + merged[:, None])
-    mass = cum[stops] - cum[starts]
-    count = cum_nz[stops] - cum_nz[starts]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        level_value = np.where(count > 0, mass / np.where(count > 0, count, 1), 0.0)
-        sum_p_log_q = np.where(mass > 0, mass * np.log(np.where(level_value > 0, level_value, 1.0)), 0.0).sum(axis=1)
-    last = hist[cand - 1]
-    outliers = total - cum[cand]
-    q_last = level_value[:, -1]
-    # The last reference bin holds its own count plus the outliers.
-    p_last = last + outliers
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_log_p = cum_hlogh[cand - 1] + np.where(p_last > 0, p_last * np.log(np.where(p_last > 0, p_last, 1.0)), 0.0)
-        sum_p_log_q = sum_p_log_q + np.where(outliers > 0, outliers * np.log(np.where(q_last > 0, q_last, 1.0)), 0.0)
-        kl = (p_log_p - sum_p_log_q) / total - np.log(total) + np.log(cum[cand])
-    kl = np.where((outliers > 0) & (last == 0), np.inf, kl)  # mass where Q has none
+    kl = _kl_divergences(hist, start_bin, levels)
     best = len(kl) - 1 - int(np.argmin(kl[::-1]))
-    return float(cand[best] * width)
+    return float((start_bin + best) * width)
+
+
+@numba.njit(cache=True, nogil=True)
+def _kl_divergences(hist: np.ndarray, start_bin: int, levels: int) -> np.ndarray:
+    """KL(P || Q) for every candidate i in [start_bin, len(hist)].
+
+    P is hist[:i] with the outliers hist[i:] folded into its last bin; Q is hist[:i] merged into
+    `levels` chunks (i // levels bins each, the last chunk taking the remainder) and spread evenly
+    over each chunk's non-zero bins. With prefix sums, sum P log P and sum P log Q need only the
+    mass C_j and the non-zero count n_j of each chunk, so a candidate costs O(levels), not O(i):
+      KL = (sum P log P - sum_j C_j log(C_j / n_j) - O log q_last) / T - log T + log S_i
+    where T is the total, S_i = sum hist[:i] (Q's total) and O the outlier mass.
+    """
+    n = len(hist)
+    cum = np.zeros(n + 1)
+    cum_nz = np.zeros(n + 1)
+    cum_hlogh = np.zeros(n + 1)
+    for k in range(n):
+        h = hist[k]
+        cum[k + 1] = cum[k] + h
+        cum_nz[k + 1] = cum_nz[k] + (1.0 if h > 0 else 0.0)
+        cum_hlogh[k + 1] = cum_hlogh[k] + (h * np.log(h) if h > 0 else 0.0)
+    total = cum[n]
+    out = np.empty(n - start_bin + 1)
+    for c in range(start_bin, n + 1):
+        merged = c // levels
+        sum_p_log_q = 0.0
+        q_last = 0.0
+        for j in range(levels):
+            lo = j * merged
+            hi = c if j == levels - 1 else lo + merged
+            mass = cum[hi] - cum[lo]
+            count = cum_nz[hi] - cum_nz[lo]
+            if mass > 0 and count > 0:
+                value = mass / count
+                sum_p_log_q += mass * np.log(value)
+                if j == levels - 1:
+                    q_last = value
+        last = hist[c - 1]
+        outliers = total - cum[c]
+        if outliers > 0 and last == 0:  # P has mass where Q has none
+            out[c - start_bin] = np.inf
+            continue
+        p_last = last + outliers
+        p_log_p = cum_hlogh[c - 1] + (p_last * np.log(p_last) if p_last > 0 else 0.0)
+        if outliers > 0:
+            sum_p_log_q += outliers * np.log(q_last)
+        out[c - start_bin] = (p_log_p - sum_p_log_q) / total - np.log(total) + np.log(cum[c])
+    return out
 
 
 def percentile_amax(hist: np.ndarray, width: float, percentile: float) -> float:
@@ -143,7 +180,9 @@ def percentile_amax(hist: np.ndarray, width: float, percentile: float) -> float:
 
 @dataclass
 class Calibrator:
-    """Collects every tensor's range over batches and computes amax per tensor."""
+    """Collects every tensor's range over batches and computes amax per tensor. `add` returns at
+    once: the tensors are reduced on worker threads (numba and numpy release the GIL) while the
+    caller computes the next batch; `wait` blocks until the last batch is reduced."""
 
     method: str = "entropy"
     percentile: float = 99.99
@@ -153,26 +192,41 @@ class Calibrator:
         if self.method not in CALIBRATOR_NAMES:
             raise ValueError(f"calibration method {self.method!r} is not one of {sorted(CALIBRATOR_NAMES)}")
         self.collectors: dict[str, MaxCollector | HistogramCollector] = {}
-        self._pool = ThreadPoolExecutor()  # numpy releases the GIL: one tensor per core
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 1)
+        self._pending: list[Future] = []
 
-    def add(self, tensors: Mapping[str, np.ndarray]) -> None:
-        for name in tensors:
+    def add(self, tensors: Mapping[str, np.ndarray], relus: Mapping[str, str] | None = None) -> None:
+        """Reduce one batch. `relus` maps a ReLU's output name to its input's: that tensor is
+        collected from the input (onnxruntime need not hand it over)."""
+        self.wait()
+        relus = relus or {}
+        for name in [*tensors, *relus]:
             if name not in self.collectors:
                 self.collectors[name] = (MaxCollector() if self.method == "minmax"
                                          else HistogramCollector(skip_zeros=self.skip_zeros))
-        list(self._pool.map(lambda item: self.collectors[item[0]].add(item[1]), tensors.items()))
+        work = [(name, values, False) for name, values in tensors.items()]
+        work += [(relu, tensors[source], True) for relu, source in relus.items()]
+        for name, values, relu in sorted(work, key=lambda item: -item[1].size):  # largest first
+            self._pending.append(self._pool.submit(self.collectors[name].add, values, relu))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def amax(self) -> dict[str, float]:
-        self._pool.shutdown()
-        out = {}
-        for name, c in self.collectors.items():
-            if isinstance(c, MaxCollector):
-                out[name] = c.compute()
-            elif self.method == "entropy":
-                out[name] = entropy_amax(c.hist, c.width or 0.0)
-            else:
-                out[name] = percentile_amax(c.hist, c.width or 0.0, self.percentile)
-        return out
+        self.wait()
+        try:
+            return dict(zip(self.collectors, self._pool.map(self._amax, self.collectors.values())))
+        finally:
+            self._pool.shutdown()
+
+    def _amax(self, collector: MaxCollector | HistogramCollector) -> float:
+        if isinstance(collector, MaxCollector):
+            return collector.compute()
+        if self.method == "entropy":
+            return entropy_amax(collector.hist, collector.width or 0.0)
+        return percentile_amax(collector.hist, collector.width or 0.0, self.percentile)
 
 
 # --------------------------------------------------------------------------- the model's tensors
@@ -184,11 +238,19 @@ def calibration_tensor_names(model: onnx.ModelProto) -> list[str]:
     return inputs + [o for node in model.graph.node for o in node.output if o]
 
 
-def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of the model that also outputs every intermediate tensor."""
+def derivable_relus(model: onnx.ModelProto) -> dict[str, str]:
+    """{ReLU output: its input} for ReLUs whose input is itself a calibration tensor."""
+    names = set(calibration_tensor_names(model))
+    outputs = {o.name for o in model.graph.output}
+    return {node.output[0]: node.input[0] for node in model.graph.node
+            if node.op_type == "Relu" and node.input[0] in names and node.output[0] not in outputs}
+
+
+def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.ModelProto:
+    """A copy of the model that also outputs every intermediate tensor (but those in `skip`)."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
+    existing = {o.name for o in probe.graph.output} | set(skip)
     for name in calibration_tensor_names(model):
         if name not in existing and name not in {i.name for i in probe.graph.input}:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
@@ -198,21 +260,63 @@ def with_all_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
 def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method: str = "entropy",
                    percentile: float = 99.99, progress=None, skip_zeros: bool = True) -> dict[str, float]:
     """amax of every calibration tensor of the model over the batches (streamed)."""
-    import onnxruntime as ort
-
     model = onnx.load(str(model_path))
     names = calibration_tensor_names(model)
-    input_name = names[0]
-    session = ort.InferenceSession(with_all_outputs(model).SerializeToString(), providers=["CPUExecutionProvider"])
-    outputs = [o.name for o in session.get_outputs()]
+    relus = derivable_relus(model)  # collected from their inputs in the same pass
+    session = _all_tensors_session(model, relus)
+    runners = [_AllTensors(session, model, names[0]) for _ in range(2)]
     calibrator = Calibrator(method, percentile, skip_zeros)
-    for batch in batches:
-        values = dict(zip(outputs, session.run(outputs, {input_name: batch})))
-        values[input_name] = batch
-        calibrator.add({name: values[name] for name in names})
+    for index, batch in enumerate(batches):
+        # two buffer sets: onnxruntime fills one while the threads still reduce the other
+        values = runners[index % 2](batch)
+        calibrator.add({name: values[name] for name in names if name not in relus}, relus)
         if progress is not None:
             progress.update(1)
-    return calibrator.amax()
+    amax = calibrator.amax()
+    return {name: amax[name] for name in names if name in amax}
+
+
+def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(with_all_outputs(model, skip).SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
+    """Every tensor's shape for a concrete input shape, by ONNX shape inference."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for dim, size in zip(fixed.graph.input[0].type.tensor_type.shape.dim, input_shape):
+        dim.Clear()
+        dim.dim_value = size
+    del fixed.graph.value_info[:]
+    for output in fixed.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True).graph
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.value_info, *inferred.output]}
+
+
+class _AllTensors:
+    """Runs the model and returns every tensor, written by onnxruntime straight into buffers that
+    are reused from batch to batch (three times faster than letting it allocate and copy them)."""
+
+    def __init__(self, session, model: onnx.ModelProto, input_name: str):
+        self.session, self.model, self.input_name = session, model, input_name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.binding, self.buffers, self.batch_shape = self.session.io_binding(), {}, None
+
+    def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.shape != self.batch_shape:  # first batch, or a batch of another size
+            shapes = _tensor_shapes(self.model, batch.shape)
+            self.buffers = {name: np.empty(shapes[name], np.float32) for name in self.outputs}
+            for name, buffer in self.buffers.items():
+                self.binding.bind_output(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+            self.batch_shape = batch.shape
+        self.binding.bind_cpu_input(self.input_name, batch)
+        self.session.run_with_iobinding(self.binding)
+        return {**self.buffers, self.input_name: batch}
 
 
 # --------------------------------------------------------------------------- cache file

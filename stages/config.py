@@ -66,7 +66,7 @@ class CalibrationSection:
     max_batches: int = 10
     use_validation_set: bool = False
     seed: int = 42
-    compression: Optional[str] = "gzip"
+    compression: Optional[str] = None
 
 
 @dataclass

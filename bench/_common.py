@@ -1,0 +1,53 @@
+"""Shared helpers for the benchmarks: sample data in a temp dir, timing, peak memory of a child."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stages import synthetic  # noqa: E402
+
+
+def sample_images(folder: Path, count: int, distinct: int = 32, size=synthetic.KITTI_SIZE, seed: int = 7) -> Path:
+    """`count` KITTI-sized PNGs in folder/image_2 (the first `distinct` generated, the rest copies)."""
+    synthetic.write_dataset(folder, {"training": min(count, distinct)}, seed, size)
+    images = folder / "training" / "image_2"
+    for index in range(distinct, count):
+        shutil.copy(images / f"{index % distinct:06d}.png", images / f"{index:06d}.png")
+    return images
+
+
+def best_of(repeats: int, fn) -> float:
+    """Fastest wall time of `repeats` calls: the least disturbed by the rest of the machine."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def child_peak_rss_mib(code: str, *args: str) -> float:
+    """Run `python -c code args...` in a fresh process and return its peak resident memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if result.returncode:
+        raise SystemExit(result.stderr)
+    peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_kib"]
+    del before
+    return peak / 1024
+
+
+PEAK_SNIPPET = """
+import json, resource
+print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
