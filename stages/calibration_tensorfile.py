@@ -17,7 +17,7 @@ def run(cfg: DictConfig) -> None:
     spec = resolve_spec(cfg)
     with staged_dir(project_path(CALIBRATION_DIR)) as out, log_to_file(out / "calibration_tensorfile.log"):
         spec.write(out / RESOLVED_SPEC)
-        backends.step(cfg, "calibration_tensorfile").run(cfg, facts(spec), out / TENSORFILE)
+        backends.step(cfg, "calibration_tensorfile").run(cfg, facts(spec), out / RESOLVED_SPEC, out / TENSORFILE)
 
 
 if __name__ == "__main__":

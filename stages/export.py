@@ -16,9 +16,10 @@ from .spec import Spec
 
 def run(cfg: DictConfig) -> None:
     calibration = project_path(CALIBRATION_DIR)
-    spec = Spec.load(calibration / RESOLVED_SPEC)
+    spec_path = calibration / RESOLVED_SPEC
     with staged_dir(project_path(EXPORT_DIR)) as out, log_to_file(out / "export.log"):
-        backends.step(cfg, "export").run(cfg, facts(spec), project_path(cfg.model.file), calibration / TENSORFILE, out)
+        backends.step(cfg, "export").run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(cfg.model.file),
+                                         calibration / TENSORFILE, out)
 
 
 if __name__ == "__main__":

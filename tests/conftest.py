@@ -51,7 +51,7 @@ def run(args, cwd, check=True, env=None, **kw):
     import os
     import subprocess
     full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                "DVC_NO_ANALYTICS": "1", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
+                "DVC_NO_ANALYTICS": "1", **(env or {})}
     result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, env=full_env, **kw)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"

@@ -15,7 +15,7 @@ from . import progress
 log = logging.getLogger("stages.open")
 
 
-def run(cfg: DictConfig, facts: SpecFacts, output: Path) -> int:
+def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> int:  # noqa: ARG001
     """Write the calibration TensorFile; returns the number of batches written."""
     if cfg.calibration.use_validation_set:
         if not facts.validation_dirs:

@@ -14,7 +14,7 @@ from ..resolved import SpecFacts, images_of
 log = logging.getLogger("stages.open")
 
 
-def run(cfg: DictConfig, facts: SpecFacts, exported: Path, out: Path) -> dict:
+def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out: Path) -> dict:  # noqa: ARG001
     """Build the engine into `out` and return the verification metrics."""
     data_type = cfg.export.data_type
     cache = exported / "calibration.bin" if data_type == "int8" else None

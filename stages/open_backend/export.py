@@ -45,7 +45,8 @@ def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path):
     return iter_batches(images, export.batch_size, facts.width, facts.height, cfg.backend.workers), count
 
 
-def run(cfg: DictConfig, facts: SpecFacts, model: Path, tensorfile: Path, out: Path) -> None:
+def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path,  # noqa: ARG001
+        out: Path) -> None:
     names = {onnxmodel.TAO_OUTPUTS[0]: cfg.model.cov_output, onnxmodel.TAO_OUTPUTS[1]: cfg.model.bbox_output}
     exported = out / "model.onnx"
     onnxmodel.export_model(model, exported, cfg.model.input_name, names,

@@ -1,0 +1,19 @@
+"""TAO backends, calibration_tensorfile: `detectnet_v2 calibration_tensorfile` on the resolved spec."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ..resolved import SpecFacts
+from . import argv
+from .runners import RunnerError, runner_for
+
+
+def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> None:  # noqa: ARG001
+    runner = runner_for(cfg.backend)
+    command = argv.calibration_tensorfile(runner.spec(spec_path, output.parent), runner.path(output),
+                                          cfg.calibration.max_batches, cfg.calibration.use_validation_set)
+    runner.run(command, output.parent / "tao.log")
+    if not output.is_file():
+        raise RunnerError(f"detectnet_v2 calibration_tensorfile succeeded but wrote no {output.name}")

@@ -1,0 +1,220 @@
+"""The one place that starts external commands: TAO on PATH, through the TAO launcher, or in
+docker. Output streams live to the console and into a log file, with the key masked; a failure
+raises with TAO's own last lines; a missing executable names the alternatives."""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import PROJECT, project_path
+from ..spec import Spec, path_values
+from ..spec.textformat import literal_for
+from .argv import Secret, masked, render
+
+log = logging.getLogger("stages.tao")
+
+BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")
+KEY_PLACEHOLDER = "@TAO_KEY@"  # replaced inside the container by the value of the key variable
+
+
+class RunnerError(RuntimeError):
+    """A TAO command that could not start or failed. Names the command and shows TAO's error."""
+
+
+class MissingKeyError(RunnerError):
+    """The TAO key is needed and missing."""
+
+
+def load_key(backend: DictConfig) -> Secret:
+    """The TAO key from the environment variable `backend.key_env` or the file `backend.key_file`."""
+    if backend.get("key_file"):
+        path = project_path(backend.key_file)
+        try:
+            value = path.read_text().strip()
+        except OSError as exc:
+            raise MissingKeyError(f"backend.key_file {path} cannot be read: {exc.strerror}") from None
+        if not value:
+            raise MissingKeyError(f"backend.key_file {path} is empty")
+        return Secret(value)
+    name = backend.get("key_env") or "TAO_KEY"
+    value = os.environ.get(name, "")
+    if not value:
+        raise MissingKeyError(f"the TAO key is missing: export it in the environment variable {name} "
+                        "(backend.key_env) or name a file that holds it in backend.key_file")
+    return Secret(value)
+
+
+def _mask(text: str, secrets: Sequence[Secret]) -> str:
+    for secret in secrets:
+        if secret.value:
+            text = text.replace(secret.value, "***")
+    return text
+
+
+def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None = None,
+                secrets: Sequence[Secret] = (), backend: str = "tao") -> None:
+    """Run argv (a list; Secret elements are passed for real and printed as ***), streaming its
+    output to stderr and log_path. Raises RunnerError with the last lines on failure."""
+    secrets = [a for a in argv if isinstance(a, Secret)] + list(secrets)
+    shown = " ".join(masked(argv))
+    log.info("$ %s", shown)
+    tail: collections.deque[str] = collections.deque(maxlen=25)
+    try:
+        process = subprocess.Popen(render(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   env={**os.environ, **(env or {})}, cwd=PROJECT, text=True,
+                                   errors="replace", bufsize=1)
+    except FileNotFoundError:
+        others = ", ".join(f"backend={b}" for b in BACKENDS if b != backend)
+        raise RunnerError(f"backend={backend} needs the executable {render(argv)[0]!r}, which is not on PATH; "
+                          f"install it (or run inside the TAO container), or choose another backend: {others}") \
+            from None
+    try:
+        with open(log_path, "a", encoding="utf-8") as log_file:
+            log_file.write(f"$ {shown}\n")
+            for line in process.stdout:
+                line = _mask(line, secrets)
+                sys.stderr.write(line)
+                log_file.write(line)
+                tail.append(line.rstrip("\n"))
+            code = process.wait()
+    except BaseException:  # Ctrl-C or SIGTERM: stop TAO too, then unwind
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        raise
+    if code != 0:
+        last = "\n".join(f"  | {line}" for line in tail)
+        raise RunnerError(f"{render(argv)[0]} failed (exit {code}): {shown}\nlast lines of its output:\n{last}")
+
+
+class Runner:
+    """`backend=tao`: the commands on PATH, on this machine (e.g. inside the TAO container)."""
+
+    name = "tao"
+
+    def __init__(self, backend: DictConfig):
+        self.backend = backend
+
+    def path(self, host_path: str | Path) -> str:
+        return str(host_path)
+
+    def spec(self, spec_path: Path, folder: Path) -> str:
+        """The spec as the command must see it (paths translated where the command runs)."""
+        return self.path(spec_path)
+
+    def run(self, argv: list, log_path: Path, secrets: Sequence[Secret] = ()) -> None:
+        run_command(argv, log_path, secrets=secrets, backend=self.name)
+
+
+class _Mounted(Runner):
+    """A runner whose commands see the host through mounts: paths are translated."""
+
+    def mounts(self) -> list[tuple[str, str]]:
+        mounts = []
+        for index, m in enumerate(self.backend.mounts or []):
+            if not m.get("source") or not m.get("destination"):
+                raise RunnerError(f"config key backend.mounts[{index}] needs a source and a destination")
+            mounts.append((str(project_path(m.source).resolve()), str(m.destination).rstrip("/") or "/"))
+        if not mounts:
+            raise RunnerError("config key backend.mounts is empty: nothing of the host would be visible to TAO")
+        return mounts
+
+    def path(self, host_path: str | Path) -> str:
+        host = str(project_path(host_path).resolve())
+        for source, destination in sorted(self.mounts(), key=lambda m: len(m[0]), reverse=True):
+            if host == source or host.startswith(source.rstrip("/") + "/"):
+                return destination + host[len(source):]
+        listed = ", ".join(f"{s} -> {d}" for s, d in self.mounts())
+        raise RunnerError(f"{host} is not under any mount of backend={self.name} ({listed}): "
+                          "add a mount for it in backend.mounts")
+
+    def spec(self, spec_path: Path, folder: Path) -> str:
+        """Write the spec with container paths next to the stage's output and return its container path."""
+        spec = Spec.load(spec_path)
+        edits = {pv.match.value: literal_for(pv.match.value, self.path(pv.value)) for pv in path_values(spec)}
+        target = folder / f"{spec_path.stem}.container{spec_path.suffix}"
+        spec.replaced(edits).write(target)
+        return self.path(target)
+
+
+def _plain(node) -> dict:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+
+
+class LauncherRunner(_Mounted):
+    """`backend=tao_launcher`: `tao detectnet_v2 ...` with a generated mounts file."""
+
+    name = "tao_launcher"
+
+    def mounts_json(self) -> dict:
+        options, envs = _plain(self.backend.get("docker_options")), _plain(self.backend.get("envs"))
+        return {"Mounts": [{"source": s, "destination": d} for s, d in self.mounts()],
+                "Envs": [{"variable": k, "value": str(v)} for k, v in envs.items()],
+                "DockerOptions": options}
+
+    def run(self, argv: list, log_path: Path, secrets: Sequence[Secret] = ()) -> None:
+        with tempfile.TemporaryDirectory(prefix="tao-mounts-") as tmp:
+            mounts = Path(tmp) / "tao_mounts.json"
+            mounts.write_text(json.dumps(self.mounts_json(), indent=2))
+            # The launcher reads ~/.tao_mounts.json unless LAUNCHER_MOUNTS names another file.
+            run_command([self.backend.get("launcher") or "tao", *argv], log_path,
+                        {"LAUNCHER_MOUNTS": str(mounts)}, secrets, self.name)
+
+
+# Inside the container: replace the placeholder argument by the key's value, then exec argv.
+_EXPAND_KEY = ('n=$#; for a do if [ "$a" = "' + KEY_PLACEHOLDER + '" ]; then a="${' + '%s' + '}"; fi; '
+               'set -- "$@" "$a"; done; shift "$n"; exec "$@"')
+
+
+class DockerRunner(_Mounted):
+    """`backend=tao_docker`: `docker run` of the TAO image with the same mounts. The key travels as
+    an environment variable, named on the command line and expanded inside the container, so its
+    value is never on the host's process list."""
+
+    name = "tao_docker"
+
+    def command(self, argv: list) -> tuple[list, dict[str, str]]:
+        b = self.backend
+        key_var = b.get("key_env") or "TAO_KEY"
+        docker = [b.get("docker") or "docker", "run", "--rm"]
+        if b.get("gpus"):
+            docker += ["--gpus", str(b.gpus)]
+        if b.get("map_user", True):
+            docker += ["--user", f"{os.getuid()}:{os.getgid()}"]
+        for source, destination in self.mounts():
+            docker += ["-v", f"{source}:{destination}"]
+        env: dict[str, str] = {}
+        inner = []
+        for arg in argv:
+            if isinstance(arg, Secret):
+                env[key_var] = arg.value
+                inner.append(KEY_PLACEHOLDER)
+            else:
+                inner.append(arg)
+        if env:
+            docker += ["-e", key_var]
+        docker += ["-w", self.path(PROJECT)]
+        docker += [str(o) for o in (b.get("docker_args") or [])]
+        docker += [str(b.image), "sh", "-c", _EXPAND_KEY % key_var, "sh", *inner]
+        return docker, env
+
+    def run(self, argv: list, log_path: Path, secrets: Sequence[Secret] = ()) -> None:
+        docker, env = self.command(argv)
+        keys = [a for a in argv if isinstance(a, Secret)]
+        run_command(docker, log_path, env, [*keys, *secrets], self.name)
+
+
+def runner_for(backend: DictConfig) -> Runner:
+    kinds = {"tao": Runner, "tao_launcher": LauncherRunner, "tao_docker": DockerRunner}
+    return kinds[backend.name](backend)
