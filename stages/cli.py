@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -54,6 +55,12 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
         return 2
     except (StageError, ValueError, OSError) as exc:
         print(f"error: {stage}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a library's own failure: still one paragraph, traceback on request
+        if os.environ.get("STAGES_DEBUG"):
+            raise
+        print(f"error: {stage}: {type(exc).__name__}: {exc} (set STAGES_DEBUG=1 for the traceback)",
+              file=sys.stderr)
         return 1
 
 

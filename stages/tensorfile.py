@@ -38,18 +38,28 @@ class TensorFileWriter:
             raise ValueError(f"{self.path}: batch {self.count} has shape {batch.shape}, "
                              f"the tensorfile holds {self.shape}")
         options = {"compression": self.compression} if self.compression else {}
-        self._file.create_group(group_name(self.count)).create_dataset(ARRAY_KEY, data=batch, **options)
+        try:
+            self._file.create_group(group_name(self.count)).create_dataset(ARRAY_KEY, data=batch, **options)
+            self._file.attrs["count"] = self.count + 1
+        except (OSError, RuntimeError) as exc:  # h5py reports a full disk or ulimit -f as either
+            raise OSError(f"cannot write tensorfile {self.path}: {exc}") from None
         self.count += 1
-        self._file.attrs["count"] = self.count
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except (OSError, RuntimeError) as exc:
+            raise OSError(f"cannot write tensorfile {self.path}: {exc}") from None
 
     def __enter__(self) -> "TensorFileWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        try:
+            self.close()
+        except OSError:
+            if exc_type is None:  # a failure inside the block is the one worth reporting
+                raise
 
 
 def read_batches(path: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:

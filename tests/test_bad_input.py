@@ -1,0 +1,189 @@
+"""The bad-input catalogue: each case runs a real stage entry point on a project that has already
+been built, and checks the one-paragraph error that names the culprit, the non-zero exit, and that
+no output was created or changed."""
+from __future__ import annotations
+
+import hashlib
+import resource
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from conftest import SMALL_SAMPLE, make_project, run
+from stages.tensorfile import describe
+
+OUTPUTS = ("artifacts", "data", "models")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("catalogue") / "project", SMALL_SAMPLE + ["export=int8"])
+    run(["dvc", "repro"], project)
+    return project
+
+
+@pytest.fixture
+def project(built, tmp_path):
+    copy = tmp_path / "project"
+    shutil.copytree(built, copy, symlinks=True)
+    return copy
+
+
+def snapshot(project):
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for top in OUTPUTS for p in sorted((project / top).rglob("*")) if p.is_file()}
+
+
+def set_params(project, **values):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in values.items():
+        node, *parents, leaf = [params, *dotted.split("__")]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def fails(project, stage, *expected, preexec_fn=None):
+    before = snapshot(project)
+    result = run([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], project, check=False,
+                 preexec_fn=preexec_fn)
+    assert result.returncode != 0, result.stdout + result.stderr
+    message = result.stderr.strip()
+    assert "Traceback" not in message, message
+    assert "\n\n" not in message, "the error is one paragraph"
+    for text in expected:
+        assert text in message, message
+    assert snapshot(project) == before, "an output was created or changed"
+    return message
+
+
+def test_malformed_spec(project):
+    (project / "bad_spec.txt").write_text("dataset_config {\n  data_sources {\n    image_directory_path: \n")
+    set_params(project, spec__file="bad_spec.txt")
+    fails(project, "calibration_tensorfile", "bad_spec.txt:4:1", "expected a value for field 'image_directory_path'")
+
+
+def test_missing_spec(project):
+    set_params(project, spec__file="specs/nope.txt")
+    fails(project, "calibration_tensorfile", "cannot read spec", "specs/nope.txt")
+
+
+def test_override_of_a_field_path_that_does_not_exist(project):
+    set_params(project, spec__set={"training_config": {"batch_size_per_gpuu": 4}})
+    fails(project, "calibration_tensorfile", "field path 'training_config.batch_size_per_gpuu' does not exist",
+          "batch_size_per_gpu")
+
+
+def test_reference_mapped_to_a_path_that_does_not_exist(project):
+    set_params(project, spec__references={"/workspace/tao-experiments/data": "data/moved",
+                                          "/workspace/tao-experiments/detectnet_v2": "models/sample"})
+    fails(project, "calibration_tensorfile", "dataset_config.data_sources[0].image_directory_path",
+          "'data/moved/training': no such directory")
+
+
+def test_spec_still_pointing_at_an_unmapped_container_path(project):
+    set_params(project, spec__references={"/workspace/tao-experiments/data": "data/sample"})
+    fails(project, "calibration_tensorfile", "model_config.pretrained_model_file",
+          "still under the container prefix '/workspace'")
+
+
+def test_empty_image_directory(project):
+    for split in ("training", "validation"):
+        (project / "empty" / split).mkdir(parents=True)
+    set_params(project, spec__references={"/workspace/tao-experiments/data": "empty",
+                                          "/workspace/tao-experiments/detectnet_v2": "models/sample"})
+    fails(project, "calibration_tensorfile", f"image directory {project}/empty/training holds no .png images")
+
+
+def test_corrupt_image_file(project):
+    (project / "data/sample/training/image_2/000005.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    fails(project, "calibration_tensorfile", "cannot read image", "000005.png")
+
+
+def test_grayscale_image_is_converted_as_tao_does(project):
+    path = project / "data/sample/training/image_2/000002.png"
+    Image.fromarray(np.full((120, 320), 90, np.uint8), "L").save(path)
+    run([sys.executable, "-m", "stages.calibration_tensorfile", "--params", "params.yaml"], project)
+    assert describe(project / "artifacts/calibration/calibration.tensor")[1] == (8, 3, 64, 160)
+
+
+def test_model_file_missing(project):
+    set_params(project, model__file="models/none.onnx")
+    fails(project, "export", "model file", "models/none.onnx does not exist")
+
+
+def test_model_file_not_onnx(project):
+    (project / "models/model.tlt").write_bytes(b"\x00\x01 an encrypted TAO model, not ONNX")
+    set_params(project, model__file="models/model.tlt")
+    fails(project, "export", "models/model.tlt is not an ONNX model")
+
+
+def test_model_input_contradicting_the_spec(project):
+    set_params(project, spec__set={"training_config": {"batch_size_per_gpu": 8},
+                                   "augmentation_config": {"preprocessing": {"output_image_width": 320}}})
+    run([sys.executable, "-m", "stages.calibration_tensorfile", "--params", "params.yaml"], project)
+    fails(project, "export", "takes input (C,H,W)=(3, 64, 160)", "preprocesses images to (3, 64, 320)")
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("export__batch_size", 0, "config key export.batch_size must be a positive integer, got 0"),
+    ("calibration__max_batches", -2, "config key calibration.max_batches must be a positive integer, got -2"),
+    ("convert__max_batch_size", "eight", "config key convert.max_batch_size"),
+    ("export__data_type", "int4", "config key export.data_type is 'int4'"),
+])
+def test_invalid_config_values_name_the_key(project, key, value, expected):
+    set_params(project, **{key: value})
+    fails(project, "export", expected)
+
+
+def test_spec_batch_size_zero(project):
+    set_params(project, spec__set={"training_config": {"batch_size_per_gpu": 0}})
+    fails(project, "calibration_tensorfile", "training_config.batch_size_per_gpu is 0")
+
+
+def test_unknown_group_option_through_dvc(project):
+    result = run(["dvc", "exp", "run", "-S", "export=int9"], project, check=False)
+    assert result.returncode != 0
+    assert "export/int9" in result.stdout + result.stderr
+
+
+def test_max_batches_beyond_the_data_writes_what_the_data_holds(project):
+    set_params(project, calibration__max_batches=100)
+    result = run([sys.executable, "-m", "stages.calibration_tensorfile", "--params", "params.yaml"], project)
+    assert "calibration.max_batches is 100 but the data holds 3 full batches of 8: writing 3" in result.stderr
+    assert describe(project / "artifacts/calibration/calibration.tensor")[0] == 3
+
+
+def test_int8_without_any_calibration_source(project):
+    set_params(project, export__cal_source=None)
+    fails(project, "export", "export.cal_source", "random data")
+
+
+def test_int8_with_a_calibration_image_dir_that_does_not_exist(project):
+    set_params(project, export__cal_source="image_dir", export__cal_image_dir="data/no_such_dir")
+    fails(project, "export", "image directory", "data/no_such_dir does not exist")
+
+
+def test_calibration_cache_with_tensor_names_the_model_does_not_have(project):
+    cache = project / "artifacts/export/calibration.bin"
+    cache.write_text(cache.read_text() + "block_7z/Relu: 3c010a14\n")
+    fails(project, "convert", "calibration.bin", "'block_7z/Relu' (line")
+
+
+def test_unparsable_calibration_cache(project):
+    cache = project / "artifacts/export/calibration.bin"
+    lines = cache.read_text().splitlines()
+    lines[3] = "this is not a cache line"
+    cache.write_text("\n".join(lines) + "\n")
+    fails(project, "convert", "calibration.bin:4: expected 'TENSOR_NAME: 8 hex digits'")
+
+
+def test_file_size_limit_hit_while_writing(project):
+    def limit():  # like `ulimit -f 2048` (KiB): the tensorfile cannot be written whole
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+    fails(project, "calibration_tensorfile", "calibration", "File too large", preexec_fn=limit)
