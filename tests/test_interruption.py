@@ -1,0 +1,80 @@
+"""SIGINT and SIGTERM in the middle of each long stage: no partial output in place, the previous
+output intact, no lock held, and the next `dvc repro` completes."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project, run
+
+# big enough that each stage takes a while (gzip makes the tensorfile slow to write)
+MEDIUM = ["sample.train_images=80", "sample.val_images=16", "sample.image_width=640", "sample.image_height=200",
+          "sample.input_width=624", "sample.input_height=192", "calibration.max_batches=10",
+          "calibration.compression=gzip", "export=int8", "convert.verify_images=16"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("interrupt") / "project", MEDIUM)
+    run(["dvc", "repro"], project)
+    return project
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def partial_dirs(project: Path) -> list[Path]:
+    return [p for p in (project / "artifacts").iterdir() if p.name.endswith(".partial")]
+
+
+def interrupt(command, project: Path, signum: int, started) -> subprocess.CompletedProcess:
+    """Start command, wait until `started()` is true (the stage is mid-way), send signum to its group."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    process = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not started() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the stage finished before it could be interrupted"
+    time.sleep(0.05)
+    os.killpg(process.pid, signum)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def mid_way(project: Path, name: str):
+    def started() -> bool:
+        return any(p.name.startswith(f".{name}.") and any(p.iterdir()) for p in partial_dirs(project))
+    return started
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("stage, output", [("calibration_tensorfile", "calibration"), ("export", "export"),
+                                           ("convert", "engine")])
+def test_interrupted_stage_keeps_the_previous_output(built, stage, output, signum):
+    before = digest(built / "artifacts" / output)
+    result = interrupt([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], built, signum,
+                       mid_way(built, output))
+    assert result.returncode in (130, 143), result.stderr
+    assert "interrupted" in result.stderr and "no partial output was kept" in result.stderr
+    assert partial_dirs(built) == []
+    assert digest(built / "artifacts" / output) == before
+
+
+def test_interrupted_dvc_repro_releases_its_lock_and_the_next_repro_completes(built):
+    (built / "params.yaml").write_text((built / "params.yaml").read_text().replace("seed: 42", "seed: 43"))
+    result = interrupt(["dvc", "repro"], built, signal.SIGINT, mid_way(built, "calibration"))
+    assert result.returncode != 0
+    assert partial_dirs(built) == []
+    again = run(["dvc", "repro"], built)
+    assert "Running stage 'calibration_tensorfile'" in again.stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], built).stdout
