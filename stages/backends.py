@@ -9,5 +9,7 @@ from omegaconf import DictConfig
 
 
 def step(cfg: DictConfig, name: str) -> ModuleType:
+    """The step module; stages import it before staging outputs, so that a signal arriving during
+    the (slow, native) imports cannot strand a half-made output."""
     package = "open_backend" if cfg.backend.name == "open" else "tao_backend"
     return importlib.import_module(f"{__package__}.{package}.{name}")

@@ -15,9 +15,10 @@ from .resolved import facts, resolve_spec
 
 def run(cfg: DictConfig) -> None:
     spec = resolve_spec(cfg)
+    step = backends.step(cfg, "calibration_tensorfile")  # imported before any output is staged
     with staged_dir(project_path(CALIBRATION_DIR)) as out, log_to_file(out / "calibration_tensorfile.log"):
         spec.write(out / RESOLVED_SPEC)
-        backends.step(cfg, "calibration_tensorfile").run(cfg, facts(spec), out / RESOLVED_SPEC, out / TENSORFILE)
+        step.run(cfg, facts(spec), out / RESOLVED_SPEC, out / TENSORFILE)
 
 
 if __name__ == "__main__":

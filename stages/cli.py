@@ -11,7 +11,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
-from .outputs import Interrupted, unwind_on_sigterm
+from .outputs import Interrupted, unwind_on_signals
 
 log = logging.getLogger("stages")
 
@@ -36,7 +36,7 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
     parser.add_argument("--cfg", choices=["job"], help="print the config the stage would use and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    unwind_on_sigterm()
+    unwind_on_signals()
     try:
         cfg = config.load(args.overrides, args.params)
         if args.cfg:

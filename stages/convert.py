@@ -18,9 +18,9 @@ from .spec import Spec
 def run(cfg: DictConfig) -> None:
     spec_path = project_path(CALIBRATION_DIR) / RESOLVED_SPEC
     metrics_path = project_path(METRICS_FILE)
+    step = backends.step(cfg, "convert")  # imported before any output is staged
     with staged_dir(project_path(ENGINE_DIR)) as out, log_to_file(out / "convert.log"):
-        metrics = backends.step(cfg, "convert").run(cfg, facts(Spec.load(spec_path)), spec_path,
-                                                    project_path(EXPORT_DIR), out)
+        metrics = step.run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(EXPORT_DIR), out)
         tmp = out / "metrics.json"
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
         tmp.replace(metrics_path)

@@ -4,15 +4,16 @@ cache). Plus the verification run against the fp32 model."""
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
 import onnx
 
-from .calibration import calibration_tensor_names, check_cache_names, read_cache
+from .calibration import check_cache_names, read_cache
 from .onnxmodel import TAO_INPUT, TAO_OUTPUTS
 
 DATA_TYPES = ("fp32", "fp16", "int8")
@@ -82,11 +83,11 @@ def quantize_with_cache(model: onnx.ModelProto, cache: Path) -> onnx.ModelProto:
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
     from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
-    import tempfile
 
     _, scales = read_cache(cache)
     check_cache_names(cache, scales, model)
-    missing = [n for n in calibration_tensor_names(model) if n not in scales]
+    # A convolution whose input has no range stays in float, as TensorRT keeps such layers.
+    unranged = [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] not in scales]
     ranges = {name: TensorData(lowest=np.float32(-s * 127.0), highest=np.float32(s * 127.0))
               for name, s in scales.items()}
     with tempfile.TemporaryDirectory() as tmp:
@@ -96,15 +97,13 @@ def quantize_with_cache(model: onnx.ModelProto, cache: Path) -> onnx.ModelProto:
     quantizer = QDQQuantizer(
         shaped, per_channel=True, reduce_range=False, weight_qType=QuantType.QInt8,
         activation_qType=QuantType.QInt8, tensors_range=TensorsData(CalibrationMethod.MinMax, ranges),
-        nodes_to_quantize=[], nodes_to_exclude=[],
+        nodes_to_quantize=[], nodes_to_exclude=unranged,
         # TensorRT fuses Conv with the Add/ReLU/Sigmoid after it, so INT8 data flows into each
         # convolution and its result stays in higher precision until the next one: quantize the
         # convolutions' inputs and weights, not their outputs.
         op_types_to_quantize=["Conv"],
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                        "OpTypesToExcludeOutputQuantization": ["Conv"]})
-    if missing:  # TensorRT would run those layers in higher precision; so do we
-        quantizer.nodes_to_exclude = [n.name for n in model.graph.node if any(o in missing for o in n.output)]
     return quantizer.quantize_model()
 
 
@@ -212,7 +211,3 @@ def verify(engine, reference, batches: Iterable[np.ndarray], max_batch_size: int
                        f"batch_{max_batch_size}": round(latency_ms(engine, full), 3)},
         "engine_size_bytes": Path(engine_path).stat().st_size,
     }
-
-
-def cache_scales(cache: Path) -> Mapping[str, float]:
-    return read_cache(cache)[1]

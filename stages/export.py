@@ -17,9 +17,10 @@ from .spec import Spec
 def run(cfg: DictConfig) -> None:
     calibration = project_path(CALIBRATION_DIR)
     spec_path = calibration / RESOLVED_SPEC
+    step = backends.step(cfg, "export")  # imported before any output is staged
     with staged_dir(project_path(EXPORT_DIR)) as out, log_to_file(out / "export.log"):
-        backends.step(cfg, "export").run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(cfg.model.file),
-                                         calibration / TENSORFILE, out)
+        step.run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(cfg.model.file),
+                 calibration / TENSORFILE, out)
 
 
 if __name__ == "__main__":

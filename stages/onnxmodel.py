@@ -30,12 +30,12 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def input_chw(model: onnx.ModelProto) -> tuple[int | None, int | None, int | None]:
+def input_chw(model: onnx.ModelProto) -> tuple[int | None, ...]:
+    """(C, H, W) of the model's image input; None where a dimension is not fixed."""
     initializers = {i.name for i in model.graph.initializer}
-    [inp] = [i for i in model.graph.input if i.name not in initializers][:1] or [None]
-    if inp is None:
-        return (None, None, None)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in (inputs[0].type.tensor_type.shape.dim if inputs else [])]
     return tuple(dims[1:4]) if len(dims) == 4 else (None, None, None)
 
 

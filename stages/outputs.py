@@ -16,12 +16,29 @@ class Interrupted(KeyboardInterrupt):
     """The stage received SIGTERM."""
 
 
-def _raise_interrupted(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise Interrupted(f"received signal {signal.Signals(signum).name}")
+_received: list[int] = []  # signals seen; an exception raised in a __del__ can be swallowed, this cannot
 
 
-def unwind_on_sigterm() -> None:
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+    _received.append(signum)
+    if signum == signal.SIGTERM:
+        raise Interrupted(f"received signal {signal.Signals(signum).name}")
+    raise KeyboardInterrupt
+
+
+def unwind_on_signals() -> None:
+    """SIGINT and SIGTERM unwind the stage (finally blocks run, temp dirs go)."""
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def raise_if_interrupted() -> None:
+    """Raise now if a signal arrived whose exception was swallowed where it landed."""
+    if _received:
+        signum = _received[-1]
+        if signum == signal.SIGTERM:
+            raise Interrupted(f"received signal {signal.Signals(signum).name}")
+        raise KeyboardInterrupt
 
 
 def _umask() -> int:
@@ -30,16 +47,37 @@ def _umask() -> int:
     return mask
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(target: Path) -> None:
+    """Remove temp directories of `target` left by processes that died without cleaning up
+    (SIGKILL, a crash in native code): their names carry the owner's pid."""
+    for stale in target.parent.glob(f".{target.name}.*.partial"):
+        parts = stale.name.split(".")
+        if len(parts) >= 4 and parts[2].isdigit() and not _alive(int(parts[2])):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_dir(target: str | Path) -> Iterator[Path]:
     """Yield an empty temp directory; on success it becomes `target` (replacing it), on any
     failure it is removed and `target` is left as it was."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    remove_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".partial", dir=target.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the output should not be
     try:
         yield tmp
+        raise_if_interrupted()  # never commit the work of an interrupted stage
         if target.exists() or target.is_symlink():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)

@@ -52,7 +52,9 @@ def run(args, cwd, check=True, env=None, **kw):
     import subprocess
     full_env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                 "DVC_NO_ANALYTICS": "1", **(env or {})}
-    result = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, env=full_env, **kw)
+    kw.setdefault("capture_output", True)
+    kw.setdefault("timeout", 900)  # a hung command fails its test instead of the whole run
+    result = subprocess.run([str(a) for a in args], cwd=cwd, text=True, env=full_env, **kw)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, args))} exited {result.returncode}\n"
                              f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
@@ -93,6 +95,9 @@ def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
     _bake_into_conf(dest / "conf" / "config.yaml", overrides)
     run([sys.executable, "-m", "stages.params"], dest)
     run(["git", "init", "-q"], dest)
+    # CI machines may have no git identity; dvc exp run commits experiments
+    run(["git", "config", "user.name", "pipeline tests"], dest)
+    run(["git", "config", "user.email", "tests@example.invalid"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "add", "-A"], dest)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "project"], dest)
     return dest

@@ -52,8 +52,10 @@ def interrupt(command, project: Path, signum: int, started) -> subprocess.Comple
 
 
 def mid_way(project: Path, name: str):
+    """True once a stage has staged part of its output (a file besides its log) in a temp dir."""
     def started() -> bool:
-        return any(p.name.startswith(f".{name}.") and any(p.iterdir()) for p in partial_dirs(project))
+        return any(p.name.startswith(f".{name}.") and any(f.suffix != ".log" for f in p.iterdir())
+                   for p in partial_dirs(project))
     return started
 
 
@@ -68,6 +70,17 @@ def test_interrupted_stage_keeps_the_previous_output(built, stage, output, signu
     assert "interrupted" in result.stderr and "no partial output was kept" in result.stderr
     assert partial_dirs(built) == []
     assert digest(built / "artifacts" / output) == before
+
+
+def test_a_temp_dir_left_by_a_killed_stage_is_removed_by_the_next_run(built):
+    before = digest(built / "artifacts" / "export")
+    result = interrupt([sys.executable, "-m", "stages.export", "--params", "params.yaml"], built, signal.SIGKILL,
+                       mid_way(built, "export"))
+    assert result.returncode == -signal.SIGKILL
+    assert len(partial_dirs(built)) == 1  # nothing can clean up after SIGKILL ...
+    assert digest(built / "artifacts" / "export") == before  # ... but the output in place is whole
+    run([sys.executable, "-m", "stages.export", "--params", "params.yaml"], built)
+    assert partial_dirs(built) == []  # ... and the next run removes what the dead one left
 
 
 def test_interrupted_dvc_repro_releases_its_lock_and_the_next_repro_completes(built):

@@ -107,6 +107,17 @@ def test_int8_engine_uses_the_cache(exported, tmp_path):
         3 * max(np.abs(g - r).max() for g, r in zip(good_out, reference))
 
 
+def test_int8_engine_keeps_convolutions_without_a_range_in_float(exported, tmp_path):
+    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(2)), "entropy")
+    write_cache(tmp_path / "partial.bin", {"input_1": amax["input_1"]})  # only the first conv's input
+    engine = tmp_path / "partial.onnx"
+    build_engine(EngineRequest(exported / "model.onnx", "int8", engine, tmp_path / "partial.bin"))
+    quantized = [n for n in onnx.load(engine).graph.node if n.op_type in ("QLinearConv", "QuantizeLinear")]
+    assert quantized
+    for got, want in zip(run_engine(engine, images()), run_engine(exported / "model.onnx", images())):
+        assert cosine(got, want) > 0.999
+
+
 def test_int8_engine_rejects_a_cache_with_foreign_names(exported, tmp_path):
     (tmp_path / "bad.bin").write_text("TRT-8601-EntropyCalibration2\nblock_9z/Relu: 3c010204\n")
     with pytest.raises(CalibrationCacheError, match=r"'block_9z/Relu' \(line 2\)"):

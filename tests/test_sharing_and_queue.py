@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 
 from conftest import SMALL_SAMPLE, make_project, run
@@ -70,14 +71,18 @@ def test_queued_experiments_in_parallel_match_one_by_one(tmp_path):
     run(["git", "checkout", "--", "."], project)
     for variant in variants:
         run(["dvc", "exp", "run", "--queue", "-S", f"export={variant}", "-n", f"par-{variant}"], project)
-    run(["dvc", "queue", "start", "-j", "2"], project)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run(["dvc", "queue", "status"], project).stdout
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        time.sleep(2)
-    run(["dvc", "queue", "stop", "--kill"], project, check=False)
+    # The workers run detached and keep whatever output they were given: not a pipe we wait on.
+    run(["dvc", "queue", "start", "-j", "2"], project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        capture_output=False, timeout=120)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            status = run(["dvc", "queue", "status"], project, timeout=120).stdout
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            time.sleep(2)
+    finally:
+        run(["dvc", "queue", "stop", "--kill"], project, check=False, timeout=120)
     assert status.count("Success") == 3, status
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     parallel = {}

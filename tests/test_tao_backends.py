@@ -66,12 +66,12 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     # TAO writes into a temp dir beside the output, moved into place only on success
     calibration = calls[0]["argv"]
     assert calibration[0:2] == ["calibration_tensorfile", "-e"] and calibration[3] == "-o"
-    assert re.fullmatch(rf"{project}/artifacts/\.calibration\.\w+\.partial/spec\.txt", calibration[2])
-    assert re.fullmatch(rf"{project}/artifacts/\.calibration\.\w+\.partial/calibration\.tensor", calibration[4])
+    assert re.fullmatch(rf"{project}/artifacts/\.calibration\.\d+\.\w+\.partial/spec\.txt", calibration[2])
+    assert re.fullmatch(rf"{project}/artifacts/\.calibration\.\d+\.\w+\.partial/calibration\.tensor", calibration[4])
     assert calibration[5:] == ["-m", "3"]
     export = calls[1]["argv"]
     assert export[:5] == ["export", "-m", str(project / "models/sample/detectnet_v2.onnx"), "-k", KEY]
-    assert re.fullmatch(rf"{project}/artifacts/\.export\.\w+\.partial/model\.onnx", export[6])
+    assert re.fullmatch(rf"{project}/artifacts/\.export\.\d+\.\w+\.partial/model\.onnx", export[6])
     assert export[7:9] == ["--data_type", "int8"]
     assert export[export.index("--cal_data_file") + 1] == str(project / "artifacts/calibration/calibration.tensor")
     assert export[export.index("-e") + 1] == str(project / "artifacts/calibration/spec.txt")
@@ -135,7 +135,7 @@ def test_launcher_translates_host_paths_into_its_mounts(tmp_path, fake_bin):
     assert call["mounts"]["Mounts"] == [{"source": str(project), "destination": "/workspace/project"}]
     assert call["mounts"]["DockerOptions"] == {"shm_size": "16G"}
     spec_arg = call["argv"][call["argv"].index("-e") + 1]
-    assert re.fullmatch(r"/workspace/project/artifacts/\.calibration\.\w+\.partial/spec\.container\.txt", spec_arg)
+    assert re.fullmatch(r"/workspace/project/artifacts/\.calibration\.\d+\.\w+\.partial/spec\.container\.txt", spec_arg)
     container_spec = Spec.load(project / "artifacts/calibration/spec.container.txt")
     assert all(pv.value.startswith("/workspace/project/") for pv in path_values(container_spec))
     assert (project / "artifacts/calibration/calibration.tensor").is_file()

@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
+from ..outputs import raise_if_interrupted
+
+
+class _Progress(tqdm):
+    """A progress bar that is also where a long loop notices a signal whose exception was swallowed."""
+
+    def update(self, n=1):
+        raise_if_interrupted()
+        return super().update(n)
+
 
 def progress(total: int, what: str) -> tqdm:
-    return tqdm(total=total, desc=what, unit="batch", leave=False, mininterval=0.5)
+    return _Progress(total=total, desc=what, unit="batch", leave=False, mininterval=0.5)
