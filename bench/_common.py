@@ -25,6 +25,14 @@ def sample_images(folder: Path, count: int, distinct: int = 32, size=synthetic.K
     return images
 
 
+def exported_sample_model(folder: Path, width: int, height: int) -> Path:
+    """The sample DetectNet_v2 model, exported as the export stage does."""
+    from stages.onnxmodel import export_model
+    synthetic.build_model(folder / "sample.onnx", width, height)
+    export_model(folder / "sample.onnx", folder / "model.onnx")
+    return folder / "model.onnx"
+
+
 def best_of(repeats: int, fn) -> float:
     """Fastest wall time of `repeats` calls: the least disturbed by the rest of the machine."""
     times = []

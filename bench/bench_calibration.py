@@ -9,12 +9,10 @@ import tempfile
 from pathlib import Path
 
 import onnxruntime as ort
-from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
+from _common import exported_sample_model, PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
 
-from stages import synthetic
 from stages.calibration import collect_ranges, write_cache
 from stages.images import iter_batches, list_images
-from stages.onnxmodel import export_model
 from stages.tensorfile import TensorFileWriter, read_batches
 
 WIDTH, HEIGHT, BATCH, BATCHES = 624, 192, 8, 10
@@ -30,9 +28,7 @@ collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entrop
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synthetic.build_model(tmp / "sample.onnx", WIDTH, HEIGHT)
-        model = tmp / "model.onnx"
-        export_model(tmp / "sample.onnx", model)
+        model = exported_sample_model(tmp, WIDTH, HEIGHT)
         tensorfile = tmp / "cal.tensor"
         images = list_images(sample_images(tmp / "data", 40 * BATCH))
         with TensorFileWriter(tensorfile, None) as writer:

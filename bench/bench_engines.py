@@ -8,13 +8,11 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from _common import sample_images
+from _common import exported_sample_model, sample_images
 
-from stages import synthetic
 from stages.calibration import collect_ranges, write_cache
 from stages.engines import EngineRequest, OnnxRunner, build_engine, verify
 from stages.images import iter_batches, list_images
-from stages.onnxmodel import export_model
 
 WIDTH, HEIGHT, BATCH = 624, 192, 8
 
@@ -22,9 +20,7 @@ WIDTH, HEIGHT, BATCH = 624, 192, 8
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synthetic.build_model(tmp / "sample.onnx", WIDTH, HEIGHT)
-        model = tmp / "model.onnx"
-        export_model(tmp / "sample.onnx", model)
+        model = exported_sample_model(tmp, WIDTH, HEIGHT)
         train = list_images(sample_images(tmp / "train", 10 * BATCH, distinct=80, seed=7))
         val = list_images(sample_images(tmp / "val", 16, distinct=16, seed=99))
         write_cache(tmp / "cal.bin", collect_ranges(model, iter_batches(train, BATCH, WIDTH, HEIGHT), "entropy"))

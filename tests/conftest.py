@@ -105,7 +105,28 @@ def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
 
 @pytest.fixture(scope="session")
 def built_project(tmp_path_factory) -> Path:
-    """One small project through the whole pipeline with export=int8 (shared by artifact tests)."""
+    """One small project through the whole pipeline with export=int8 (shared; never modify it)."""
     project = make_project(tmp_path_factory.mktemp("built"), SMALL_SAMPLE + ["export=int8"])
     run(["dvc", "repro", "-q"], project)
     return project
+
+
+@pytest.fixture
+def project_copy(built_project, tmp_path) -> Path:
+    """A private copy of the built project, for a test that changes it."""
+    import shutil
+    copy = tmp_path / "project"
+    shutil.copytree(built_project, copy, symlinks=True)
+    return copy
+
+
+def set_params(project: Path, **values) -> None:
+    """Edit the project's params.yaml: set_params(p, export__cal_source="image_dir") sets export.cal_source."""
+    import yaml
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in values.items():
+        node, *parents, leaf = [params, *dotted.split("__")]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

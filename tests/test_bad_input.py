@@ -5,47 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import resource
-import shutil
 import sys
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-from conftest import SMALL_SAMPLE, make_project, run
+from conftest import run, set_params
 from stages.tensorfile import describe
 
 OUTPUTS = ("artifacts", "data", "models")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("catalogue") / "project", SMALL_SAMPLE + ["export=int8"])
-    run(["dvc", "repro"], project)
-    return project
-
-
 @pytest.fixture
-def project(built, tmp_path):
-    copy = tmp_path / "project"
-    shutil.copytree(built, copy, symlinks=True)
-    return copy
+def project(project_copy):
+    return project_copy
 
 
 def snapshot(project):
     return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
             for top in OUTPUTS for p in sorted((project / top).rglob("*")) if p.is_file()}
-
-
-def set_params(project, **values):
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for dotted, value in values.items():
-        node, *parents, leaf = [params, *dotted.split("__")]
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def fails(project, stage, *expected, preexec_fn=None):

@@ -1,29 +1,18 @@
 """The three calibration sources of TAO export, and the validation set, through the real stages."""
 from __future__ import annotations
 
-import shutil
 import sys
 
 import pytest
 
-from conftest import SMALL_SAMPLE, make_project, run
+from conftest import run, set_params
 from stages.calibration import read_cache
 from stages.tensorfile import describe, read_batches
-from test_bad_input import set_params
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("sources") / "project", SMALL_SAMPLE + ["export=int8"])
-    run(["dvc", "repro"], project)
-    return project
 
 
 @pytest.fixture
-def project(built, tmp_path):
-    copy = tmp_path / "project"
-    shutil.copytree(built, copy, symlinks=True)
-    return copy
+def project(project_copy):
+    return project_copy
 
 
 def stage(project, name):
