@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -45,17 +44,17 @@ def best_of(repeats: int, fn) -> float:
 
 def child_peak_rss_mib(code: str, *args: str) -> float:
     """Run `python -c code args...` in a fresh process and return its peak resident memory."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     if result.returncode:
         raise SystemExit(result.stderr)
-    peak = json.loads(result.stdout.strip().splitlines()[-1])["peak_kib"]
-    del before
-    return peak / 1024
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_kib"] / 1024
 
 
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child started by a
+# big benchmark process would report the parent's peak.
 PEAK_SNIPPET = """
-import json, resource
-print(json.dumps({"peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+import json, re
+status = open("/proc/self/status").read()
+print(json.dumps({"peak_kib": int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))}))
 """

@@ -21,7 +21,7 @@ from stages.images import iter_batches, list_images
 from stages.tensorfile import TensorFileWriter
 images = list_images(sys.argv[1])[: int(sys.argv[2]) * 8]
 with TensorFileWriter(sys.argv[3], None if sys.argv[4] == "none" else sys.argv[4]) as w:
-    for batch in iter_batches(images, 8, 624, 192):
+    for batch in iter_batches(images, 8, 624, 192, reuse=True):
         w.write(batch)
 """ + PEAK_SNIPPET
 
@@ -39,7 +39,7 @@ def main() -> None:
         def ours(compression):
             def write():
                 with TensorFileWriter(tmp / "out.tensor", compression) as writer:
-                    for batch in iter_batches(images, BATCH, WIDTH, HEIGHT):
+                    for batch in iter_batches(images, BATCH, WIDTH, HEIGHT, reuse=True):
                         writer.write(batch)
             return write
 

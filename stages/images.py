@@ -45,23 +45,35 @@ def load_image(path: str | Path, width: int, height: int) -> np.ndarray:
 
 
 def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int,
-                 workers: int | None = None) -> Iterator[np.ndarray]:
+                 workers: int | None = None, reuse: bool = False) -> Iterator[np.ndarray]:
     """Batches of preprocessed images, decoded in parallel on all cores; the next batch is
-    decoded while the caller consumes the current one, so memory holds two batches at most."""
+    decoded while the caller consumes the current one, so memory holds two batches at most.
+
+    With `reuse`, the batches are two buffers filled in turn: no allocation per batch, so memory
+    stays flat however many batches pass, but a batch is only valid until the next one is asked
+    for (for a consumer that is done with each batch before it takes the next, like a writer)."""
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
     groups = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # Pillow releases the GIL while decoding and resizing, so threads keep every core busy.
     pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+    buffers = [np.empty((batch_size, 3, height, width), np.float32) for _ in range(2)] if reuse else []
 
-    def submit(group: Sequence[Path]) -> list[Future]:
-        return [pool.submit(load_image, p, width, height) for p in group]
+    def fill(out: np.ndarray, path: Path) -> None:
+        out[...] = load_image(path, width, height)
+
+    def submit(index: int) -> tuple[np.ndarray, list[Future]]:
+        group = groups[index]
+        batch = buffers[index % 2][: len(group)] if reuse else np.empty((len(group), 3, height, width), np.float32)
+        return batch, [pool.submit(fill, batch[j], p) for j, p in enumerate(group)]
 
     try:
-        ahead = submit(groups[0]) if groups else []
+        ahead = submit(0) if groups else None
         for index in range(len(groups)):
-            current = ahead
-            ahead = submit(groups[index + 1]) if index + 1 < len(groups) else []
-            yield np.stack([f.result() for f in current])
+            # the buffer filled next is the one yielded last time: the caller is done with it
+            (batch, futures), ahead = ahead, submit(index + 1) if index + 1 < len(groups) else None
+            for future in futures:
+                future.result()
+            yield batch
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

@@ -72,3 +72,14 @@ def test_tensorfile_rejects_a_batch_of_another_shape(tmp_path):
         writer.write(np.zeros((2, 3, 4, 5), np.float32))
         with pytest.raises(ValueError, match=r"batch 1 has shape \(1, 3, 4, 5\)"):
             writer.write(np.zeros((1, 3, 4, 5), np.float32))
+
+
+def test_reused_buffers_give_the_same_batches(tmp_path):
+    for i in range(7):
+        Image.fromarray(np.full((6, 6, 3), i * 30, np.uint8)).save(tmp_path / f"{i}.png")
+    images = list_images(tmp_path)
+    fresh = [b.copy() for b in iter_batches(images, 3, 6, 6)]
+    reused = [b.copy() for b in iter_batches(images, 3, 6, 6, reuse=True)]
+    assert [b.shape for b in reused] == [(3, 3, 6, 6), (3, 3, 6, 6), (1, 3, 6, 6)]
+    for a, b in zip(fresh, reused):
+        np.testing.assert_array_equal(a, b)

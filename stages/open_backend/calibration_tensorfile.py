@@ -44,7 +44,8 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> int
     selected = images[: batches * facts.batch_size]
     with TensorFileWriter(output, cfg.calibration.compression) as writer, \
             progress(batches, "tensorfile") as bar:
-        for batch in iter_batches(selected, facts.batch_size, facts.width, facts.height, cfg.backend.workers):
+        for batch in iter_batches(selected, facts.batch_size, facts.width, facts.height, cfg.backend.workers,
+                                  reuse=True):
             writer.write(batch)
             bar.update(1)
     log.info("wrote %d batches of %s to %s", batches, (facts.batch_size, 3, facts.height, facts.width), output.name)
