@@ -125,3 +125,40 @@ def test_no_value_can_add_a_word_or_a_flag(model, output, spec):
     assert command[command.index("-o") + 1] == output
     assert command[command.index("-e") + 1] == spec
     assert len(command) == 12
+
+
+FLAGS = {"-k", "-d", "-o", "-c", "-e", "-b", "-m", "-t", "-w", "-i", "-p", "-s", "-u"}
+
+
+@given(VALUES, st.lists(VALUES, min_size=1, max_size=3), VALUES, VALUES, st.lists(VALUES, max_size=2),
+       st.one_of(st.none(), st.integers(-3, 3)), st.sampled_from(["fp32", "fp16", "int8", "int4", "-s"]))
+def test_converter_values_never_become_extra_words_or_flags(model, outputs, engine, cache, profiles, dla, data_type):
+    try:
+        command = render(A.tao_converter(model, KEY, (3, 64, 160), outputs, convert_cfg(dla_core=dla), data_type,
+                                         engine, cache=cache, cal_batch_size=8, profiles=profiles))
+    except ArgvError:
+        return
+    # walk the command: every flag takes exactly one value, except the bare -s; the model comes last
+    assert command[0] == "tao-converter" and command[-1] == model
+    i, seen = 1, []
+    while i < len(command) - 1:
+        flag = command[i]
+        assert flag in FLAGS, f"{flag!r} stands where a flag should"
+        seen.append(flag)
+        i += 1 if flag == "-s" else 2
+    assert i == len(command) - 1
+    assert command[command.index("-e") + 1] == engine
+    assert command[command.index("-o") + 1] == ",".join(outputs)
+    assert seen.count("-p") == len(profiles)
+    assert all("\0" not in a and "\n" not in a for a in command)
+
+
+@given(VALUES, VALUES, st.integers(-5, 50), st.booleans())
+def test_tensorfile_command_shape_is_fixed(spec, output, max_batches, validation):
+    try:
+        command = A.calibration_tensorfile(spec, output, max_batches, validation)
+    except ArgvError:
+        assert max_batches <= 0 or spec.startswith("-") or output.startswith("-")
+        return
+    assert command == ["detectnet_v2", "calibration_tensorfile", "-e", spec, "-o", output, "-m", str(max_batches)] + \
+        (["--use_validation_set"] if validation else [])
