@@ -18,6 +18,7 @@ SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
 METRICS_FILE = "artifacts/metrics.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
+KEY_PLACEHOLDER = "YOUR_TAO_KEY"  # what DeepStream configs say instead of the key
 
 
 class ConfigError(ValueError):

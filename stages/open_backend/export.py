@@ -8,16 +8,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .. import calibration, onnxmodel
-from ..config import project_path
+from ..config import KEY_PLACEHOLDER, project_path
 from ..images import iter_batches, list_images
 from ..resolved import SpecFacts, images_of
 from ..tensorfile import describe, read_batches
 from . import progress
 
 log = logging.getLogger("stages.open")
-
-PLACEHOLDER_KEY = "YOUR_TAO_KEY"  # DeepStream configs never carry the real key
-
 
 def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path):
     """(batch iterator, count) from the calibration source export.cal_source names."""
@@ -71,13 +68,13 @@ def write_deepstream_config(out: Path, cfg: DictConfig, facts: SpecFacts) -> Non
         "net-scale-factor=0.00392156862745098",
         "offsets=0;0;0",
         f"infer-dims={facts.channels};{facts.height};{facts.width}",
-        f"tlt-model-key={PLACEHOLDER_KEY}",
+        f"tlt-model-key={KEY_PLACEHOLDER}",
         "network-type=0",
         f"num-detected-classes={len(classes)}",
         "model-color-format=0",
         "uff-input-order=0",
-        "output-blob-names=output_cov/Sigmoid;output_bbox/BiasAdd",
-        "uff-input-blob-name=input_1",
+        f"output-blob-names={';'.join(onnxmodel.TAO_OUTPUTS)}",
+        f"uff-input-blob-name={onnxmodel.TAO_INPUT}",
         "onnx-file=model.onnx",
         "labelfile-path=labels.txt",
         f"network-mode={ {'fp32': 0, 'int8': 1, 'fp16': 2}[cfg.export.data_type] }",

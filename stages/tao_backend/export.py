@@ -7,12 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..config import project_path
+from ..config import KEY_PLACEHOLDER, project_path
 from ..resolved import SpecFacts, images_of
 from . import argv
 from .runners import RunnerError, load_key, runner_for
-
-PLACEHOLDER_KEY = "YOUR_TAO_KEY"
 
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path, out: Path) -> None:
@@ -43,7 +41,7 @@ def scrub_key(out: Path, key: str) -> None:
     """TAO writes the real key into nvinfer_config.txt; artifacts must carry a placeholder."""
     config = out / "nvinfer_config.txt"
     if config.is_file():
-        text = re.sub(r"(?m)^tlt-model-key=.*$", f"tlt-model-key={PLACEHOLDER_KEY}", config.read_text())
+        text = re.sub(r"(?m)^tlt-model-key=.*$", f"tlt-model-key={KEY_PLACEHOLDER}", config.read_text())
         config.write_text(text)
     for path in out.rglob("*"):
         if path.is_file() and key.encode() in path.read_bytes():
