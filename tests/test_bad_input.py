@@ -126,9 +126,11 @@ def test_spec_batch_size_zero(project):
 
 
 def test_unknown_group_option_through_dvc(project):
+    before = snapshot(project)
     result = run(["dvc", "exp", "run", "-S", "export=int9"], project, check=False)
     assert result.returncode != 0
     assert "export/int9" in result.stdout + result.stderr
+    assert snapshot(project) == before
 
 
 def test_max_batches_beyond_the_data_writes_what_the_data_holds(project):

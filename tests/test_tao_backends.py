@@ -123,6 +123,8 @@ def test_missing_key_is_a_clear_error_only_where_a_key_is_needed(tmp_path, fake_
                  env=env_without_key)
     assert result.returncode == 1
     assert "the TAO key is missing" in result.stderr and "TAO_KEY" in result.stderr
+    assert "\n\n" not in result.stderr.strip()
+    assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["calibration"]  # nothing else made
 
 
 def test_launcher_translates_host_paths_into_its_mounts(tmp_path, fake_bin):
