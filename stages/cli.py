@@ -11,13 +11,10 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from . import config
+from .errors import StageError
 from .outputs import Interrupted, unwind_on_signals
 
 log = logging.getLogger("stages")
-
-
-class StageError(RuntimeError):
-    """A failure the user can fix; the message names the culprit."""
 
 
 def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],

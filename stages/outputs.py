@@ -21,9 +21,7 @@ _received: list[int] = []  # signals seen; an exception raised in a __del__ can 
 
 def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
     _received.append(signum)
-    if signum == signal.SIGTERM:
-        raise Interrupted(f"received signal {signal.Signals(signum).name}")
-    raise KeyboardInterrupt
+    raise_if_interrupted()
 
 
 def unwind_on_signals() -> None:

@@ -16,6 +16,7 @@ from typing import Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ..config import PROJECT, project_path
+from ..errors import StageError
 from ..spec import Spec, path_values
 from ..spec.textformat import literal_for
 from .argv import Secret, masked, render
@@ -26,7 +27,7 @@ BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")
 KEY_PLACEHOLDER = "@TAO_KEY@"  # replaced inside the container by the value of the key variable
 
 
-class RunnerError(RuntimeError):
+class RunnerError(StageError):
     """A TAO command that could not start or failed. Names the command and shows TAO's error."""
 
 
