@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property tests check behaviour, not speed: no per-example deadline on a busy 2-core CI machine.
+settings.register_profile("project", deadline=None, derandomize=False)
+settings.load_profile("project")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPECS = ROOT.parent / "shared" / "specs"
