@@ -62,11 +62,13 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
 
 
 class log_to_file:
-    """Copy the stage's log records into a file (kept as part of the stage's output)."""
+    """Copy the stage's log records into a file (kept as part of the stage's output). No times and
+    no absolute paths in it: the same inputs give the same bytes, so the output's hash, and every
+    stage downstream, stays put on another machine."""
 
     def __init__(self, path):
         self.handler = logging.FileHandler(path, encoding="utf-8")
-        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
 
     def __enter__(self):
         logging.getLogger().addHandler(self.handler)

@@ -48,7 +48,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
     exported = out / "model.onnx"
     onnxmodel.export_model(model, exported, cfg.model.input_name, names,
                            (facts.channels, facts.height, facts.width), facts.source)
-    log.info("exported %s -> %s (%s)", model, exported.name, cfg.export.data_type)
+    log.info("exported %s -> %s (%s)", cfg.model.file, exported.name, cfg.export.data_type)
     if cfg.export.data_type == "int8":
         batches, count = _calibration_batches(cfg, facts, tensorfile)
         with progress(count, "calibration") as bar:
