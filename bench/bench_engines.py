@@ -30,7 +30,8 @@ def main() -> None:
               f"{'ms@1':>7s} {'ms@8':>7s} {'size KiB':>9s}")
         for data_type in ("fp32", "fp16", "int8"):
             engine = tmp / f"{data_type}.onnx"
-            kind = build_engine(EngineRequest(model, data_type, engine, tmp / "cal.bin" if data_type == "int8" else None))
+            cache = tmp / "cal.bin" if data_type == "int8" else None
+            kind = build_engine(EngineRequest(model, data_type, engine, cache))
             m = verify(OnnxRunner(engine), reference, iter_batches(val, BATCH, WIDTH, HEIGHT), BATCH,
                        data_type, engine, kind)
             cov, bbox = m["outputs"]["output_cov/Sigmoid"], m["outputs"]["output_bbox/BiasAdd"]

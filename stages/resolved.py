@@ -63,8 +63,8 @@ def facts(spec: Spec) -> SpecFacts:
     batch_size = _int(spec, "training_config.batch_size_per_gpu")
     if batch_size <= 0:
         raise ValueError(f"{spec.source}: training_config.batch_size_per_gpu is {batch_size}; it must be positive")
-    train = tuple(m.value.value for m in spec.find("dataset_config.data_sources[*].image_directory_path", strict=False))
-    val = tuple(m.value.value for m in spec.find("dataset_config.validation_data_source.image_directory_path", strict=False))
+    sources = "dataset_config.data_sources[*]", "dataset_config.validation_data_source"
+    train, val = (tuple(m.value.value for m in spec.find(f"{s}.image_directory_path", strict=False)) for s in sources)
     return SpecFacts(
         source=spec.source,
         width=_int(spec, f"{pre}.output_image_width"),

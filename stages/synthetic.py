@@ -198,8 +198,8 @@ def build_model(path: Path, width: int, height: int, num_classes: int = len(CLAS
     for stage, (cin, cout) in enumerate(zip(channels, channels[1:]), start=1):
         x = g.residual_block(f"block_{stage}a", x, cin, cout, 2)
         x = g.residual_block(f"block_{stage}b", x, cout, cout, 1)
-    g.op("Sigmoid", "output_cov/Sigmoid", [g.conv("output_cov", x, channels[-1], num_classes, 1, 1, gain=0.5, bias=-1.0)],
-         output=COV_OUTPUT)
+    logits = g.conv("output_cov", x, channels[-1], num_classes, 1, 1, gain=0.5, bias=-1.0)
+    g.op("Sigmoid", "output_cov/Sigmoid", [logits], output=COV_OUTPUT)
     g.conv("output_bbox", x, channels[-1], 4 * num_classes, 1, 1, gain=0.5, output=BBOX_OUTPUT)
     grid = (height // 16, width // 16)
     graph = helper.make_graph(

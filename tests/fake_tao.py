@@ -53,7 +53,8 @@ def tao_tool(tool, args):
         if "--cal_cache_file" in args:
             Path(option(args, "--cal_cache_file")).write_text("TRT-8601-EntropyCalibration2\ninput_1: 3c010a14\n")
         if "--gen_ds_config" in args:
-            (out.parent / "nvinfer_config.txt").write_text(f"net-scale-factor=0.00392156862745098\ntlt-model-key={key}\n")
+            config = f"net-scale-factor=0.00392156862745098\ntlt-model-key={key}\n"
+            (out.parent / "nvinfer_config.txt").write_text(config)
             (out.parent / "labels.txt").write_text("car\ncyclist\npedestrian\n")
     elif tool == "detectnet_v2" and args[0] == "gen_trt_engine":
         Path(option(args, "--engine_file")).write_bytes(b"fake engine")

@@ -35,7 +35,8 @@ def test_cache_from_the_training_data(project):
 
 def test_the_three_sources_give_different_caches(project):
     caches = {}
-    for source, extra in [("tensorfile", {}), ("image_dir", {"export__cal_image_dir": "data/sample/validation/image_2"})]:
+    image_dir = {"export__cal_image_dir": "data/sample/validation/image_2"}
+    for source, extra in [("tensorfile", {}), ("image_dir", image_dir)]:
         set_params(project, export__cal_source=source, **extra)
         stage(project, "export")
         caches[source] = read_cache(project / "artifacts/export/calibration.bin")[1]
