@@ -16,7 +16,7 @@ CONF_DIR = PROJECT / "conf"
 # Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
-METRICS_FILE = "artifacts/metrics.json"
+METRICS_FILE = "metrics/convert.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 KEY_PLACEHOLDER = "YOUR_TAO_KEY"  # what DeepStream configs say instead of the key
 

@@ -10,20 +10,18 @@ from omegaconf import DictConfig
 from . import backends
 from .cli import log_to_file, run_stage
 from .config import CALIBRATION_DIR, ENGINE_DIR, EXPORT_DIR, METRICS_FILE, RESOLVED_SPEC, project_path
-from .outputs import staged_dir
+from .outputs import staged_dir, write_text_atomically
 from .resolved import facts
 from .spec import Spec
 
 
 def run(cfg: DictConfig) -> None:
     spec_path = project_path(CALIBRATION_DIR) / RESOLVED_SPEC
-    metrics_path = project_path(METRICS_FILE)
     step = backends.step(cfg, "convert")  # imported before any output is staged
     with staged_dir(project_path(ENGINE_DIR)) as out, log_to_file(out / "convert.log"):
         metrics = step.run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(EXPORT_DIR), out)
-        tmp = out / "metrics.json"
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        tmp.replace(metrics_path)
+    # after the engine is in place: metrics never describe an engine that was not kept
+    write_text_atomically(project_path(METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
-    for stray in ("dvc.lock", "artifacts/metrics.json"):
+    for stray in ("dvc.lock", "metrics/convert.json"):
         (dest / stray).unlink(missing_ok=True)
     _bake_into_conf(dest / "conf" / "config.yaml", overrides)
     run([sys.executable, "-m", "stages.params"], dest)

@@ -29,7 +29,7 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
     first = run(["dvc", "repro"], project)
     assert ran(first.stdout) == STAGES
     for path in ["artifacts/calibration/calibration.tensor", "artifacts/export/model.onnx",
-                 "artifacts/engine/model.onnx", "artifacts/metrics.json"]:
+                 "artifacts/engine/model.onnx", "metrics/convert.json"]:
         assert (project / path).is_file(), path
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == []
@@ -62,7 +62,7 @@ def test_exp_run_with_a_config_group_and_a_key(project):
     assert ran(result.stdout) == ["export", "convert"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["export"]["data_type"] == "int8" and params["convert"]["max_batch_size"] == 4
-    metrics = json.loads((project / "artifacts/metrics.json").read_text())
+    metrics = json.loads((project / "metrics/convert.json").read_text())
     assert metrics["precision"] == "int8" and "batch_4" in metrics["latency_ms"]
 
     diff = run(["dvc", "params", "diff", "--json"], project).stdout
@@ -83,7 +83,7 @@ def test_run_cache_restores_a_combination_seen_before(project):
     back = run(["dvc", "exp", "run", "-S", "export=fp32"], project)
     assert ran(back.stdout) == []
     assert "Stage 'export' is cached - skipping run, checking out outputs" in back.stdout
-    assert json.loads((project / "artifacts/metrics.json").read_text())["precision"] == "fp32"
+    assert json.loads((project / "metrics/convert.json").read_text())["precision"] == "fp32"
 
 
 def test_committed_params_yaml_is_the_composition_of_conf():

@@ -60,7 +60,7 @@ def test_own_spec_data_and_model_through_one_config_file(tmp_path):
     assert 'image_directory_path: "mydata/training"' in resolved
     assert resolved.replace("mydata", "/workspace/tao-experiments/data").replace(
         "mymodels", "/workspace/tao-experiments/detectnet_v2") == spec.read_text()  # only the paths changed
-    metrics = json.loads((project / "artifacts/metrics.json").read_text())
+    metrics = json.loads((project / "metrics/convert.json").read_text())
     assert metrics["precision"] == "int8" and metrics["images"] == 4
     assert "infer-dims=3;384;1248" in (project / "artifacts/export/nvinfer_config.txt").read_text()
 

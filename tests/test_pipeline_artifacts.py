@@ -73,7 +73,7 @@ def test_deepstream_config_has_the_fields_and_a_key_placeholder(built_project):
 
 
 def test_int8_engine_matches_the_fp32_model(built_project):
-    metrics = json.loads((built_project / "artifacts/metrics.json").read_text())
+    metrics = json.loads((built_project / "metrics/convert.json").read_text())
     assert metrics["precision"] == "int8" and metrics["engine"] == "onnxruntime"
     assert metrics["images"] == 8
     for output in ("output_cov/Sigmoid", "output_bbox/BiasAdd"):

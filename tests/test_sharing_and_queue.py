@@ -52,7 +52,7 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
     def outputs(project):  # every stage output's hash; metrics.json holds timings, so it differs
         stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
         return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
-                if o["path"] != "artifacts/metrics.json"}
+                if o["path"] != "metrics/convert.json"}
     assert outputs(second) == outputs(first)
     assert len(outputs(first)) == 5
 
@@ -86,7 +86,7 @@ def test_queued_experiments_in_parallel_match_one_by_one(tmp_path):
     one_by_one = {}
     for variant in variants:
         run(["dvc", "exp", "run", "-S", f"export={variant}", "-n", f"seq-{variant}"], project)
-        one_by_one[variant] = json.loads((project / "artifacts/metrics.json").read_text())
+        one_by_one[variant] = json.loads((project / "metrics/convert.json").read_text())
     run(["git", "checkout", "--", "."], project)
     for variant in variants:
         run(["dvc", "exp", "run", "--queue", "-S", f"export={variant}", "-n", f"par-{variant}"], project)
@@ -110,7 +110,7 @@ def test_queued_experiments_in_parallel_match_one_by_one(tmp_path):
             name = exp.get("name") or ""
             if name.startswith("par-"):
                 data = exp["revs"][0]["data"]
-                parallel[name[4:]] = data["metrics"]["artifacts/metrics.json"]["data"]
+                parallel[name[4:]] = data["metrics"]["metrics/convert.json"]["data"]
     assert set(parallel) == set(variants)
     for variant in variants:
         ours, theirs = parallel[variant], one_by_one[variant]

@@ -85,7 +85,7 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     assert (project / "artifacts/engine/model.engine").read_bytes() == b"fake engine"
     assert "tlt-model-key=YOUR_TAO_KEY" in (project / "artifacts/export/nvinfer_config.txt").read_text()
     assert "[TAO] running detectnet_v2 export" in (project / "artifacts/export/tao.log").read_text()
-    assert json.loads((project / "artifacts/metrics.json").read_text())["engine"] == "tensorrt"
+    assert json.loads((project / "metrics/convert.json").read_text())["engine"] == "tensorrt"
 
 
 def test_failing_tao_leaves_nothing_partial_and_shows_its_error(tmp_path, fake_bin):
@@ -180,7 +180,7 @@ def test_the_key_appears_nowhere_after_a_full_run(tmp_path, fake_bin, backend, s
     leaks = [str(p.relative_to(project)) for p in project.rglob("*")
              if p.is_file() and ".git" not in p.parts and KEY.encode() in p.read_bytes()]
     assert leaks == []
-    assert (project / "dvc.lock").is_file() and (project / "artifacts/metrics.json").is_file()
+    assert (project / "dvc.lock").is_file() and (project / "metrics/convert.json").is_file()
 
 
 def test_key_from_a_file_wins_and_an_empty_file_is_refused(tmp_path):
