@@ -18,6 +18,7 @@ SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
 METRICS_FILE = "metrics/convert.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
+DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 KEY_PLACEHOLDER = "YOUR_TAO_KEY"  # what DeepStream configs say instead of the key
 
 
@@ -110,7 +111,7 @@ class PipelineConfig:
 
 
 _CHOICES = {
-    "export.data_type": ("fp32", "fp16", "int8"),
+    "export.data_type": DATA_TYPES,
     "export.cal_source": (None, "tensorfile", "image_dir", "training_data"),
     "calibration.compression": (None, "gzip", "lzf"),
     "convert.input_order": ("nchw", "nhwc", "nc"),

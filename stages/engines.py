@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 
 from .calibration import check_cache_names, read_cache
+from .config import DATA_TYPES
 from .onnxmodel import TAO_INPUT, TAO_OUTPUTS
 
-DATA_TYPES = ("fp32", "fp16", "int8")
 
 
 def tensorrt_available() -> str | None:

@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-DATA_TYPES = ("fp32", "fp16", "int8")
+from ..config import DATA_TYPES
+
 INPUT_ORDERS = ("nchw", "nhwc", "nc")
 _PROFILE = re.compile(r"[^,\s]+(,\d+x\d+x\d+x\d+){3}")
 

@@ -4,6 +4,7 @@ raises with TAO's own last lines; a missing executable names the alternatives.""
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -121,7 +122,9 @@ class Runner:
 class _Mounted(Runner):
     """A runner whose commands see the host through mounts: paths are translated."""
 
+    @functools.cache  # noqa: B019 - one runner per step; the config does not change under it
     def mounts(self) -> list[tuple[str, str]]:
+        """(host, container) pairs from backend.mounts, checked and resolved once."""
         mounts = []
         for index, m in enumerate(self.backend.mounts or []):
             if not m.get("source") or not m.get("destination"):
