@@ -124,3 +124,12 @@ def test_wrongly_typed_override_names_the_key():
                  check=False)
     assert result.returncode == 2
     assert "config key convert.max_batch_size" in result.stderr
+
+
+def test_dvc_reads_its_yaml_files_with_the_c_parser():
+    # dvc.yaml, dvc.lock and params.yaml are read on every dvc command; the pure-Python parser made
+    # `dvc status` about a third slower (bench/bench_dvc.py).
+    from ruamel.yaml import YAML
+    from ruamel.yaml.cyaml import CParser
+
+    assert YAML(typ="safe").Parser is CParser
