@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	# TAO's spec messages and TensorFile reader, for compatibility tests; its own deps are TAO's container.
-	$(PY) -m pip install -q --no-deps 'nvidia-tao-deploy>=5.0'
+	# TAO's own code for the compatibility tests: TAO Deploy's spec messages and TensorFile reader, the
+	# launcher's mounts-file and task handling. Importable (a .pth file) but off PATH: their commands
+	# need TAO's container, and their dependencies are the container's (hence --no-deps).
+	rm -rf $(VENV)/tao-reference
+	$(PY) -m pip install -q --no-deps --target $(VENV)/tao-reference 'nvidia-tao-deploy>=5.0' 'nvidia-tao>=5.0,<7'
+	$(PY) -c 'import pathlib, site, sys; pathlib.Path(site.getsitepackages()[0], "tao-reference.pth").write_text(sys.argv[1] + "\n")' "$(abspath $(VENV))/tao-reference"
 	touch $(STAMP)
 
 test: setup ## run the test suite

@@ -109,8 +109,9 @@ def main() -> None:
                   f"wall-time ratio {ratio:.2f} (median of {args.pairs} pairs)")
         if shutil.which("valgrind"):
             counted = noop_vs_status_instructions(projects)
-            print(f"instructions, dvc repro with nothing to do / dvc status: this pipeline {counted['this pipeline']:.3f}"
-                  f", one-stage DVC project {counted['one-stage DVC project']:.3f} (target <= 1.3)")
+            print("instructions, dvc repro with nothing to do / dvc status: "
+                  f"this pipeline {counted['this pipeline']:.3f}, "
+                  f"one-stage DVC project {counted['one-stage DVC project']:.3f} (target <= 1.3)")
         else:
             print("valgrind is not installed: no instruction counts, only the noisier wall-time ratio above")
 

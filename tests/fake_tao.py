@@ -1,19 +1,21 @@
 """A stand-in for TAO's executables, installed on PATH by the tests under the names detectnet_v2,
-tao-converter, tao (the launcher) and docker. It records its argv and environment to the JSON-lines
-file $FAKE_TAO_RECORD, writes the files TAO would write, echoes the key as a careless tool might,
-and fails (after writing half an output) when $FAKE_TAO_FAIL names it."""
+tao-converter and docker (`docker run` as the tao_docker backend uses it, `docker exec` as the TAO
+launcher does; the launcher itself is TAO's own code, see real_launcher.py). It records its argv and
+environment to the JSON-lines file $FAKE_TAO_RECORD, writes the files TAO would write, echoes the key
+as a careless tool might, and fails (after writing half an output) when $FAKE_TAO_FAIL names it."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy
 
 
 def record(tool, args):
     entry = {"tool": tool, "argv": args,
              "env": {k: os.environ.get(k) for k in ("TAO_KEY", "MY_KEY", "LAUNCHER_MOUNTS")}}
-    if tool == "tao" and os.environ.get("LAUNCHER_MOUNTS"):
-        entry["mounts"] = json.loads(Path(os.environ["LAUNCHER_MOUNTS"]).read_text())
     with open(os.environ["FAKE_TAO_RECORD"], "a") as handle:
         handle.write(json.dumps(entry) + "\n")
 
@@ -46,10 +48,12 @@ def tao_tool(tool, args):
     if key:
         print(f"[TAO] decrypting with key {key}")
     if tool == "detectnet_v2" and args[0] == "calibration_tensorfile":
-        Path(option(args, "-o")).write_bytes(b"fake tensorfile")
+        from stages.tensorfile import TensorFileWriter  # a real (tiny) TensorFile, as the stage checks it
+        with TensorFileWriter(option(args, "-o")) as writer:
+            writer.write(numpy.zeros((1, 3, 4, 4), numpy.float32))
     elif tool == "detectnet_v2" and args[0] == "export":
         out = Path(option(args, "-o"))
-        out.write_bytes(b"fake exported model")
+        shutil.copyfile(option(args, "-m"), out)  # the input is ONNX already
         if "--cal_cache_file" in args:
             Path(option(args, "--cal_cache_file")).write_text("TRT-8601-EntropyCalibration2\ninput_1: 3c010a14\n")
         if "--gen_ds_config" in args:
@@ -63,7 +67,18 @@ def tao_tool(tool, args):
     return 0
 
 
+def docker_exec(args):
+    """`docker exec -i[t] CONTAINER TASK ARGS`, as the TAO launcher runs a task in its container
+    (whose mounts are those of the launcher's mounts file)."""
+    mounts = json.loads(Path(os.environ["LAUNCHER_MOUNTS"]).read_text())["Mounts"]
+    task, rest = args[3], args[4:]
+    rest = to_host(rest, [(m["source"], m["destination"]) for m in mounts])
+    return tao_tool({"converter": "tao-converter"}.get(task, task), rest)
+
+
 def docker(args):
+    if args[0] == "exec":
+        return docker_exec(args)
     assert args[0] == "run"
     i, mounts = 1, []
     with_value = {"--gpus", "--user", "-v", "-e", "-w"}
@@ -90,10 +105,6 @@ def main():
     record(tool, args)
     if tool == "docker":
         return docker(args)
-    if tool == "tao":
-        mounts = json.loads(Path(os.environ["LAUNCHER_MOUNTS"]).read_text())["Mounts"]
-        args = to_host(args, [(m["source"], m["destination"]) for m in mounts])
-        return tao_tool(args[0], args[1:])
     return tao_tool(tool, args)
 
 

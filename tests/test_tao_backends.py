@@ -1,7 +1,9 @@
-"""The TAO backends against fake TAO executables placed on PATH by the test: the commands they run,
-the files they keep, nothing partial on failure, and a key that appears nowhere."""
+"""The TAO backends against fake TAO executables placed on PATH by the test, and against the TAO
+launcher's own code (real_launcher.py): the commands they run, the files they keep, nothing partial
+on failure, and a key that appears nowhere."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -14,10 +16,13 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, SMALL_SAMPLE, make_project, run
 from stages.spec import Spec, path_values
-from stages.tao_backend.runners import DockerRunner, LauncherRunner, RunnerError, load_key
+from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret
 
 KEY = "tao-KEY-0123456789-abcdef"
+REAL_LAUNCHER = pytest.mark.skipif(
+    importlib.util.find_spec("nvidia_tao_cli") is None,
+    reason="nvidia-tao (the TAO launcher's code) is not installed: make setup installs it")
 
 
 @pytest.fixture
@@ -25,9 +30,13 @@ def fake_bin(tmp_path):
     folder = tmp_path / "bin"
     folder.mkdir()
     source = (ROOT / "tests" / "fake_tao.py").read_text()
-    for name in ("detectnet_v2", "tao-converter", "tao", "docker"):
+    for name in ("detectnet_v2", "tao-converter", "docker"):
         (folder / name).write_text(f"#!{sys.executable}\n{source}")
         (folder / name).chmod(0o755)
+    # `tao` is the launcher's own code, with only its docker engine calls replaced
+    (folder / "tao").write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                                "from real_launcher import main\nsys.exit(main())\n")
+    (folder / "tao").chmod(0o755)
     return folder
 
 
@@ -88,12 +97,17 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     assert json.loads((project / "metrics/convert.json").read_text())["engine"] == "tensorrt"
 
 
-def test_failing_tao_leaves_nothing_partial_and_shows_its_error(tmp_path, fake_bin):
-    project = project_for(tmp_path, "tao")
+def failed_export(tmp_path, fake_bin, backend):
+    """The project and the result of an export stage whose TAO command fails after writing half its output."""
+    project = project_for(tmp_path, backend)
     env = env_for(fake_bin, tmp_path)
     stage(project, "sample", env)
     stage(project, "calibration_tensorfile", env)
-    result = stage(project, "export", {**env, "FAKE_TAO_FAIL": "detectnet_v2 export"}, check=False)
+    return project, stage(project, "export", {**env, "FAKE_TAO_FAIL": "detectnet_v2 export"}, check=False)
+
+
+def test_failing_tao_leaves_nothing_partial_and_shows_its_error(tmp_path, fake_bin):
+    project, result = failed_export(tmp_path, fake_bin, "tao")
     assert result.returncode == 1
     assert "CUDA out of memory" in result.stderr and "detectnet_v2 failed (exit 1)" in result.stderr
     artifacts = project / "artifacts"
@@ -103,8 +117,8 @@ def test_failing_tao_leaves_nothing_partial_and_shows_its_error(tmp_path, fake_b
 
 def test_missing_tao_names_the_executable_and_the_other_backends(tmp_path):
     project = project_for(tmp_path, "tao")
-    # not even the venv's bin: nvidia-tao-deploy installs a `detectnet_v2` entry point there
-    env = {"PATH": "/usr/bin:/bin", "TAO_KEY": KEY}
+    # the venv's bin included: TAO's reference code installed by make setup puts no command there
+    env = {"PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin", "TAO_KEY": KEY}
     stage(project, "sample", env)
     result = stage(project, "calibration_tensorfile", env, check=False)
     assert result.returncode == 1
@@ -127,20 +141,75 @@ def test_missing_key_is_a_clear_error_only_where_a_key_is_needed(tmp_path, fake_
     assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["calibration"]  # nothing else made
 
 
+@REAL_LAUNCHER
 def test_launcher_translates_host_paths_into_its_mounts(tmp_path, fake_bin):
     project = project_for(tmp_path, "tao_launcher")
     env = env_for(fake_bin, tmp_path)
     for name in ("sample", "calibration_tensorfile"):
         stage(project, name, env)
-    [call] = records(tmp_path)
-    assert call["argv"][:2] == ["detectnet_v2", "calibration_tensorfile"]
-    assert call["mounts"]["Mounts"] == [{"source": str(project), "destination": "/workspace/project"}]
-    assert call["mounts"]["DockerOptions"] == {"shm_size": "16G"}
-    spec_arg = call["argv"][call["argv"].index("-e") + 1]
+    launcher, container, exec_call = records(tmp_path)
+    assert launcher["argv"][:3] == ["model", "detectnet_v2", "calibration_tensorfile"]
+    assert launcher["mounts"]["Mounts"] == [{"source": str(project), "destination": "/workspace/project"}]
+    # as the launcher starts its container: our mounts, as our user, without a TTY (DVC gives none)
+    assert container["volumes"] == {str(project): {"bind": "/workspace/project", "mode": "rw"}}
+    assert container["options"] == {"shm_size": "16G", "tty": False, "user": f"{os.getuid()}:{os.getgid()}"}
+    assert exec_call["argv"][:5] == ["exec", "-i", "tao-container", "detectnet_v2", "calibration_tensorfile"]
+    spec_arg = exec_call["argv"][exec_call["argv"].index("-e") + 1]
     assert re.fullmatch(r"/workspace/project/artifacts/\.calibration\.\d+\.\w+\.partial/spec\.container\.txt", spec_arg)
     container_spec = Spec.load(project / "artifacts/calibration/spec.container.txt")
     assert all(pv.value.startswith("/workspace/project/") for pv in path_values(container_spec))
     assert (project / "artifacts/calibration/calibration.tensor").is_file()
+
+
+@REAL_LAUNCHER
+def test_launcher_gets_the_key_from_its_shell_not_its_command_line(tmp_path, fake_bin):
+    project = project_for(tmp_path, "tao_launcher")
+    env = env_for(fake_bin, tmp_path)
+    for name in ("sample", "calibration_tensorfile", "export"):
+        stage(project, name, env)
+    launcher = [c for c in records(tmp_path) if c["tool"] == "tao"][-1]["argv"]
+    assert launcher[:3] == ["model", "detectnet_v2", "export"]
+    assert KEY not in " ".join(launcher) and launcher[launcher.index("-k") + 1] == '"$TAO_KEY"'
+    # the launcher's shell expands it into `docker exec`'s arguments, where TAO receives it
+    exec_call = [c for c in records(tmp_path) if c["tool"] == "docker"][-1]["argv"]
+    assert exec_call[exec_call.index("-k") + 1] == KEY
+    assert (project / "artifacts/export/model.onnx").is_file()
+
+
+@REAL_LAUNCHER
+def test_launcher_passes_paths_its_shell_would_split(tmp_path, fake_bin):
+    destination = "/workspace/my $HOME `data` \"quoted\""
+    project = project_for(tmp_path, "tao_launcher")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["backend"]["mounts"] = [{"source": ".", "destination": destination}]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = env_for(fake_bin, tmp_path)
+    for name in ("sample", "calibration_tensorfile"):
+        stage(project, name, env)
+    exec_call = [c for c in records(tmp_path) if c["tool"] == "docker"][-1]["argv"]
+    assert exec_call[exec_call.index("-o") + 1].startswith(destination + "/artifacts/")
+    assert (project / "artifacts/calibration/calibration.tensor").is_file()
+
+
+def test_launcher_refuses_what_its_shell_cannot_take(tmp_path):
+    runner = LauncherRunner(OmegaConf.create({"mounts": [{"source": str(tmp_path), "destination": "/w"}]}))
+    with pytest.raises(RunnerError, match=r"cannot pass \"/w/it's\".*single quote.*backend=tao_docker"):
+        runner.command(["detectnet_v2", "export", "-m", "/w/it's"])
+
+
+def test_launcher_refuses_docker_options_it_does_not_accept(tmp_path):
+    backend = {"mounts": [{"source": str(tmp_path), "destination": "/w"}], "docker_options": {"gpus": "all"}}
+    with pytest.raises(RunnerError, match=r"backend.docker_options.gpus is not an option.*shm_size"):
+        LauncherRunner(OmegaConf.create(backend)).mounts_json()
+
+
+@REAL_LAUNCHER
+def test_a_failure_the_launcher_reports_as_success_fails_the_stage(tmp_path, fake_bin):
+    project, result = failed_export(tmp_path, fake_bin, "tao_launcher")
+    assert result.returncode == 1
+    assert "CUDA out of memory" in result.stderr
+    assert "wrote a model.onnx that cannot be read" in result.stderr and "launcher exits 0" in result.stderr
+    assert not (project / "artifacts" / "export").exists()
 
 
 def test_docker_passes_the_key_by_name_and_expands_it_inside(tmp_path, fake_bin):
@@ -160,7 +229,7 @@ def test_docker_passes_the_key_by_name_and_expands_it_inside(tmp_path, fake_bin)
     assert (project / "artifacts/export/model.onnx").is_file()
 
 
-@pytest.mark.parametrize("backend", ["open", "tao", "tao_launcher", "tao_docker"])
+@pytest.mark.parametrize("backend", ["open", "tao", pytest.param("tao_launcher", marks=REAL_LAUNCHER), "tao_docker"])
 @pytest.mark.parametrize("source", ["env", "file"])
 def test_the_key_appears_nowhere_after_a_full_run(tmp_path, fake_bin, backend, source):
     project = project_for(tmp_path, backend)
@@ -203,3 +272,35 @@ def test_longest_mount_wins(tmp_path):
     runner = DockerRunner(OmegaConf.create({"mounts": mounts, "image": "img"}))
     assert runner.path(tmp_path / "data" / "a") == "/d/a"
     assert runner.path(tmp_path / "data2" / "a") == "/w/data2/a"
+
+
+@REAL_LAUNCHER
+@pytest.mark.parametrize("argv", [["detectnet_v2", "calibration_tensorfile"], ["detectnet_v2", "export"],
+                                  ["tao-converter", "-k"], ["detectnet_v2", "gen_trt_engine"]])
+def test_every_command_we_send_is_a_task_the_launcher_routes(tmp_path, argv):
+    from nvidia_tao_cli.components.instance_handler.local_instance import LocalInstance
+    from nvidia_tao_cli.components.instance_handler.utils import get_config_file
+
+    task_map, _ = LocalInstance.parse_launcher_config(LocalInstance.load_config(get_config_file()))
+    backend = yaml.safe_load((ROOT / "conf/backend/tao_launcher.yaml").read_text())
+    command, _ = LauncherRunner(OmegaConf.create(backend)).command(argv)
+    group, task = command[1:3]
+    assert task in task_map[group]
+
+
+@REAL_LAUNCHER
+def test_we_accept_exactly_the_docker_options_the_launcher_accepts():
+    from nvidia_tao_cli.components.docker_handler.docker_handler import VALID_DOCKER_ARGS
+
+    assert list(LAUNCHER_DOCKER_OPTIONS) == VALID_DOCKER_ARGS
+
+
+def test_an_etlt_is_checked_by_its_framing(tmp_path):
+    from stages.tao_backend.export import read_etlt
+
+    name = b"input_1"
+    (tmp_path / "good.etlt").write_bytes(len(name).to_bytes(4, "little") + name + b"encrypted model")
+    read_etlt(tmp_path / "good.etlt")
+    (tmp_path / "cut.etlt").write_bytes(len(name).to_bytes(4, "little") + name[:3])
+    with pytest.raises(ValueError, match="cannot hold the 7-byte input name"):
+        read_etlt(tmp_path / "cut.etlt")

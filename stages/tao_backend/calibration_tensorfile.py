@@ -6,8 +6,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..resolved import SpecFacts
+from ..tensorfile import describe
 from . import argv
-from .runners import RunnerError, runner_for
+from .runners import check_written, runner_for
 
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> None:  # noqa: ARG001
@@ -15,5 +16,9 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> Non
     command = argv.calibration_tensorfile(runner.spec(spec_path, output.parent), runner.path(output),
                                           cfg.calibration.max_batches, cfg.calibration.use_validation_set)
     runner.run(command, output.parent / "tao.log")
-    if not output.is_file():
-        raise RunnerError(f"detectnet_v2 calibration_tensorfile succeeded but wrote no {output.name}")
+    check_written(runner, output, "detectnet_v2 calibration_tensorfile", read_tensorfile)
+
+
+def read_tensorfile(path: Path) -> None:
+    if describe(path)[0] < 1:
+        raise ValueError("it holds no batch")

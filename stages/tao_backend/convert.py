@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from ..onnxmodel import TAO_INPUT, TAO_OUTPUTS
 from ..resolved import SpecFacts
 from . import argv
-from .runners import RunnerError, load_key, runner_for
+from .runners import RunnerError, check_written, load_key, runner_for
 
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out: Path) -> dict:
@@ -35,8 +35,8 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
             runner.path(out), cache=runner.path(cache) if cache else None,
             batches=cfg.export.batches if cache else None, batch_size=cfg.export.batch_size if cache else None)
     runner.run(command, out / "tao.log")
-    if not engine.is_file():
-        raise RunnerError(f"the converter succeeded but wrote no {engine.name}")
+    # a TensorRT plan cannot be read without TensorRT: only its presence is checked
+    check_written(runner, engine, command[0] if command[0] == "tao-converter" else "detectnet_v2 gen_trt_engine")
     # No TensorRT runtime here to run the engine: the metrics say what was built, not how well.
     return {"precision": data_type, "engine": "tensorrt", "verified": False,
             "engine_size_bytes": engine.stat().st_size}

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..calibration import read_cache
 from ..config import KEY_PLACEHOLDER, project_path
+from ..onnxmodel import load_model
 from ..resolved import SpecFacts, images_of
 from . import argv
-from .runners import RunnerError, load_key, runner_for
+from .runners import RunnerError, check_written, load_key, runner_for
 
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path, out: Path) -> None:
@@ -32,9 +34,20 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
     command = argv.export(runner.path(model), key, runner.path(exported), e, spec=runner.spec(spec_path, out),
                           **calibration)
     runner.run(command, out / "tao.log")
-    if not exported.is_file():
-        raise RunnerError(f"detectnet_v2 export succeeded but wrote no {exported.name}")
     scrub_key(out, key.value)
+    check_written(runner, exported, "detectnet_v2 export", load_model if exported.suffix == ".onnx" else read_etlt)
+    if e.data_type == "int8":
+        check_written(runner, out / "calibration.bin", "detectnet_v2 export", read_cache)
+
+
+def read_etlt(path: Path) -> None:
+    """An .etlt is a 4-byte little-endian length, that many bytes of input name, then the encrypted
+    model: only its framing can be checked without NVIDIA's codec."""
+    data = path.read_bytes()
+    name_length = int.from_bytes(data[:4], "little")
+    if len(data) <= 4 + name_length:
+        raise ValueError(f"{len(data)} bytes cannot hold the {name_length}-byte input name its header announces "
+                         "and a model after it")
 
 
 def scrub_key(out: Path, key: str) -> None:

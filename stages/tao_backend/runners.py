@@ -8,11 +8,12 @@ import functools
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,7 +26,7 @@ from .argv import Secret, masked, render
 log = logging.getLogger("stages.tao")
 
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")
-KEY_PLACEHOLDER = "@TAO_KEY@"  # replaced inside the container by the value of the key variable
+KEY_ARGUMENT = "@TAO_KEY@"  # tao_docker: replaced inside the container by the value of the key variable
 
 
 class RunnerError(StageError):
@@ -100,6 +101,24 @@ def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None = Non
         raise RunnerError(f"{render(argv)[0]} failed (exit {code}): {shown}\nlast lines of its output:\n{last}")
 
 
+# nvidia_tao_cli runs `docker exec` with subprocess.check_call and drops its CalledProcessError, so
+# `tao ...` exits 0 when the TAO command in the container failed.
+_LAUNCHER_HINT = " (the TAO launcher exits 0 even when the TAO command fails: see TAO's output above, also in tao.log)"
+
+
+def check_written(runner: "Runner", path: Path, what: str, read: Callable[[Path], object] | None = None) -> None:
+    """What TAO wrote must be there and readable before the stage trusts it: a TAO tool that dies
+    part-way can leave a truncated file, and the launcher's exit status says nothing."""
+    hint = _LAUNCHER_HINT if runner.name == "tao_launcher" else ""
+    if not path.is_file() or path.stat().st_size == 0:
+        raise RunnerError(f"{what} wrote no {path.name}{hint}")
+    if read is not None:
+        try:
+            read(path)
+        except (OSError, ValueError) as exc:  # h5py's open errors are OSErrors; our readers raise ValueErrors
+            raise RunnerError(f"{what} wrote a {path.name} that cannot be read: {exc}{hint}") from None
+
+
 class Runner:
     """`backend=tao`: the commands on PATH, on this machine (e.g. inside the TAO container)."""
 
@@ -156,28 +175,78 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
 
 
+# What the TAO launcher (nvidia-tao, nvidia_tao_cli) does with a command, read from its source:
+# `tao <task group> <task> ARGS` joins ARGS with spaces and runs the result on the host as
+# `bash -c 'docker exec -it <container> <task> ARGS'` (shell=True); it reads the mounts file named by
+# LAUNCHER_MOUNTS, accepts only these DockerOptions, runs as root unless DockerOptions has a user,
+# and allocates a TTY (which needs one on stdin) unless DockerOptions says `tty: false`.
+LAUNCHER_DOCKER_OPTIONS = ("user", "ports", "shm_size", "ulimits", "privileged", "network", "tty")
+LAUNCHER_TASKS = {"tao-converter": "converter"}  # our executable name -> the launcher's task name
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_./:=,+@%-]+")
+
+
+def _launcher_word(arg: str) -> str:
+    """arg as one word of the shell command line the launcher builds: as is when it needs no
+    quoting, else double-quoted (the launcher wraps the whole line in single quotes)."""
+    if _SHELL_SAFE.fullmatch(arg):
+        return arg
+    if "'" in arg or "\n" in arg:
+        raise RunnerError(f"backend=tao_launcher cannot pass {arg!r}: the TAO launcher runs its command through a "
+                          "shell inside single quotes, where a single quote or a newline cannot be written; rename the "
+                          "path or use backend=tao_docker")
+    return '"' + re.sub(r'([\\"$`])', r"\\\1", arg) + '"'
+
+
 class LauncherRunner(_Mounted):
-    """`backend=tao_launcher`: `tao detectnet_v2 ...` with a generated mounts file."""
+    """`backend=tao_launcher`: `tao model detectnet_v2 ...` with a generated mounts file."""
 
     name = "tao_launcher"
 
+    def docker_options(self) -> dict:
+        options = _plain(self.backend.get("docker_options"))
+        for key in options:
+            if key not in LAUNCHER_DOCKER_OPTIONS:
+                raise RunnerError(f"config key backend.docker_options.{key} is not an option the TAO launcher "
+                                  f"accepts: {', '.join(LAUNCHER_DOCKER_OPTIONS)}")
+        if self.backend.get("map_user", True):
+            options.setdefault("user", f"{os.getuid()}:{os.getgid()}")
+        return options
+
     def mounts_json(self) -> dict:
-        options, envs = _plain(self.backend.get("docker_options")), _plain(self.backend.get("envs"))
+        envs = _plain(self.backend.get("envs"))
         return {"Mounts": [{"source": s, "destination": d} for s, d in self.mounts()],
                 "Envs": [{"variable": k, "value": str(v)} for k, v in envs.items()],
-                "DockerOptions": options}
+                "DockerOptions": self.docker_options()}
+
+    def command(self, argv: list) -> tuple[list, dict[str, str]]:
+        """The launcher's argv and the environment it needs. The key travels as an environment
+        variable that the launcher's own shell expands, so it is not on the launcher's command line."""
+        b = self.backend
+        tool, *args = argv
+        deploy = tool == "detectnet_v2" and args[:1] == ["gen_trt_engine"]
+        group = b.get("deploy_task_group" if deploy else "model_task_group")
+        command = [b.get("launcher") or "tao", *([group] if group else []), LAUNCHER_TASKS.get(tool, tool)]
+        env: dict[str, str] = {}
+        for arg in args:
+            if isinstance(arg, Secret):
+                key_var = b.get("key_env") or "TAO_KEY"
+                env[key_var] = arg.value
+                command.append(f'"${key_var}"')
+            else:
+                command.append(_launcher_word(str(arg)))
+        return command, env
 
     def run(self, argv: list, log_path: Path, secrets: Sequence[Secret] = ()) -> None:
+        command, env = self.command(argv)
+        keys = [a for a in argv if isinstance(a, Secret)]
         with tempfile.TemporaryDirectory(prefix="tao-mounts-") as tmp:
             mounts = Path(tmp) / "tao_mounts.json"
             mounts.write_text(json.dumps(self.mounts_json(), indent=2))
-            # The launcher reads ~/.tao_mounts.json unless LAUNCHER_MOUNTS names another file.
-            run_command([self.backend.get("launcher") or "tao", *argv], log_path,
-                        {"LAUNCHER_MOUNTS": str(mounts)}, secrets, self.name)
+            run_command(command, log_path, {**env, "LAUNCHER_MOUNTS": str(mounts)}, [*keys, *secrets], self.name)
 
 
 # Inside the container: replace the placeholder argument by the key's value, then exec argv.
-_EXPAND_KEY = ('n=$#; for a do if [ "$a" = "' + KEY_PLACEHOLDER + '" ]; then a="${' + '%s' + '}"; fi; '
+_EXPAND_KEY = ('n=$#; for a do if [ "$a" = "' + KEY_ARGUMENT + '" ]; then a="${' + '%s' + '}"; fi; '
                'set -- "$@" "$a"; done; shift "$n"; exec "$@"')
 
 
@@ -203,7 +272,7 @@ class DockerRunner(_Mounted):
         for arg in argv:
             if isinstance(arg, Secret):
                 env[key_var] = arg.value
-                inner.append(KEY_PLACEHOLDER)
+                inner.append(KEY_ARGUMENT)
             else:
                 inner.append(arg)
         if env:
