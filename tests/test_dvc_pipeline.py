@@ -1,9 +1,11 @@
 """The workflows users drive, with real dvc and real Hydra composition in a temp git repo."""
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -133,3 +135,53 @@ def test_dvc_reads_its_yaml_files_with_the_c_parser():
     from ruamel.yaml.cyaml import CParser
 
     assert YAML(typ="safe").Parser is CParser
+
+
+def _module_file(name: str):
+    path = ROOT / Path(*name.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _code_of(*roots: str) -> set[str]:
+    """The project files that importing `roots` can load, found from every import statement
+    (function-level ones included), with the packages each module sits in."""
+    seen, todo = set(), list(roots)
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages' __init__.py
+        package = parts if path.name == "__init__.py" else parts[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                todo += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else node.module
+                todo += [base, *(f"{base}.{alias.name}" for alias in node.names)]  # names may be modules
+    return {str(p.relative_to(ROOT)) for p in seen}
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_each_stage_depends_on_exactly_the_code_it_can_run(stage):
+    # backends.step imports stages.<open|tao>_backend.<step> by name: those are roots too
+    steps = [] if stage == "sample" else [f"stages.{backend}_backend.{stage}" for backend in ("open", "tao")]
+    code = _code_of(f"stages.{stage}", *steps)
+    # left out of every stage's deps because a docstring changes nothing a stage computes
+    init = ast.parse((ROOT / "stages/__init__.py").read_text()).body
+    assert len(init) == 1 and isinstance(init[0].value, ast.Constant), "stages/__init__.py holds code now"
+    code.discard("stages/__init__.py")
+    deps = [d for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
+            if d.startswith("stages")]
+
+    def covers(dep, path):
+        return path == dep or path.startswith(dep + "/")
+
+    assert sorted(p for p in code if not any(covers(d, p) for d in deps)) == [], "code it runs, not in its deps"
+    assert [d for d in deps if not any(covers(d, p) for p in code)] == [], "deps the stage never runs"
