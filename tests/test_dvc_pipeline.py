@@ -93,6 +93,24 @@ def test_committed_params_yaml_is_the_composition_of_conf():
     assert result.returncode == 0, result.stderr
 
 
+def test_committed_dvc_lock_records_the_committed_code(tmp_path):
+    # a clone must find dvc.lock true to its code, or `dvc pull` hands it outputs of other code
+    import shutil
+    import subprocess
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if name.startswith(("stages/", ".dvc/", "dvc.", "params.yaml")) and (ROOT / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tmp_path / name)
+    run(["git", "init", "-q"], tmp_path)
+    status = json.loads(run(["dvc", "status", "--json"], tmp_path).stdout)
+    stale = {stage: changes["changed deps"] for stage, entries in status.items() for changes in entries
+             if isinstance(changes, dict) and "changed deps" in changes}
+    stale = {stage: {p: how for p, how in deps.items() if p.startswith("stages") and how != "deleted"}
+             for stage, deps in stale.items()}
+    assert {stage: deps for stage, deps in stale.items() if deps} == {}, "run `make repro` and commit dvc.lock"
+
+
 def test_dvc_yaml_names_the_paths_the_stages_write():
     from stages import config
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
