@@ -5,12 +5,11 @@ import ast
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import ROOT, SMALL_SAMPLE, make_project, run
+from conftest import ROOT, SMALL_SAMPLE, imports_of, make_project, module_file, run
 
 STAGES = ["sample", "calibration_tensorfile", "export", "convert"]
 
@@ -155,34 +154,17 @@ def test_dvc_reads_its_yaml_files_with_the_c_parser():
     assert YAML(typ="safe").Parser is CParser
 
 
-def _module_file(name: str):
-    path = ROOT / Path(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _code_of(*roots: str) -> set[str]:
-    """The project files that importing `roots` can load, found from every import statement
-    (function-level ones included), with the packages each module sits in."""
+    """The project files that importing `roots` can load, with the packages each module sits in."""
     seen, todo = set(), list(roots)
     while todo:
         name = todo.pop()
-        path = _module_file(name)
+        path = module_file(name)
         if path is None or path in seen:
             continue
         seen.add(path)
         parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # its packages' __init__.py
-        package = parts if path.name == "__init__.py" else parts[:-1]
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                todo += [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
-                    if node.level else node.module
-                todo += [base, *(f"{base}.{alias.name}" for alias in node.names)]  # names may be modules
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(imports_of(name))
     return {str(p.relative_to(ROOT)) for p in seen}
 
 
