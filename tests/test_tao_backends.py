@@ -197,6 +197,13 @@ def test_launcher_refuses_what_its_shell_cannot_take(tmp_path):
         runner.command(["detectnet_v2", "export", "-m", "/w/it's"])
 
 
+def test_a_mount_whose_source_does_not_exist_is_refused(tmp_path):
+    # docker would create it, empty and owned by root
+    runner = DockerRunner(OmegaConf.create({"mounts": [{"source": str(tmp_path / "nope"), "destination": "/d"}]}))
+    with pytest.raises(RunnerError, match=r"backend.mounts\[0\].source: .*/nope does not exist"):
+        runner.mounts()
+
+
 def test_launcher_refuses_docker_options_it_does_not_accept(tmp_path):
     backend = {"mounts": [{"source": str(tmp_path), "destination": "/w"}], "docker_options": {"gpus": "all"}}
     with pytest.raises(RunnerError, match=r"backend.docker_options.gpus is not an option.*shm_size"):
@@ -261,6 +268,7 @@ def test_key_from_a_file_wins_and_an_empty_file_is_refused(tmp_path):
 
 
 def test_paths_outside_every_mount_are_refused(tmp_path):
+    (tmp_path / "data").mkdir()
     runner = LauncherRunner(OmegaConf.create({"mounts": [{"source": str(tmp_path / "data"), "destination": "/d"}]}))
     assert runner.path(tmp_path / "data" / "x y" / "z.png") == "/d/x y/z.png"
     with pytest.raises(RunnerError, match="is not under any mount"):
@@ -268,6 +276,7 @@ def test_paths_outside_every_mount_are_refused(tmp_path):
 
 
 def test_longest_mount_wins(tmp_path):
+    (tmp_path / "data").mkdir()
     mounts = [{"source": str(tmp_path), "destination": "/w"}, {"source": str(tmp_path / "data"), "destination": "/d"}]
     runner = DockerRunner(OmegaConf.create({"mounts": mounts, "image": "img"}))
     assert runner.path(tmp_path / "data" / "a") == "/d/a"

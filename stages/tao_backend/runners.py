@@ -148,7 +148,10 @@ class _Mounted(Runner):
         for index, m in enumerate(self.backend.mounts or []):
             if not m.get("source") or not m.get("destination"):
                 raise RunnerError(f"config key backend.mounts[{index}] needs a source and a destination")
-            mounts.append((str(project_path(m.source).resolve()), str(m.destination).rstrip("/") or "/"))
+            source = project_path(m.source).resolve()
+            if not source.exists():  # docker would create it, empty and owned by root; the launcher refuses it
+                raise RunnerError(f"config key backend.mounts[{index}].source: {source} does not exist")
+            mounts.append((str(source), str(m.destination).rstrip("/") or "/"))
         if not mounts:
             raise RunnerError("config key backend.mounts is empty: nothing of the host would be visible to TAO")
         return mounts
