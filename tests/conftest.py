@@ -84,17 +84,20 @@ def _bake_into_conf(config_yaml: Path, overrides) -> None:
     config_yaml.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
-    """A copy of this project's tracked files in a fresh git repo, params.yaml composed with overrides."""
+def copy_tracked_files(dest: Path, wanted) -> None:
+    """Copy this project's git-tracked files whose names `wanted` accepts into dest, as they are now."""
     import shutil
     import subprocess
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in files.decode().split("\0"):
-        if not name or name.startswith(("tests/", "bench/")) or not (ROOT / name).is_file():
-            continue
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, target)
+    for name in filter(None, files.decode().split("\0")):
+        if wanted(name) and (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+
+
+def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
+    """A copy of this project's tracked files in a fresh git repo, params.yaml composed with overrides."""
+    copy_tracked_files(dest, lambda name: not name.startswith(("tests/", "bench/")))
     for stray in ("dvc.lock", "metrics/convert.json"):
         (dest / stray).unlink(missing_ok=True)
     _bake_into_conf(dest / "conf" / "config.yaml", overrides)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, SMALL_SAMPLE, imports_of, make_project, module_file, run
+from conftest import ROOT, SMALL_SAMPLE, copy_tracked_files, imports_of, make_project, module_file, run
 
 STAGES = ["sample", "calibration_tensorfile", "export", "convert"]
 
@@ -94,13 +94,7 @@ def test_committed_params_yaml_is_the_composition_of_conf():
 
 def test_committed_dvc_lock_records_the_committed_code(tmp_path):
     # a clone must find dvc.lock true to its code, or `dvc pull` hands it outputs of other code
-    import shutil
-    import subprocess
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, files.decode().split("\0")):
-        if name.startswith(("stages/", ".dvc/", "dvc.", "params.yaml")) and (ROOT / name).is_file():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, tmp_path / name)
+    copy_tracked_files(tmp_path, lambda name: name.startswith(("stages/", ".dvc/", "dvc.", "params.yaml")))
     run(["git", "init", "-q"], tmp_path)
     status = json.loads(run(["dvc", "status", "--json"], tmp_path).stdout)
     stale = {stage: changes["changed deps"] for stage, entries in status.items() for changes in entries
