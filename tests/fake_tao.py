@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy
 
 
-def record(tool, args):
+def record(tool, args=None, **more):
+    """One JSON line in $FAKE_TAO_RECORD: the tool, its argv, the environment the tests look at, and more."""
     entry = {"tool": tool, "argv": args,
-             "env": {k: os.environ.get(k) for k in ("TAO_KEY", "MY_KEY", "LAUNCHER_MOUNTS")}}
+             "env": {k: os.environ.get(k) for k in ("TAO_KEY", "MY_KEY", "LAUNCHER_MOUNTS")}, **more}
     with open(os.environ["FAKE_TAO_RECORD"], "a") as handle:
         handle.write(json.dumps(entry) + "\n")
 

@@ -15,10 +15,7 @@ from nvidia_tao_cli.components.docker_handler import docker_handler
 from nvidia_tao_cli.components.instance_handler import local_instance
 from nvidia_tao_cli.entrypoint import tao_launcher
 
-
-def record(entry: dict) -> None:
-    with open(os.environ["FAKE_TAO_RECORD"], "a") as handle:
-        handle.write(json.dumps(entry) + "\n")
+from fake_tao import record  # this file's directory is on sys.path, as it is for fake_tao
 
 
 class DaemonlessDockerHandler(docker_handler.DockerHandler):
@@ -37,8 +34,8 @@ class DaemonlessDockerHandler(docker_handler.DockerHandler):
 
     def start_container(self, volumes, env_vars, docker_options=None):
         options = self.get_docker_option_args(docker_options)  # the launcher's own checks
-        record({"tool": "tao-container", "image": self.docker_image, "volumes": volumes, "env": env_vars,
-                "options": {k: v for k, v in options.items() if k != "ulimits"}})
+        record("tao-container", image=self.docker_image, volumes=volumes, container_env=env_vars,
+               options={k: v for k, v in options.items() if k != "ulimits"})
         self._container = types.SimpleNamespace(id="tao-container")
 
     def stop_container(self):
@@ -47,8 +44,7 @@ class DaemonlessDockerHandler(docker_handler.DockerHandler):
 
 def main() -> int:
     mounts = os.environ.get("LAUNCHER_MOUNTS")
-    record({"tool": "tao", "argv": sys.argv[1:], "env": {"LAUNCHER_MOUNTS": mounts},
-            "mounts": json.loads(Path(mounts).read_text()) if mounts else None})
+    record("tao", sys.argv[1:], mounts=json.loads(Path(mounts).read_text()) if mounts else None)
     local_instance.DockerHandler = DaemonlessDockerHandler
     os.environ.setdefault("OVERRIDE_REGISTRY", "nvcr.io")  # the launcher's switch to skip its `docker login` check
     tao_launcher.main(sys.argv[1:])
