@@ -1,4 +1,4 @@
-"""The backend a stage uses, picked by `backend.name`: `stages.<backend>_backend.<step>`.
+"""The backend a stage uses, picked by `backend.name`: `stages.<package>.<step>`.
 The open backend and the TAO runners never import each other; only this switch knows both."""
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
+# backend.name -> the package holding its step modules (one per stage, named after the stage)
+STEP_PACKAGES = {"open": "open_backend", "tao": "tao_backend", "tao_launcher": "tao_backend",
+                 "tao_docker": "tao_backend"}
+
 
 def step(cfg: DictConfig, name: str) -> ModuleType:
     """The step module; stages import it before staging outputs, so that a signal arriving during
     the (slow, native) imports cannot strand a half-made output."""
-    package = "open_backend" if cfg.backend.name == "open" else "tao_backend"
-    return importlib.import_module(f"{__package__}.{package}.{name}")
+    return importlib.import_module(f"{__package__}.{STEP_PACKAGES[cfg.backend.name]}.{name}")

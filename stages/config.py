@@ -14,6 +14,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 CONF_DIR = PROJECT / "conf"
 
 # Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
+CODE_DIR = "artifacts/code"  # one fingerprint of its code per pipeline stage, written by the `code` stage
+PIPELINE_STAGES = ("sample", "calibration_tensorfile", "export", "convert")
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
 METRICS_FILE = "metrics/convert.json"

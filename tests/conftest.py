@@ -138,32 +138,3 @@ def set_params(project: Path, **values) -> None:
             node = node.setdefault(part, {})
         node[leaf] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def module_file(name: str) -> Path | None:
-    """The file of this project's module `name` (a package's __init__.py), or None if it is not ours."""
-    path = ROOT / Path(*name.split("."))
-    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imports_of(name: str) -> set[str]:
-    """What module `name` imports, function-level imports included, relative ones made absolute; for
-    `from X import Y` both X and X.Y (Y may be a module)."""
-    import ast
-    path = module_file(name)
-    parts = name.split(".")
-    package = parts if path.name == "__init__.py" else parts[:-1]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module if not node.level else \
-                ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
-

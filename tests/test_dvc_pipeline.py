@@ -1,17 +1,18 @@
 """The workflows users drive, with real dvc and real Hydra composition in a temp git repo."""
 from __future__ import annotations
 
-import ast
 import json
+import pathlib
 import re
 import sys
 
 import pytest
 import yaml
 
-from conftest import ROOT, SMALL_SAMPLE, copy_tracked_files, imports_of, make_project, module_file, run
+from conftest import ROOT, SMALL_SAMPLE, copy_tracked_files, make_project, run
+from stages.config import PIPELINE_STAGES
 
-STAGES = ["sample", "calibration_tensorfile", "export", "convert"]
+STAGES = ["code", *PIPELINE_STAGES]
 
 
 def ran(output: str) -> list[str]:
@@ -38,7 +39,7 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("sample.seed=8", STAGES),
+    ("sample.seed=8", list(PIPELINE_STAGES)),
     # an fp32 export does not read the tensorfile: its output comes out byte-identical, so DVC stops there
     ("calibration.max_batches=2", ["calibration_tensorfile", "export"]),
     ("export.gen_ds_config=false", ["export", "convert"]),
@@ -92,21 +93,27 @@ def test_committed_params_yaml_is_the_composition_of_conf():
     assert result.returncode == 0, result.stderr
 
 
+def _changed_deps(project) -> dict[str, dict[str, str]]:
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    return {stage: changes["changed deps"] for stage, entries in status.items() for changes in entries
+            if isinstance(changes, dict) and "changed deps" in changes}
+
+
 def test_committed_dvc_lock_records_the_committed_code(tmp_path):
     # a clone must find dvc.lock true to its code, or `dvc pull` hands it outputs of other code
-    copy_tracked_files(tmp_path, lambda name: name.startswith(("stages/", ".dvc/", "dvc.", "params.yaml")))
+    copy_tracked_files(tmp_path, lambda name: name.startswith(("stages/", ".dvc", "dvc.", "params.yaml")))
     run(["git", "init", "-q"], tmp_path)
-    status = json.loads(run(["dvc", "status", "--json"], tmp_path).stdout)
-    stale = {stage: changes["changed deps"] for stage, entries in status.items() for changes in entries
-             if isinstance(changes, dict) and "changed deps" in changes}
-    stale = {stage: {p: how for p, how in deps.items() if p.startswith("stages") and how != "deleted"}
-             for stage, deps in stale.items()}
-    assert {stage: deps for stage, deps in stale.items() if deps} == {}, "run `make repro` and commit dvc.lock"
+    assert "stages" not in _changed_deps(tmp_path).get("code", {}), "run `make repro` and commit dvc.lock"
+    run([sys.executable, "-m", "stages.code", "--params", "params.yaml"], tmp_path)
+    stale = {stage: [path for path in deps if path.startswith("artifacts/code/")]
+             for stage, deps in _changed_deps(tmp_path).items()}
+    assert {stage: paths for stage, paths in stale.items() if paths} == {}, "run `make repro` and commit dvc.lock"
 
 
 def test_dvc_yaml_names_the_paths_the_stages_write():
     from stages import config
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["code"]["outs"] == [config.CODE_DIR]
     assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
     assert stages["calibration_tensorfile"]["outs"] == [config.CALIBRATION_DIR]
     assert stages["export"]["outs"] == [config.EXPORT_DIR]
@@ -148,34 +155,69 @@ def test_dvc_reads_its_yaml_files_with_the_c_parser():
     assert YAML(typ="safe").Parser is CParser
 
 
-def _code_of(*roots: str) -> set[str]:
-    """The project files that importing `roots` can load, with the packages each module sits in."""
-    seen, todo = set(), list(roots)
-    while todo:
-        name = todo.pop()
-        path = module_file(name)
-        if path is None or path in seen:
-            continue
-        seen.add(path)
-        parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(imports_of(name))
-    return {str(p.relative_to(ROOT)) for p in seen}
+# ----------------------------------------------------------------- code deps: one fingerprint a stage
+
+def fingerprinted(stage: str) -> set[str]:
+    from stages.code import fingerprint
+    return {line.split("  ", 1)[1] for line in fingerprint(stage).splitlines()}
 
 
-@pytest.mark.parametrize("stage", STAGES)
-def test_each_stage_depends_on_exactly_the_code_it_can_run(stage):
-    # backends.step imports stages.<open|tao>_backend.<step> by name: those are roots too
-    steps = [] if stage == "sample" else [f"stages.{backend}_backend.{stage}" for backend in ("open", "tao")]
-    code = _code_of(f"stages.{stage}", *steps)
-    # left out of every stage's deps because a docstring changes nothing a stage computes
-    init = ast.parse((ROOT / "stages/__init__.py").read_text()).body
-    assert len(init) == 1 and isinstance(init[0].value, ast.Constant), "stages/__init__.py holds code now"
-    code.discard("stages/__init__.py")
-    deps = [d for d in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["deps"]
-            if d.startswith("stages")]
+def test_the_code_stage_depends_on_all_code_and_each_stage_on_its_fingerprint():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["code"]["deps"] == ["stages"]
+    for stage in PIPELINE_STAGES:
+        code_deps = [d for d in stages[stage]["deps"] if d.startswith(("stages", "artifacts/code"))]
+        assert code_deps == [f"artifacts/code/{stage}.sha256"], stage
 
-    def covers(dep, path):
-        return path == dep or path.startswith(dep + "/")
 
-    assert sorted(p for p in code if not any(covers(d, p) for d in deps)) == [], "code it runs, not in its deps"
-    assert [d for d in deps if not any(covers(d, p) for p in code)] == [], "deps the stage never runs"
+@pytest.mark.parametrize("stage", PIPELINE_STAGES)
+def test_a_fingerprint_covers_every_file_the_stage_loads(stage):
+    # the oracle is Python's own import system, not the import-statement reader the fingerprint uses:
+    # import the stage and both backends' step modules of that name (backends.step picks one at run time)
+    modules = [f"stages.{package}{stage}" for package in ("", "open_backend.", "tao_backend.")
+               if (ROOT / f"stages/{package.replace('.', '/')}{stage}.py").is_file()]
+    probe = (f"import importlib, json, sys\nfor name in {modules!r}: importlib.import_module(name)\n"
+             "print(json.dumps(sorted(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'stages')))")
+    files = json.loads(run([sys.executable, "-c", probe], ROOT).stdout)
+    loaded = {pathlib.Path(f).relative_to(ROOT).as_posix() for f in files}
+    assert f"stages/{stage}.py" in loaded
+    assert sorted(loaded - fingerprinted(stage)) == []
+
+
+@pytest.mark.parametrize("stage", PIPELINE_STAGES)
+def test_a_fingerprint_leaves_out_the_other_stages_code(stage):
+    others = [s for s in PIPELINE_STAGES if s != stage]
+    foreign = {f"stages/{package}{other}.py" for other in others for package in ("", "open_backend/", "tao_backend/")}
+    assert sorted(fingerprinted(stage) & foreign) == []
+
+
+def test_a_fingerprint_names_each_file_with_its_sha256():
+    import hashlib
+
+    from stages.code import fingerprint
+    lines = fingerprint("sample").splitlines()
+    assert lines == sorted(lines, key=lambda line: line.split("  ", 1)[1])
+    for line in lines:
+        digest, path = line.split("  ", 1)
+        assert digest == hashlib.sha256((ROOT / path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("edited, expected", [
+    ("stages/engines.py", ["code", "convert"]),
+    ("stages/synthetic.py", ["code", "sample"]),
+    # sample's output comes out byte-identical: DVC stops there, but the other three run the edited file
+    ("stages/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert"]),
+])
+def test_a_code_change_reruns_exactly_the_stages_that_run_it(project, edited, expected):
+    with (project / edited).open("a") as source:
+        source.write("# edited\n")
+    assert ran(run(["dvc", "repro"], project).stdout) == expected
+    assert ran(run(["dvc", "repro"], project).stdout) == []
+
+
+def test_python_bytecode_caches_are_not_code(project):
+    # running a stage writes stages/__pycache__ (unless PYTHONDONTWRITEBYTECODE is set): .dvcignore keeps
+    # it out of the code stage's dependency, or every run would make the next one re-run `code`
+    run([sys.executable, "-m", "compileall", "-q", "stages"], project)
+    assert list((project / "stages").glob("__pycache__/*.pyc"))
+    assert ran(run(["dvc", "repro"], project).stdout) == []

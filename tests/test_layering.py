@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT, imports_of, module_file
+from conftest import ROOT
+from stages.config import PIPELINE_STAGES
+from stages.imports import imports_of, module_file
 
-STAGE_MODULES = {"stages.sample", "stages.calibration_tensorfile", "stages.export", "stages.convert"}
+STAGE_MODULES = {f"stages.{stage}" for stage in ("code", *PIPELINE_STAGES)}
 
 
 def modules_under(package: str) -> list[str]:
