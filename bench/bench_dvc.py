@@ -3,11 +3,13 @@ sample from scratch (target: under 2 minutes), in a temp copy of the project.
 
     python bench/bench_dvc.py [--pairs N]
 
-Both commands are short (about half a second) and this machine's timing noise is of the same order
-as the difference between them, so the ratio is measured two ways:
+Both commands are short (about half a second) and this machine's speed drifts by up to 2x from one
+second to the next (CPU time drifts with wall time: it is not scheduling), so the ratio is measured
+two ways:
 - instructions executed, counted by valgrind's callgrind: repeatable whatever else the machine does
   (skipped with a note where valgrind is missing);
-- wall time of interleaved pairs, as the median of the per-pair ratios.
+- wall time of interleaved pairs: the median of the per-pair ratios with its 95% confidence interval
+  (distribution-free, from order statistics), and the ratio of the fastest run of each command.
 Both are also measured on a one-stage DVC project in the same run: its ratio is DVC's own floor (the
 work `repro` always does beyond `status`: importing networkx for the stage graph, loading dvc.yaml a
 second time, three stage locks instead of one, and the garbage collection all that allocation costs),
@@ -16,6 +18,7 @@ so the gap between the two is what this pipeline's definitions add.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import shutil
@@ -79,23 +82,32 @@ def noop_vs_status_instructions(projects: dict[str, Path]) -> dict[str, float]:
             for name, project in projects.items()}
 
 
-def noop_vs_status(projects: dict[str, Path], pairs: int) -> dict[str, tuple[float, float, float]]:
-    """Per project: median `dvc status` s, median no-op `dvc repro` s, median of the per-pair ratios."""
+def median_with_ci(values: list[float]) -> tuple[float, float, float]:
+    """The median and a 95% confidence interval for it: the order statistics k and n-k+1, k the
+    largest with P(Binomial(n, 1/2) < k) <= 2.5% (no assumption on the distribution)."""
+    ordered, n = sorted(values), len(values)
+    k = max([j for j in range(1, n // 2 + 1) if sum(math.comb(n, i) for i in range(j)) / 2 ** n <= 0.025],
+            default=1)
+    return statistics.median(ordered), ordered[k - 1], ordered[n - k]
+
+
+def noop_vs_status(projects: dict[str, Path], pairs: int) -> dict[str, dict]:
+    """Per project: `dvc status` times, no-op `dvc repro` times and their per-pair ratios."""
     for project in projects.values():
         sh(["dvc", "status"], project)  # warm the page cache and the state database
+        sh(["dvc", "repro"], project)
     times = {name: ([], []) for name in projects}
     for _ in range(pairs):
         for name, project in projects.items():
             times[name][0].append(sh(["dvc", "status"], project))
             times[name][1].append(sh(["dvc", "repro"], project))
-    return {name: (statistics.median(status), statistics.median(repro),
-                   statistics.median(r / s for r, s in zip(repro, status)))
+    return {name: {"status": status, "repro": repro, "ratios": [r / s for r, s in zip(repro, status)]}
             for name, (status, repro) in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=15, help="interleaved status/repro pairs per project")
+    parser.add_argument("--pairs", type=int, default=31, help="interleaved status/repro pairs per project")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ours = copy_of_this_project(Path(tmp) / "project")
@@ -104,9 +116,12 @@ def main() -> None:
         floor = one_stage_project(Path(tmp) / "one-stage")
         projects = {"this pipeline": ours, "one-stage DVC project": floor}
         timed = noop_vs_status(projects, args.pairs)
-        for name, (status, repro, ratio) in timed.items():
-            print(f"{name}: dvc status {status:.2f} s, dvc repro with nothing to do {repro:.2f} s, "
-                  f"wall-time ratio {ratio:.2f} (median of {args.pairs} pairs)")
+        print(f"wall time, dvc repro with nothing to do / dvc status, {args.pairs} interleaved pairs (target <= 1.3):")
+        for name, t in timed.items():
+            median, low, high = median_with_ci(t["ratios"])
+            print(f"  {name}: median ratio {median:.2f} (95% CI {low:.2f}-{high:.2f}), fastest runs "
+                  f"{min(t['repro']):.2f} s / {min(t['status']):.2f} s = {min(t['repro']) / min(t['status']):.2f}; "
+                  f"dvc status took {min(t['status']):.2f}-{max(t['status']):.2f} s")
         if shutil.which("valgrind"):
             counted = noop_vs_status_instructions(projects)
             print("instructions, dvc repro with nothing to do / dvc status: "
