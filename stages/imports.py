@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .backends import STEP_PACKAGES
 from .config import PROJECT
+from .errors import StageError
 
 
 def module_file(name: str) -> Path | None:
@@ -25,8 +26,13 @@ def imports_of(name: str) -> set[str]:
     path = module_file(name)
     parts = name.split(".")
     package = parts if path.name == "__init__.py" else parts[:-1]
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise StageError(f"{path.relative_to(PROJECT).as_posix()}:{exc.lineno}: {exc.msg}: "
+                         "its imports cannot be read") from None
     found = set()
-    for node in ast.walk(ast.parse(path.read_bytes(), filename=str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

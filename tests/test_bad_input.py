@@ -41,6 +41,13 @@ def fails(project, stage, *expected, preexec_fn=None):
     return message
 
 
+def test_syntax_error_in_the_code_names_the_file_and_line(project):
+    with (project / "stages/engines.py").open("a") as source:
+        source.write("\ndef broken(:\n")
+    lines = (project / "stages/engines.py").read_text().count("\n")
+    fails(project, "code", f"stages/engines.py:{lines}: invalid syntax", "its imports cannot be read")
+
+
 def test_malformed_spec(project):
     (project / "bad_spec.txt").write_text("dataset_config {\n  data_sources {\n    image_directory_path: \n")
     set_params(project, spec__file="bad_spec.txt")
