@@ -7,9 +7,10 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
+from .config import BACKENDS
+
 # backend.name -> the package holding its step modules (one per stage, named after the stage)
-STEP_PACKAGES = {"open": "open_backend", "tao": "tao_backend", "tao_launcher": "tao_backend",
-                 "tao_docker": "tao_backend"}
+STEP_PACKAGES = {name: "open_backend" if name == "open" else "tao_backend" for name in BACKENDS}
 
 
 def step(cfg: DictConfig, name: str) -> ModuleType:

@@ -21,6 +21,7 @@ CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/ex
 METRICS_FILE = "metrics/convert.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
+BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
 KEY_PLACEHOLDER = "YOUR_TAO_KEY"  # what DeepStream configs say instead of the key
 
 
@@ -117,7 +118,7 @@ _CHOICES = {
     "export.cal_source": (None, "tensorfile", "image_dir", "training_data"),
     "calibration.compression": (None, "gzip", "lzf"),
     "convert.input_order": ("nchw", "nhwc", "nc"),
-    "backend.name": ("open", "tao", "tao_launcher", "tao_docker"),
+    "backend.name": BACKENDS,
 }
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
              "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",

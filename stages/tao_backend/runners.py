@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import PROJECT, project_path
+from ..config import BACKENDS, PROJECT, project_path
 from ..errors import StageError
 from ..spec import Spec, path_values
 from ..spec.textformat import literal_for
@@ -25,7 +25,6 @@ from .argv import Secret, masked, render
 
 log = logging.getLogger("stages.tao")
 
-BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")
 KEY_ARGUMENT = "@TAO_KEY@"  # tao_docker: replaced inside the container by the value of the key variable
 
 
