@@ -12,7 +12,7 @@ two ways:
   (distribution-free, from order statistics), and the ratio of the fastest run of each command.
 Both are also measured on a one-stage DVC project in the same run: its ratio is DVC's own floor (the
 work `repro` always does beyond `status`: importing networkx for the stage graph, loading dvc.yaml a
-second time, three stage locks instead of one, and the garbage collection all that allocation costs),
+second time, four nested stage locks instead of one, and the garbage collection all that allocation costs),
 so the gap between the two is what this pipeline's definitions add.
 """
 from __future__ import annotations
