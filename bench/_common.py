@@ -12,12 +12,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from stages import synthetic  # noqa: E402
+from stages import bundled_sample  # noqa: E402
 
 
-def sample_images(folder: Path, count: int, distinct: int = 32, size=synthetic.KITTI_SIZE, seed: int = 7) -> Path:
+def sample_images(folder: Path, count: int, distinct: int = 32, size=bundled_sample.KITTI_SIZE, seed: int = 7) -> Path:
     """`count` KITTI-sized PNGs in folder/image_2 (the first `distinct` generated, the rest copies)."""
-    synthetic.write_dataset(folder, {"training": min(count, distinct)}, seed, size)
+    bundled_sample.write_dataset(folder, {"training": min(count, distinct)}, seed, size)
     images = folder / "training" / "image_2"
     for index in range(distinct, count):
         shutil.copy(images / f"{index % distinct:06d}.png", images / f"{index:06d}.png")
@@ -26,8 +26,8 @@ def sample_images(folder: Path, count: int, distinct: int = 32, size=synthetic.K
 
 def exported_sample_model(folder: Path, width: int, height: int) -> Path:
     """The sample DetectNet_v2 model, exported as the export stage does."""
-    from stages.onnxmodel import export_model
-    synthetic.build_model(folder / "sample.onnx", width, height)
+    from stages.formats.onnx_model import export_model
+    bundled_sample.build_model(folder / "sample.onnx", width, height)
     export_model(folder / "sample.onnx", folder / "model.onnx")
     return folder / "model.onnx"
 

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
 
-from stages.images import iter_batches, list_images
-from stages.tensorfile import TensorFileWriter
+from stages.detectnet_v2.preprocessing import iter_batches, list_images
+from stages.formats.tensorfile import TensorFileWriter
 
 WIDTH, HEIGHT, BATCH = 624, 192, 8
 
 WRITE_SNIPPET = """
 import sys
-from stages.images import iter_batches, list_images
-from stages.tensorfile import TensorFileWriter
+from stages.detectnet_v2.preprocessing import iter_batches, list_images
+from stages.formats.tensorfile import TensorFileWriter
 images = list_images(sys.argv[1])[: int(sys.argv[2]) * 8]
 with TensorFileWriter(sys.argv[3], None if sys.argv[4] == "none" else sys.argv[4]) as w:
     for batch in iter_batches(images, 8, 624, 192, reuse=True):

@@ -13,10 +13,10 @@ import sys
 
 from omegaconf import DictConfig
 
-from .cli import run_stage
-from .config import CODE_DIR, PIPELINE_STAGES, PROJECT, project_path
-from .imports import stage_code
-from .outputs import staged_dir
+from .pipeline.cli import run_stage
+from .pipeline.config import CODE_DIR, PIPELINE_STAGES, PROJECT, project_path
+from .pipeline.imports import stage_code
+from .pipeline.outputs import staged_dir
 
 log = logging.getLogger("stages.code")
 

@@ -7,11 +7,11 @@ import sys
 
 from omegaconf import DictConfig
 
-from . import backends
-from .cli import log_to_file, run_stage
-from .config import CALIBRATION_DIR, ENGINE_DIR, EXPORT_DIR, METRICS_FILE, RESOLVED_SPEC, project_path
-from .outputs import staged_dir, write_text_atomically
-from .resolved import facts
+from .detectnet_v2.spec_facts import facts
+from .pipeline import backends
+from .pipeline.cli import log_to_file, run_stage
+from .pipeline.config import CALIBRATION_DIR, ENGINE_DIR, EXPORT_DIR, METRICS_FILE, RESOLVED_SPEC, project_path
+from .pipeline.outputs import staged_dir, write_text_atomically
 from .spec import Spec
 
 

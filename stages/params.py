@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import PROJECT, ConfigError, composed_yaml
+from .pipeline.config import PROJECT, ConfigError, composed_yaml
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ def tao_tool(tool, args):
     if key:
         print(f"[TAO] decrypting with key {key}")
     if tool == "detectnet_v2" and args[0] == "calibration_tensorfile":
-        from stages.tensorfile import TensorFileWriter  # a real (tiny) TensorFile, as the stage checks it
+        from stages.formats.tensorfile import TensorFileWriter  # a real (tiny) TensorFile, as the stage checks it
         with TensorFileWriter(option(args, "-o")) as writer:
             writer.write(numpy.zeros((1, 3, 4, 4), numpy.float32))
     elif tool == "detectnet_v2" and args[0] == "export":

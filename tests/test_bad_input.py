@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import run, set_params
-from stages.tensorfile import describe
+from stages.formats.tensorfile import describe
 
 OUTPUTS = ("artifacts", "data", "models")
 
@@ -42,10 +42,10 @@ def fails(project, stage, *expected, preexec_fn=None):
 
 
 def test_syntax_error_in_the_code_names_the_file_and_line(project):
-    with (project / "stages/engines.py").open("a") as source:
+    with (project / "stages/open_backend/engines.py").open("a") as source:
         source.write("\ndef broken(:\n")
-    lines = (project / "stages/engines.py").read_text().count("\n")
-    fails(project, "code", f"stages/engines.py:{lines}: invalid syntax", "its imports cannot be read")
+    lines = (project / "stages/open_backend/engines.py").read_text().count("\n")
+    fails(project, "code", f"stages/open_backend/engines.py:{lines}: invalid syntax", "its imports cannot be read")
 
 
 def test_malformed_spec(project):

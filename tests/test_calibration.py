@@ -10,10 +10,10 @@ import onnxruntime as ort
 import pytest
 
 from reference_entropy import reference_entropy_amax
-from stages import synthetic
-from stages.calibration import (CalibrationCacheError, HistogramCollector, calibration_tensor_names,
-                                check_cache_names, collect_ranges, entropy_amax, read_cache,
-                                with_all_outputs, write_cache)
+from stages import bundled_sample
+from stages.formats.calibration_cache import (CalibrationCacheError, calibration_tensor_names, check_cache_names,
+                                              read_cache, write_cache)
+from stages.open_backend.int8_calibration import HistogramCollector, collect_ranges, entropy_amax, with_all_outputs
 
 RNG = np.random.default_rng(1)
 DISTRIBUTIONS = {
@@ -58,7 +58,7 @@ def test_histogram_skips_exact_zeros_when_asked():
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    synthetic.build_model(path, 64, 32, base_width=4, seed=3, batch="N")
+    bundled_sample.build_model(path, 64, 32, base_width=4, seed=3, batch="N")
     return path
 
 

@@ -6,8 +6,8 @@ import sys
 import pytest
 
 from conftest import run, set_params
-from stages.calibration import read_cache
-from stages.tensorfile import describe, read_batches
+from stages.formats.calibration_cache import read_cache
+from stages.formats.tensorfile import describe, read_batches
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SMALL_SAMPLE, copy_tracked_files, make_project, run
-from stages.config import PIPELINE_STAGES
+from stages.pipeline.config import PIPELINE_STAGES
 
 STAGES = ["code", *PIPELINE_STAGES]
 
@@ -111,7 +111,7 @@ def test_committed_dvc_lock_records_the_committed_code(tmp_path):
 
 
 def test_dvc_yaml_names_the_paths_the_stages_write():
-    from stages import config
+    from stages.pipeline import config
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["code"]["outs"] == [config.CODE_DIR]
     assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
@@ -203,10 +203,10 @@ def test_a_fingerprint_names_each_file_with_its_sha256():
 
 
 @pytest.mark.parametrize("edited, expected", [
-    ("stages/engines.py", ["code", "convert"]),
-    ("stages/synthetic.py", ["code", "sample"]),
+    ("stages/open_backend/engines.py", ["code", "convert"]),
+    ("stages/bundled_sample/model.py", ["code", "sample"]),
     # sample's output comes out byte-identical: DVC stops there, but the other three run the edited file
-    ("stages/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert"]),
+    ("stages/pipeline/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert"]),
 ])
 def test_a_code_change_reruns_exactly_the_stages_that_run_it(project, edited, expected):
     with (project / edited).open("a") as source:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.images import ImageError, iter_batches, list_images, load_image
-from stages.tensorfile import TensorFileWriter, describe, read_batches
+from stages.detectnet_v2.preprocessing import ImageError, iter_batches, list_images, load_image
+from stages.formats.tensorfile import TensorFileWriter, describe, read_batches
 
 
 def test_image_becomes_rgb_resized_scaled_nchw(tmp_path):

@@ -1,15 +1,25 @@
-"""DESIGN.md's rules for which code may import which, read from every import statement: the spec
-model imports nothing else of the project; the open backend and the TAO runners never import each
-other (a stage picks one through the backend config); nothing imports a stage module."""
+"""The import rules of the layout, read from every import statement: the spec model imports nothing else
+of the project; formats import nothing of it but each other; detectnet_v2 builds on the spec model and
+the formats only, and the bundled sample on those and detectnet_v2 (none of them on the stage machinery,
+so code outside the pipeline can use them); the open backend and the TAO runners never import each other
+(a stage picks one through the backend config); nothing imports a stage module."""
 from __future__ import annotations
 
 import pytest
 
 from conftest import ROOT
-from stages.config import PIPELINE_STAGES
-from stages.imports import imports_of, module_file
+from stages.pipeline.config import PIPELINE_STAGES
+from stages.pipeline.imports import imports_of, module_file
 
-STAGE_MODULES = {f"stages.{stage}" for stage in ("code", *PIPELINE_STAGES)}
+STAGE_MODULES = {f"stages.{stage}" for stage in ("code", "params", *PIPELINE_STAGES)}
+
+# package -> the project packages it may import (itself always)
+LIBRARY_RULES = {
+    "stages.spec": (),
+    "stages.formats": (),
+    "stages.detectnet_v2": ("stages.spec", "stages.formats"),
+    "stages.bundled_sample": ("stages.spec", "stages.formats", "stages.detectnet_v2"),
+}
 
 
 def modules_under(package: str) -> list[str]:
@@ -19,13 +29,19 @@ def modules_under(package: str) -> list[str]:
 
 
 def project_imports(module: str) -> set[str]:
-    return {name for name in imports_of(module) if module_file(name) is not None}
+    # `stages` itself (the top package, a docstring) is what every relative import passes through
+    return {name for name in imports_of(module) if module_file(name) is not None and name != "stages"}
 
 
-def test_the_spec_model_imports_nothing_else_of_the_project():
-    outside = {m: sorted(i for i in project_imports(m) if not i.startswith("stages.spec"))
-               for m in modules_under("stages.spec")}
-    assert {m: found for m, found in outside.items() if found} == {}
+def outside(module: str, allowed: tuple[str, ...]) -> list[str]:
+    return sorted(i for i in project_imports(module) if not i.startswith(allowed))
+
+
+@pytest.mark.parametrize("package", LIBRARY_RULES)
+def test_a_library_package_imports_only_what_it_builds_on(package):
+    allowed = (package, *LIBRARY_RULES[package])
+    found = {m: outside(m, allowed) for m in modules_under(package)}
+    assert {m: names for m, names in found.items() if names} == {}
 
 
 @pytest.mark.parametrize("backend, other", [("open_backend", "tao_backend"), ("tao_backend", "open_backend")])
@@ -40,8 +56,25 @@ def test_nothing_imports_a_stage_module():
     assert {m: found for m, found in importers.items() if found} == {}
 
 
+def test_the_top_of_stages_holds_only_stage_modules_and_packages():
+    modules = {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"}
+    assert {f"stages.{m}" for m in modules} == STAGE_MODULES
+    assert all((p / "__init__.py").is_file() for p in (ROOT / "stages").iterdir()
+               if p.is_dir() and p.name != "__pycache__")
+
+
+def test_every_package_says_what_belongs_there():
+    import ast
+    for init in (ROOT / "stages").rglob("__init__.py"):
+        docstring = ast.get_docstring(ast.parse(init.read_text()))
+        assert docstring and len(docstring.split()) >= 15, init.relative_to(ROOT)
+
+
 def test_the_rules_see_the_imports_they_check():
     # the checks above would pass vacuously if imports went unseen
     assert "stages.tao_backend.runners" in project_imports("stages.tao_backend.export")
     assert "stages.spec.textformat" in project_imports("stages.spec.paths")
-    assert "stages.config" in project_imports("stages.export")
+    assert "stages.pipeline.config" in project_imports("stages.export")
+    assert "stages.formats.onnx_model" in project_imports("stages.formats.deepstream")
+    assert outside("stages.pipeline.resolved_spec", ("stages.pipeline",)) == [
+        "stages.detectnet_v2.preprocessing", "stages.spec"]

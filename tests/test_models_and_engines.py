@@ -6,16 +6,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from stages import synthetic
-from stages.calibration import CalibrationCacheError, collect_ranges, write_cache
-from stages.engines import EngineRequest, OnnxRunner, build_engine, cosine, tensorrt_available
-from stages.onnxmodel import ModelError, export_model
+from stages import bundled_sample
+from stages.formats.calibration_cache import CalibrationCacheError, write_cache
+from stages.open_backend.int8_calibration import collect_ranges
+from stages.open_backend.engines import EngineRequest, OnnxRunner, build_engine, cosine, tensorrt_available
+from stages.formats.onnx_model import ModelError, export_model
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("engines")
-    synthetic.build_model(folder / "sample.onnx", 96, 48, base_width=8, seed=1)
+    bundled_sample.build_model(folder / "sample.onnx", 96, 48, base_width=8, seed=1)
     export_model(folder / "sample.onnx", folder / "model.onnx", expected_chw=(3, 48, 96))
     return folder
 
@@ -35,8 +36,8 @@ def test_sample_model_has_detectnet_v2_outputs_with_sensible_statistics(exported
 
 
 def test_sample_model_is_deterministic(tmp_path):
-    synthetic.build_model(tmp_path / "a.onnx", 32, 32, base_width=4, seed=9)
-    synthetic.build_model(tmp_path / "b.onnx", 32, 32, base_width=4, seed=9)
+    bundled_sample.build_model(tmp_path / "a.onnx", 32, 32, base_width=4, seed=9)
+    bundled_sample.build_model(tmp_path / "b.onnx", 32, 32, base_width=4, seed=9)
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import SHARED_SPECS, SMALL_SAMPLE, make_project, run
-from stages import synthetic
+from stages import bundled_sample
 
 MINE = """\
 # @package _global_
@@ -45,9 +45,9 @@ def test_own_spec_data_and_model_through_one_config_file(tmp_path):
     project = make_project(tmp_path / "project", SMALL_SAMPLE)
     (project / "specs").mkdir()
     shutil.copy(spec, project / "specs/train.txt")
-    synthetic.write_dataset(project / "mydata", {"training": 8}, seed=3, size=(320, 120))
+    bundled_sample.write_dataset(project / "mydata", {"training": 8}, seed=3, size=(320, 120))
     (project / "mymodels").mkdir()
-    synthetic.build_model(project / "mymodels/detector.onnx", 1248, 384, base_width=4, seed=2)
+    bundled_sample.build_model(project / "mymodels/detector.onnx", 1248, 384, base_width=4, seed=2)
     _rename_tensors(project / "mymodels/detector.onnx", {"input_1": "image", "output_cov/Sigmoid": "coverage",
                                                          "output_bbox/BiasAdd": "boxes"})
     (project / "conf/experiment/mine.yaml").write_text(MINE)

@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import text_format
 
 from conftest import tao_message_for
-from stages.calibration import calibration_tensor_names, read_cache
+from stages.formats.calibration_cache import calibration_tensor_names, read_cache
 from stages.spec import Spec, path_values
-from stages.tensorfile import describe, read_batches
+from stages.formats.tensorfile import describe, read_batches
 
 
 def test_tensorfile_reads_back_with_taos_own_reader(built_project):

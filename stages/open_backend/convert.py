@@ -7,9 +7,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .. import engines
-from ..images import iter_batches
-from ..resolved import SpecFacts, images_of
+from ..detectnet_v2.preprocessing import iter_batches
+from ..detectnet_v2.spec_facts import SpecFacts
+from ..pipeline.resolved_spec import images_of
+from . import engines
 
 log = logging.getLogger("stages.open")
 

@@ -7,12 +7,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .. import calibration, onnxmodel
-from ..config import KEY_PLACEHOLDER, project_path
-from ..images import iter_batches, list_images
-from ..resolved import SpecFacts, images_of
-from ..tensorfile import describe, read_batches
-from . import progress
+from ..detectnet_v2.preprocessing import iter_batches, list_images
+from ..detectnet_v2.spec_facts import SpecFacts
+from ..formats import onnx_model
+from ..formats.calibration_cache import write_cache
+from ..formats.deepstream import write_deepstream_config
+from ..formats.tensorfile import describe, read_batches
+from ..pipeline.config import project_path
+from ..pipeline.resolved_spec import images_of
+from . import int8_calibration, progress
 
 log = logging.getLogger("stages.open")
 
@@ -44,42 +47,19 @@ def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path):
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path,  # noqa: ARG001
         out: Path) -> None:
-    names = {onnxmodel.TAO_OUTPUTS[0]: cfg.model.cov_output, onnxmodel.TAO_OUTPUTS[1]: cfg.model.bbox_output}
+    names = {onnx_model.TAO_OUTPUTS[0]: cfg.model.cov_output, onnx_model.TAO_OUTPUTS[1]: cfg.model.bbox_output}
     exported = out / "model.onnx"
-    onnxmodel.export_model(model, exported, cfg.model.input_name, names,
+    onnx_model.export_model(model, exported, cfg.model.input_name, names,
                            (facts.channels, facts.height, facts.width), facts.source)
     log.info("exported %s -> %s (%s)", cfg.model.file, exported.name, cfg.export.data_type)
     if cfg.export.data_type == "int8":
         batches, count = _calibration_batches(cfg, facts, tensorfile)
         with progress(count, "calibration") as bar:
-            amax = calibration.collect_ranges(exported, batches, cfg.backend.calibration_method,
+            amax = int8_calibration.collect_ranges(exported, batches, cfg.backend.calibration_method,
                                               cfg.backend.percentile, bar, cfg.backend.skip_zeros)
-        calibration.write_cache(out / "calibration.bin", amax, cfg.backend.calibration_method,
+        write_cache(out / "calibration.bin", amax, cfg.backend.calibration_method,
                                 cfg.backend.trt_version)
         log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, cfg.backend.calibration_method)
     if cfg.export.gen_ds_config:
-        write_deepstream_config(out, cfg, facts)
-
-
-def write_deepstream_config(out: Path, cfg: DictConfig, facts: SpecFacts) -> None:
-    classes = list(cfg.dataset.classes)
-    lines = [
-        "[property]",
-        "net-scale-factor=0.00392156862745098",
-        "offsets=0;0;0",
-        f"infer-dims={facts.channels};{facts.height};{facts.width}",
-        f"tlt-model-key={KEY_PLACEHOLDER}",
-        "network-type=0",
-        f"num-detected-classes={len(classes)}",
-        "model-color-format=0",
-        "uff-input-order=0",
-        f"output-blob-names={';'.join(onnxmodel.TAO_OUTPUTS)}",
-        f"uff-input-blob-name={onnxmodel.TAO_INPUT}",
-        "onnx-file=model.onnx",
-        "labelfile-path=labels.txt",
-        f"network-mode={ {'fp32': 0, 'int8': 1, 'fp16': 2}[cfg.export.data_type] }",
-    ]
-    if cfg.export.data_type == "int8":
-        lines.append("int8-calib-file=calibration.bin")
-    (out / "nvinfer_config.txt").write_text("\n".join(lines) + "\n")
-    (out / "labels.txt").write_text("\n".join(classes) + "\n")
+        write_deepstream_config(out, list(cfg.dataset.classes), (facts.channels, facts.height, facts.width),
+                                cfg.export.data_type)

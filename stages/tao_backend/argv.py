@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ..config import DATA_TYPES
+from ..pipeline.config import DATA_TYPES
 
 INPUT_ORDERS = ("nchw", "nhwc", "nc")
 _PROFILE = re.compile(r"[^,\s]+(,\d+x\d+x\d+x\d+){3}")

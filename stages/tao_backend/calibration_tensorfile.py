@@ -5,8 +5,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..resolved import SpecFacts
-from ..tensorfile import describe
+from ..detectnet_v2.spec_facts import SpecFacts
+from ..formats.tensorfile import describe
 from . import argv
 from .runners import check_written, runner_for
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..onnxmodel import TAO_INPUT, TAO_OUTPUTS
-from ..resolved import SpecFacts
+from ..detectnet_v2.spec_facts import SpecFacts
+from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..calibration import read_cache
-from ..config import KEY_PLACEHOLDER, project_path
-from ..onnxmodel import load_model
-from ..resolved import SpecFacts, images_of
+from ..detectnet_v2.spec_facts import SpecFacts
+from ..formats.calibration_cache import read_cache
+from ..formats.deepstream import KEY_PLACEHOLDER
+from ..formats.onnx_model import load_model
+from ..pipeline.config import project_path
+from ..pipeline.resolved_spec import images_of
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import BACKENDS, PROJECT, project_path
-from ..errors import StageError
+from ..pipeline.config import BACKENDS, PROJECT, project_path
+from ..pipeline.errors import StageError
 from ..spec import Spec, path_values
 from ..spec.textformat import literal_for
 from .argv import Secret, masked, render

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT / "conf"
 
 # Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
@@ -22,7 +22,6 @@ METRICS_FILE = "metrics/convert.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
-KEY_PLACEHOLDER = "YOUR_TAO_KEY"  # what DeepStream configs say instead of the key
 
 
 class ConfigError(ValueError):

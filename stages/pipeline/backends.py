@@ -16,4 +16,4 @@ STEP_PACKAGES = {name: "open_backend" if name == "open" else "tao_backend" for n
 def step(cfg: DictConfig, name: str) -> ModuleType:
     """The step module; stages import it before staging outputs, so that a signal arriving during
     the (slow, native) imports cannot strand a half-made output."""
-    return importlib.import_module(f"{__package__}.{STEP_PACKAGES[cfg.backend.name]}.{name}")
+    return importlib.import_module(f"stages.{STEP_PACKAGES[cfg.backend.name]}.{name}")

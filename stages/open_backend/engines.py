@@ -13,9 +13,9 @@ from typing import Iterable
 import numpy as np
 import onnx
 
-from .calibration import check_cache_names, read_cache
-from .config import DATA_TYPES
-from .onnxmodel import TAO_INPUT, TAO_OUTPUTS
+from ..formats.calibration_cache import check_cache_names, read_cache
+from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
+from ..pipeline.config import DATA_TYPES
 
 
 

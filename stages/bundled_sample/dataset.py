@@ -1,0 +1,61 @@
+"""The sample's KITTI-style dataset: synthetic street scenes with cars, cyclists and pedestrians,
+and their KITTI labels. Seeded and deterministic."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+CLASSES = ("car", "cyclist", "pedestrian")
+KITTI_SIZE = (1242, 375)  # width, height of a KITTI image
+
+
+def _scene(rng: np.random.Generator, size: tuple[int, int]) -> tuple[Image.Image, list[str]]:
+    width, height = size
+    sky = np.linspace(200, 120, height // 2)[:, None] * np.ones((1, width))
+    road = np.linspace(90, 60, height - height // 2)[:, None] * np.ones((1, width))
+    base = np.concatenate([sky, road])[..., None] * np.array([0.8, 0.9, 1.0])
+    base += rng.normal(0, 12, base.shape)
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    labels = []
+    horizon = height // 2
+    for _ in range(int(rng.integers(2, 7))):
+        cls = CLASSES[int(rng.integers(len(CLASSES)))]
+        scale = rng.uniform(0.5, 1.6)
+        w, h = {"car": (120, 60), "cyclist": (45, 80), "pedestrian": (25, 70)}[cls]
+        w, h = int(w * scale), int(h * scale)
+        x1 = int(rng.integers(0, width - w))
+        y2 = int(rng.integers(horizon + 10, height))
+        y1 = max(0, y2 - h)
+        colour = tuple(int(c) for c in rng.integers(20, 235, 3))
+        if cls == "car":
+            draw.rectangle([x1, y1 + h // 3, x1 + w, y2 - h // 6], fill=colour)
+            draw.rectangle([x1 + w // 5, y1, x1 + 4 * w // 5, y1 + h // 3], fill=tuple(c // 2 for c in colour))
+            for cx in (x1 + w // 5, x1 + 4 * w // 5):
+                draw.ellipse([cx - h // 6, y2 - h // 3, cx + h // 6, y2], fill=(15, 15, 15))
+        elif cls == "cyclist":
+            for cx in (x1 + w // 5, x1 + 4 * w // 5):
+                draw.ellipse([cx - w // 5, y2 - 2 * w // 5, cx + w // 5, y2], outline=(10, 10, 10), width=3)
+            draw.rectangle([x1 + w // 3, y1 + h // 5, x1 + 2 * w // 3, y2 - w // 4], fill=colour)
+            draw.ellipse([x1 + w // 3, y1, x1 + 2 * w // 3, y1 + h // 5], fill=(230, 190, 160))
+        else:
+            draw.rectangle([x1, y1 + h // 6, x1 + w, y2], fill=colour)
+            draw.ellipse([x1, y1, x1 + w, y1 + h // 6], fill=(230, 190, 160))
+        labels.append(f"{cls} 0.00 0 0.00 {x1:.2f} {y1:.2f} {x1 + w:.2f} {y2:.2f} "
+                      "0.00 0.00 0.00 0.00 0.00 0.00 0.00")
+    return image, labels
+
+
+def write_dataset(root: Path, counts: dict[str, int], seed: int, size: tuple[int, int] = KITTI_SIZE) -> None:
+    """KITTI layout: <root>/<split>/image_2/NNNNNN.png and <root>/<split>/label_2/NNNNNN.txt."""
+    rng = np.random.default_rng(seed)
+    for split, count in counts.items():
+        images, labels = root / split / "image_2", root / split / "label_2"
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            image, lines = _scene(rng, size)
+            image.save(images / f"{index:06d}.png", compress_level=1)
+            (labels / f"{index:06d}.txt").write_text("\n".join(lines) + "\n")
