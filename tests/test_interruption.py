@@ -91,3 +91,25 @@ def test_interrupted_dvc_repro_releases_its_lock_and_the_next_repro_completes(bu
     again = run(["dvc", "repro"], built)
     assert "Running stage 'calibration_tensorfile'" in again.stdout
     assert "Data and pipelines are up to date" in run(["dvc", "status"], built).stdout
+
+
+def test_interrupted_dvc_repro_leaves_the_stage_outputs_removed_until_dvc_checkout(built):
+    # DVC deletes a stage's outputs before it runs the command (`persist: true` would keep them, but DVC
+    # then turns the run-cache off for the stage), so under `dvc repro` an interrupted stage leaves them
+    # missing; dvc.lock still records the previous run and DVC's cache holds it, so `dvc checkout` restores it
+    params = built / "params.yaml"
+    original = params.read_text()
+    before = digest(built / "artifacts" / "calibration")
+    params.write_text(original.replace("seed: 42", "seed: 44"))
+    try:
+        result = interrupt(["dvc", "repro"], built, signal.SIGINT, mid_way(built, "calibration"))
+        assert result.returncode != 0
+        assert not (built / "artifacts" / "calibration").exists()
+        assert partial_dirs(built) == []
+        status = run(["dvc", "status", "calibration_tensorfile"], built).stdout
+        assert "deleted:" in status and "artifacts/calibration" in status, status
+        run(["dvc", "checkout", "calibration_tensorfile"], built)
+        assert digest(built / "artifacts" / "calibration") == before
+    finally:
+        params.write_text(original)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], built).stdout
