@@ -12,15 +12,16 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install the project with its test dependencies
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	# TAO's own code for the compatibility tests: TAO Deploy's spec messages and TensorFile reader, the
-	# launcher's mounts-file and task handling. Importable (a .pth file) but off PATH: their commands
-	# need TAO's container, and their dependencies are the container's (hence --no-deps).
+	# TAO's own code for the compatibility tests: TAO Deploy's spec messages, TensorFile reader,
+	# post-processing and KITTI metric, the launcher's mounts-file and task handling. Importable (a .pth
+	# file) but off PATH: their commands need TAO's container, and their dependencies are the container's
+	# (hence --no-deps). Exact versions: the tests read their internals, which move between releases.
 	rm -rf $(VENV)/tao-reference
-	$(PY) -m pip install -q --no-deps --target $(VENV)/tao-reference 'nvidia-tao-deploy>=5.0' 'nvidia-tao>=5.0,<7'
+	$(PY) -m pip install -q --no-deps --target $(VENV)/tao-reference 'nvidia-tao-deploy==7.3.0' 'nvidia-tao==6.26.3'
 	$(PY) -c 'import pathlib, site, sys; pathlib.Path(site.getsitepackages()[0], "tao-reference.pth").write_text(sys.argv[1] + "\n")' "$(abspath $(VENV))/tao-reference"
 	touch $(STAMP)
 

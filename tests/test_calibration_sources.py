@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import sys
 
+import onnx
 import pytest
 
 from conftest import run, set_params
-from stages.formats.calibration_cache import read_cache
+from stages.formats.calibration_cache import calibration_tensor_names, read_cache
 from stages.formats.tensorfile import describe, read_batches
 
 
@@ -19,10 +20,15 @@ def stage(project, name):
     return run([sys.executable, "-m", f"stages.{name}", "--params", "params.yaml"], project)
 
 
+def tensors(project) -> int:
+    """Tensors TensorRT would calibrate in the exported model: its input and every node output."""
+    return len(calibration_tensor_names(onnx.load(project / "artifacts/export/model.onnx")))
+
+
 def test_cache_from_an_image_directory(project):
     set_params(project, export__cal_source="image_dir", export__cal_image_dir="data/sample/validation/image_2")
     result = stage(project, "export")
-    assert "calibration cache: 39 tensors from 1 batches" in result.stderr  # 8 validation images
+    assert f"calibration cache: {tensors(project)} tensors from 1 batches" in result.stderr  # 8 validation images
     header, scales = read_cache(project / "artifacts/export/calibration.bin")
     assert header == "TRT-8601-EntropyCalibration2" and "input_1" in scales
 
@@ -30,7 +36,7 @@ def test_cache_from_an_image_directory(project):
 def test_cache_from_the_training_data(project):
     set_params(project, export__cal_source="training_data", export__batches=2)
     result = stage(project, "export")
-    assert "calibration cache: 39 tensors from 2 batches" in result.stderr
+    assert f"calibration cache: {tensors(project)} tensors from 2 batches" in result.stderr
 
 
 def test_the_three_sources_give_different_caches(project):

@@ -10,8 +10,8 @@ from omegaconf import DictConfig
 from ..detectnet_v2.preprocessing import iter_batches
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.tensorfile import TensorFileWriter
+from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import images_of
-from . import progress
 
 log = logging.getLogger("stages.open")
 

@@ -14,8 +14,9 @@ from ..formats.calibration_cache import write_cache
 from ..formats.deepstream import write_deepstream_config
 from ..formats.tensorfile import describe, read_batches
 from ..pipeline.config import project_path
+from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import images_of
-from . import int8_calibration, progress
+from . import int8_calibration
 
 log = logging.getLogger("stages.open")
 

@@ -55,8 +55,8 @@ class SpecSection:
 @dataclass
 class SampleSection:
     seed: int = 7
-    train_images: int = 96
-    val_images: int = 16
+    train_images: int = 320
+    val_images: int = 32
     image_width: int = 1242
     image_height: int = 375
     input_width: int = 624
