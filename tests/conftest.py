@@ -98,8 +98,8 @@ def copy_tracked_files(dest: Path, wanted) -> None:
 def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
     """A copy of this project's tracked files in a fresh git repo, params.yaml composed with overrides."""
     copy_tracked_files(dest, lambda name: not name.startswith(("tests/", "bench/")))
-    for stray in ("dvc.lock", "metrics/convert.json"):
-        (dest / stray).unlink(missing_ok=True)
+    for stray in ("dvc.lock", *(p.relative_to(dest) for p in (dest / "metrics").glob("*.json"))):
+        (dest / stray).unlink(missing_ok=True)  # what this checkout's runs wrote
     _bake_into_conf(dest / "conf" / "config.yaml", overrides)
     run([sys.executable, "-m", "stages.params"], dest)
     run(["git", "init", "-q"], dest)
@@ -138,3 +138,50 @@ def set_params(project: Path, **values) -> None:
             node = node.setdefault(part, {})
         node[leaf] = value
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+# --------------------------------------------------------------------------- stand-ins for TAO
+
+KEY = "tao-KEY-0123456789-abcdef"
+
+
+@pytest.fixture
+def fake_bin(tmp_path):
+    """TAO's executables (fake_tao.py) and the TAO launcher's own code, in a folder for PATH."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    source = (ROOT / "tests" / "fake_tao.py").read_text()
+    for name in ("detectnet_v2", "tao-converter", "docker"):
+        (folder / name).write_text(f"#!{sys.executable}\n{source}")
+        (folder / name).chmod(0o755)
+    # `tao` is the launcher's own code, with only its docker engine calls replaced
+    (folder / "tao").write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                                "from real_launcher import main\nsys.exit(main())\n")
+    (folder / "tao").chmod(0o755)
+    return folder
+
+
+def project_for(tmp_path, backend, extra=()):
+    """A small int8 project for a TAO backend, with the TFRecords TAO's spec names."""
+    project = make_project(tmp_path / "project", SMALL_SAMPLE + [f"backend={backend}", "export=int8", *extra])
+    # TAO reads TFRecords: give the spec's tfrecords globs something to match
+    import yaml
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["spec"]["references"]["/workspace/tao-experiments/data/tfrecords"] = "tfrecords"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for fold in ("kitti_trainval", "kitti_val"):
+        (project / "tfrecords" / fold).mkdir(parents=True)
+        (project / "tfrecords" / fold / "shard-00000-of-00001").write_bytes(b"records")
+    return project
+
+
+def env_for(fake_bin, tmp_path, **more):
+    import os
+    return {"PATH": f"{fake_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "FAKE_TAO_RECORD": str(tmp_path / "record.jsonl"), "TAO_KEY": KEY, **more}
+
+
+def records(tmp_path):
+    """What the fake TAO tools were run with, in order."""
+    import json
+    return [json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]

@@ -2,9 +2,11 @@
 tao-converter and docker (`docker run` as the tao_docker backend uses it, `docker exec` as the TAO
 launcher does; the launcher itself is TAO's own code, see real_launcher.py). It records its argv and
 environment to the JSON-lines file $FAKE_TAO_RECORD, writes the files TAO would write, echoes the key
-as a careless tool might, and fails (after writing half an output) when $FAKE_TAO_FAIL names it."""
+as a careless tool might, and fails (after writing half an output) when $FAKE_TAO_FAIL names it.
+`detectnet_v2 evaluate` reports the APs of $FAKE_TAO_AP (JSON {class: AP}; 0.5 for the others)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +41,9 @@ def to_host(args, mounts):
 
 def tao_tool(tool, args):
     if os.environ.get("FAKE_TAO_FAIL") in (tool, f"{tool} {args[0] if args else ''}"):
-        target = option(args, "-o") or option(args, "-e")
+        evaluating = tool == "detectnet_v2" and args[:1] == ["evaluate"]
+        target = (str(Path(option(args, "-r")) / "results.json") if evaluating
+                  else option(args, "-o") or option(args, "-e"))
         if target:
             Path(target).write_bytes(b"half written")
         print(f"[TAO] ERROR: {tool} failed: CUDA out of memory while building the network", file=sys.stderr)
@@ -63,6 +67,11 @@ def tao_tool(tool, args):
             (out.parent / "labels.txt").write_text("car\ncyclist\npedestrian\n")
     elif tool == "detectnet_v2" and args[0] == "gen_trt_engine":
         Path(option(args, "--engine_file")).write_bytes(b"fake engine")
+    elif tool == "detectnet_v2" and args[0] == "evaluate":  # TAO Deploy's results.json, AP per target class
+        classes = re.findall(r'target_classes\s*\{\s*name:\s*"([^"]+)"', Path(option(args, "-e")).read_text())
+        aps = json.loads(os.environ.get("FAKE_TAO_AP", "{}"))
+        results = {f"AP_{name}": aps.get(name, 0.5) for name in classes}
+        (Path(option(args, "-r")) / "results.json").write_text(json.dumps(results))
     elif tool == "tao-converter":
         Path(option(args, "-e")).write_bytes(b"fake engine")
     return 0
@@ -96,7 +105,7 @@ def docker(args):
             i += 1
     inner = args[i + 1:]  # after the image: sh -c SCRIPT sh ARGV...
     env = {"PATH": os.environ["PATH"], "FAKE_TAO_RECORD": os.environ["FAKE_TAO_RECORD"],
-           "FAKE_TAO_FAIL": os.environ.get("FAKE_TAO_FAIL", "")}
+           "FAKE_TAO_FAIL": os.environ.get("FAKE_TAO_FAIL", ""), "FAKE_TAO_AP": os.environ.get("FAKE_TAO_AP", "{}")}
     env.update({name: os.environ[name] for name in env_names})  # `-e NAME` takes the client's value
     return subprocess.run(to_host(inner, mounts), env=env).returncode
 

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import run, set_params
 from stages.formats.tensorfile import describe
 
-OUTPUTS = ("artifacts", "data", "models")
+OUTPUTS = ("artifacts", "data", "models", "metrics")
 
 
 @pytest.fixture
@@ -175,3 +175,48 @@ def test_file_size_limit_hit_while_writing(project):
     def limit():  # like `ulimit -f 2048` (KiB): the tensorfile cannot be written whole
         resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
     fails(project, "calibration_tensorfile", "calibration", "File too large", preexec_fn=limit)
+
+
+# ----------------------------------------------------------------- evaluate
+
+VALIDATION = "data/sample/validation"
+
+
+def test_validation_images_without_their_label_directory(project):
+    (project / VALIDATION / "label_2").rename(project / "labels_elsewhere")
+    fails(project, "evaluate", "validation/label_2 are not a directory", "evaluate.label_dir")
+
+
+def test_a_label_line_that_is_not_kitti_names_its_file_and_line(project):
+    label = project / VALIDATION / "label_2/000003.txt"
+    label.write_text(label.read_text() + "car 12 40\n")
+    lines = label.read_text().count("\n")
+    fails(project, "evaluate", f"000003.txt:{lines}: a KITTI label needs at least 8 fields")
+
+
+def test_a_validation_image_without_its_label_file(project):
+    (project / VALIDATION / "label_2/000005.txt").unlink()
+    fails(project, "evaluate", "1 validation image(s)", "have no label file", "000005.png")
+
+
+def spec_edit(project, old: str, new: str) -> None:
+    spec = project / "artifacts/calibration/spec.txt"
+    text = spec.read_text()
+    start = text.index("postprocessing_config")
+    spec.write_text(text[:start] + text[start:].replace(old, new, 1))
+
+
+def test_a_clustering_entry_for_a_class_that_is_not_a_target(project):
+    spec_edit(project, 'key: "pedestrian"', 'key: "truck"')
+    fails(project, "evaluate", "spec.txt:", "is for 'truck', which is not a target class")
+
+
+def test_a_target_class_without_clustering_and_no_default(project):
+    spec_edit(project, 'key: "pedestrian"', 'key: "cyclist"')
+    fails(project, "evaluate", "no entry for 'pedestrian' and no 'default' entry")
+
+
+def test_a_tensorrt_engine_the_open_backend_cannot_run(project):
+    engine = project / "artifacts/engine"
+    (engine / "model.onnx").rename(engine / "model.engine")
+    fails(project, "evaluate", "model.engine is a TensorRT engine", "onnxruntime engines only")

@@ -31,7 +31,7 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
     first = run(["dvc", "repro"], project)
     assert ran(first.stdout) == STAGES
     for path in ["artifacts/calibration/calibration.tensor", "artifacts/export/model.onnx",
-                 "artifacts/engine/model.onnx", "metrics/convert.json"]:
+                 "artifacts/engine/model.onnx", "metrics/convert.json", "metrics/evaluate.json"]:
         assert (project / path).is_file(), path
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == []
@@ -44,6 +44,7 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
     ("calibration.max_batches=2", ["calibration_tensorfile", "export"]),
     ("export.gen_ds_config=false", ["export", "convert"]),
     ("convert.verify_images=4", ["convert"]),
+    ("evaluate.batch_size=4", ["evaluate"]),
 ])
 def test_a_param_change_reruns_exactly_its_stage_and_downstream(project, override, expected):
     run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, override], project)
@@ -54,18 +55,18 @@ def test_a_calibration_change_reaches_convert_through_an_int8_export(tmp_path):
     project = make_project(tmp_path / "project", SMALL_SAMPLE + ["export=int8"])
     run(["dvc", "repro"], project)
     run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, "export=int8", "calibration.max_batches=2"], project)
-    assert ran(run(["dvc", "repro"], project).stdout) == ["calibration_tensorfile", "export", "convert"]
+    assert ran(run(["dvc", "repro"], project).stdout) == ["calibration_tensorfile", "export", "convert", "evaluate"]
 
 
 def test_exp_run_with_a_config_group_and_a_key(project):
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
     result = run(["dvc", "exp", "run", "-S", "export=int8", "-S", "convert.max_batch_size=4"], project)
-    assert ran(result.stdout) == ["export", "convert"]
+    assert ran(result.stdout) == ["export", "convert", "evaluate"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["export"]["data_type"] == "int8" and params["convert"]["max_batch_size"] == 4
     metrics = json.loads((project / "metrics/convert.json").read_text())
-    assert metrics["precision"] == "int8" and "batch_4" in metrics["latency_ms"]
+    assert metrics["precision"] == "int8" and metrics["max_batch_size"] == 4 and "max_batch" in metrics["latency_ms"]
 
     diff = run(["dvc", "params", "diff", "--json"], project).stdout
     changed = json.loads(diff)["params.yaml"]
@@ -119,6 +120,8 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     assert stages["export"]["outs"] == [config.EXPORT_DIR]
     assert stages["convert"]["outs"] == [config.ENGINE_DIR]
     assert list(stages["convert"]["metrics"][0]) == [config.METRICS_FILE]
+    assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR]
+    assert list(stages["evaluate"]["metrics"][0]) == [config.EVALUATE_METRICS_FILE]
     assert list(stages) == STAGES
 
 
@@ -205,8 +208,8 @@ def test_a_fingerprint_names_each_file_with_its_sha256():
 @pytest.mark.parametrize("edited, expected", [
     ("stages/open_backend/engines.py", ["code", "convert"]),
     ("stages/bundled_sample/model.py", ["code", "sample"]),
-    # sample's output comes out byte-identical: DVC stops there, but the other three run the edited file
-    ("stages/pipeline/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert"]),
+    # sample's output comes out byte-identical: DVC stops there, but the others run the edited file
+    ("stages/pipeline/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert", "evaluate"]),
 ])
 def test_a_code_change_reruns_exactly_the_stages_that_run_it(project, edited, expected):
     with (project / edited).open("a") as source:

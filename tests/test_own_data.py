@@ -35,6 +35,10 @@ export:
 convert:
   max_batch_size: 4
   verify_images: 4
+evaluate:            # NVIDIA's spec validates on a fold of the training data: name a validation set
+  image_dir: mydata/training/image_2
+  label_dir: mydata/training/label_2
+  max_map_drop: null # a model with random heads: nothing to gate
 """
 
 
@@ -63,6 +67,8 @@ def test_own_spec_data_and_model_through_one_config_file(tmp_path):
     metrics = json.loads((project / "metrics/convert.json").read_text())
     assert metrics["precision"] == "int8" and metrics["images"] == 4
     assert "infer-dims=3;384;1248" in (project / "artifacts/export/nvinfer_config.txt").read_text()
+    evaluation = json.loads((project / "metrics/evaluate.json").read_text())
+    assert evaluation["images"] == 8 and list(evaluation["engine"]["AP"]) == ["car", "cyclist", "pedestrian"]
 
 
 def _rename_tensors(path, renames):

@@ -159,3 +159,21 @@ def test_a_model_with_random_heads_detects_nothing_by_the_same_measure(full_samp
     ap = tao_evaluate(tmp_path / "random.onnx", full_sample / "data/validation/image_2",
                       full_sample / "data/validation/label_2", (full_sample / "data/spec.txt").read_text())
     assert np.mean(list(ap.values())) < 0.1, ap
+
+
+@pytest.mark.slow
+def test_our_evaluation_of_the_sample_model_equals_taos(full_sample):
+    # the evaluate stage's evaluator (LANCZOS preprocessing, decoding, DBSCAN, KITTI AP from the spec's
+    # evaluation_config) against TAO Deploy's evaluate wiring, on the same model and images
+    from stages.detectnet_v2.evaluation import evaluate, evaluation_setup, validation_set
+    from stages.detectnet_v2.inference import OnnxRunner
+    from stages.spec import Spec
+
+    s = compose().sample
+    data = full_sample / "data"
+    setup = evaluation_setup(Spec.load(data / "spec.txt"), s.input_width, s.input_height)
+    samples = validation_set(data / "validation/image_2", data / "validation/label_2")
+    ours = evaluate({"model": OnnxRunner(full_sample / "model.onnx")}, samples, setup, 8)["model"]
+    theirs = tao_evaluate(full_sample / "model.onnx", data / "validation/image_2", data / "validation/label_2",
+                          (data / "spec.txt").read_text())
+    assert ours.average_precisions() == pytest.approx(theirs, abs=1e-6)

@@ -14,51 +14,14 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import ROOT, SMALL_SAMPLE, make_project, run
+from conftest import KEY, ROOT, env_for, make_project, project_for, records, run
 from stages.spec import Spec, path_values
 from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret
 
-KEY = "tao-KEY-0123456789-abcdef"
 REAL_LAUNCHER = pytest.mark.skipif(
     importlib.util.find_spec("nvidia_tao_cli") is None,
     reason="nvidia-tao (the TAO launcher's code) is not installed: make setup installs it")
-
-
-@pytest.fixture
-def fake_bin(tmp_path):
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    source = (ROOT / "tests" / "fake_tao.py").read_text()
-    for name in ("detectnet_v2", "tao-converter", "docker"):
-        (folder / name).write_text(f"#!{sys.executable}\n{source}")
-        (folder / name).chmod(0o755)
-    # `tao` is the launcher's own code, with only its docker engine calls replaced
-    (folder / "tao").write_text(f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
-                                "from real_launcher import main\nsys.exit(main())\n")
-    (folder / "tao").chmod(0o755)
-    return folder
-
-
-def project_for(tmp_path, backend, extra=()):
-    project = make_project(tmp_path / "project", SMALL_SAMPLE + [f"backend={backend}", "export=int8", *extra])
-    # TAO reads TFRecords: give the spec's tfrecords globs something to match
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["spec"]["references"]["/workspace/tao-experiments/data/tfrecords"] = "tfrecords"
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for fold in ("kitti_trainval", "kitti_val"):
-        (project / "tfrecords" / fold).mkdir(parents=True)
-        (project / "tfrecords" / fold / "shard-00000-of-00001").write_bytes(b"records")
-    return project
-
-
-def env_for(fake_bin, tmp_path, **more):
-    return {"PATH": f"{fake_bin}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "FAKE_TAO_RECORD": str(tmp_path / "record.jsonl"), "TAO_KEY": KEY, **more}
-
-
-def records(tmp_path):
-    return [json.loads(line) for line in (tmp_path / "record.jsonl").read_text().splitlines()]
 
 
 def stage(project, name, env, check=True):
@@ -285,7 +248,8 @@ def test_longest_mount_wins(tmp_path):
 
 @REAL_LAUNCHER
 @pytest.mark.parametrize("argv", [["detectnet_v2", "calibration_tensorfile"], ["detectnet_v2", "export"],
-                                  ["tao-converter", "-k"], ["detectnet_v2", "gen_trt_engine"]])
+                                  ["tao-converter", "-k"], ["detectnet_v2", "gen_trt_engine"],
+                                  ["detectnet_v2", "evaluate"]])
 def test_every_command_we_send_is_a_task_the_launcher_routes(tmp_path, argv):
     from nvidia_tao_cli.components.instance_handler.local_instance import LocalInstance
     from nvidia_tao_cli.components.instance_handler.utils import get_config_file

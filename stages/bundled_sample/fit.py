@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ..detectnet_v2.grid import STRIDE, encode_box, grid_shape, cell_centres
-from ..detectnet_v2.preprocessing import iter_batches, list_images
+from ..detectnet_v2.grid import STRIDE, cell_centres, encode_box, grid_shape
+from ..detectnet_v2.preprocessing import image_size, iter_batches, list_images
 from ..formats.kitti_labels import read_labels
 from .model import HEAD_KERNEL, backbone, build_model, feature_depth
 from .spec import COV_RADII, MIN_RADIUS_CELLS
@@ -158,8 +157,8 @@ def _targets(images: list[Path], label_dir: Path, classes: tuple[str, ...], widt
     cov = np.empty((len(images), len(classes), rows, columns), np.float32)
     bbox = np.empty((len(images), 4 * len(classes), rows, columns), np.float32)
     for index, image in enumerate(images):
-        with Image.open(image) as opened:  # reads the header only
-            sx, sy = width / opened.width, height / opened.height
+        original_width, original_height = image_size(image)
+        sx, sy = width / original_width, height / original_height
         boxes = [(classes.index(o.kind), (o.box[0] * sx, o.box[1] * sy, o.box[2] * sx, o.box[3] * sy))
                  for o in read_labels(label_dir / f"{image.stem}.txt") if o.kind in classes]
         cov[index], bbox[index] = coverage_targets(boxes, len(classes), rows, columns, radii)

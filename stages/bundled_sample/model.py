@@ -117,7 +117,8 @@ def build_model(path: Path, width: int, height: int, num_classes: int = len(CLAS
     depth = feature_depth(base_width)
     heads = heads or {"scale": np.full(depth, 0.5), "shift": np.zeros(depth)}
     features = _backbone(g, base_width, heads["scale"], heads["shift"])
-    for name, out_channels, output in (("output_cov", num_classes, None), ("output_bbox", 4 * num_classes, BBOX_OUTPUT)):
+    heads_out = (("output_cov", num_classes, None), ("output_bbox", 4 * num_classes, BBOX_OUTPUT))
+    for name, out_channels, output in heads_out:
         if name in heads:
             kernel, bias = heads[name]
             g.initializers += [numpy_helper.from_array(kernel.astype(np.float32), f"{name}/kernel"),

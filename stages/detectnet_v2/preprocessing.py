@@ -1,4 +1,6 @@
-"""Images as TAO's DetectNet_v2 dataloader sees them: RGB, resized, scaled by 1/255, NCHW float32."""
+"""Images as TAO's DetectNet_v2 dataloaders see them: RGB, resized, scaled by 1/255, NCHW float32.
+Training-side data (tensorfile, calibration) is resized bilinearly; TAO Deploy's evaluate resizes
+with LANCZOS (EVALUATION_RESAMPLE)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+EVALUATION_RESAMPLE = Image.LANCZOS  # nvidia_tao_deploy/cv/detectnet_v2/dataloader.py
 
 
 class ImageError(ValueError):
@@ -29,14 +32,14 @@ def list_images(directory: str | Path, extension: str | None = None) -> list[Pat
     return images
 
 
-def load_image(path: str | Path, width: int, height: int) -> np.ndarray:
+def load_image(path: str | Path, width: int, height: int, resample=Image.BILINEAR) -> np.ndarray:
     """One image as TAO preprocesses it: (3, height, width) float32 in [0, 1].
 
     Grayscale and palette images are converted to RGB, as TAO's loader does for 3-channel models.
     """
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB").resize((width, height), Image.BILINEAR)
+            image = image.convert("RGB").resize((width, height), resample)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image {path}: {exc}") from None
     array = np.asarray(image, dtype=np.float32)
@@ -45,7 +48,7 @@ def load_image(path: str | Path, width: int, height: int) -> np.ndarray:
 
 
 def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int,
-                 workers: int | None = None, reuse: bool = False) -> Iterator[np.ndarray]:
+                 workers: int | None = None, reuse: bool = False, resample=Image.BILINEAR) -> Iterator[np.ndarray]:
     """Batches of preprocessed images, decoded in parallel on all cores; the next batch is
     decoded while the caller consumes the current one, so memory holds two batches at most.
 
@@ -60,7 +63,7 @@ def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int
     buffers = [np.empty((batch_size, 3, height, width), np.float32) for _ in range(2)] if reuse else []
 
     def fill(out: np.ndarray, path: Path) -> None:
-        out[...] = load_image(path, width, height)
+        out[...] = load_image(path, width, height, resample)
 
     def submit(index: int) -> tuple[np.ndarray, list[Future]]:
         group = groups[index]
@@ -77,3 +80,12 @@ def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int
             yield batch
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image, from its header."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..detectnet_v2.inference import OnnxRunner
 from ..detectnet_v2.preprocessing import iter_batches
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..pipeline.resolved_spec import images_of
@@ -31,5 +32,5 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
         return {"precision": data_type, "engine": kind, "engine_size_bytes": engine_path.stat().st_size}
     images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension)[: cfg.convert.verify_images]
     batches = iter_batches(images, cfg.convert.max_batch_size, facts.width, facts.height, cfg.backend.workers)
-    return engines.verify(engines.OnnxRunner(engine_path), engines.OnnxRunner(exported / "model.onnx"),
+    return engines.verify(OnnxRunner(engine_path), OnnxRunner(exported / "model.onnx"),
                           batches, cfg.convert.max_batch_size, data_type, engine_path, kind)

@@ -15,10 +15,11 @@ CONF_DIR = PROJECT / "conf"
 
 # Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
 CODE_DIR = "artifacts/code"  # one fingerprint of its code per pipeline stage, written by the `code` stage
-PIPELINE_STAGES = ("sample", "calibration_tensorfile", "export", "convert")
+PIPELINE_STAGES = ("sample", "calibration_tensorfile", "export", "convert", "evaluate")
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
-METRICS_FILE = "metrics/convert.json"
+EVALUATION_DIR = "artifacts/evaluation"
+METRICS_FILE, EVALUATE_METRICS_FILE = "metrics/convert.json", "metrics/evaluate.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
@@ -101,6 +102,14 @@ class ConvertSection:
 
 
 @dataclass
+class EvaluateSection:
+    image_dir: Optional[str] = None
+    label_dir: Optional[str] = None
+    batch_size: int = 8
+    max_map_drop: Optional[float] = 0.02
+
+
+@dataclass
 class PipelineConfig:
     dataset: DatasetSection = field(default_factory=DatasetSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -110,6 +119,7 @@ class PipelineConfig:
     sample: SampleSection = field(default_factory=SampleSection)
     calibration: CalibrationSection = field(default_factory=CalibrationSection)
     convert: ConvertSection = field(default_factory=ConvertSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
 
 
 _CHOICES = {
@@ -122,7 +132,7 @@ _CHOICES = {
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
              "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",
              "convert.workspace_mib", "convert.verify_images", "sample.train_images", "sample.val_images",
-             "sample.model_width")
+             "sample.model_width", "evaluate.batch_size")
 
 
 def validate(raw: DictConfig | dict, source: str) -> DictConfig:
@@ -142,6 +152,9 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:
             raise ConfigError(f"{source}: config key {key} must be a positive integer, got {value}")
+    if cfg.evaluate.max_map_drop is not None and not 0 <= cfg.evaluate.max_map_drop <= 1:
+        raise ConfigError(f"{source}: config key evaluate.max_map_drop must be between 0 and 1 (a drop in mAP), "
+                          f"or null to turn the gate off; got {cfg.evaluate.max_map_drop}")
     if cfg.sample.input_width % 16 or cfg.sample.input_height % 16:
         raise ConfigError(f"{source}: config keys sample.input_width/input_height must be multiples of 16")
     if cfg.export.data_type == "int8" and cfg.export.cal_source is None:

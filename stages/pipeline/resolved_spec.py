@@ -27,17 +27,19 @@ def _literal(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def kitti_image_dir(directory: str, extension: str | None = None) -> Path:
+    """A spec's image directory as the project sees it: the directory itself when it holds images,
+    else its image_2/ (the KITTI layout, where TAO's TFRecords point)."""
+    base = project_path(directory)
+    try:
+        list_images(base, extension)
+    except ImageError:
+        if (base / "image_2").is_dir():
+            return base / "image_2"
+    return base
+
+
 def images_of(directories: tuple[str, ...], extension: str | None) -> list[Path]:
-    """Images of the spec's image directories. A KITTI directory keeps them in image_2/, which is
-    where TAO's TFRecords point; the open backend looks there when the directory has none itself."""
-    found: list[Path] = []
-    for directory in directories:
-        base = project_path(directory)
-        kitti = base / "image_2"
-        try:
-            found += list_images(base, extension)
-        except ImageError:
-            if not kitti.is_dir():
-                raise
-            found += list_images(kitti, extension)
-    return found
+    """Images of the spec's image directories (each, or its image_2/)."""
+    return [image for directory in directories
+            for image in list_images(kitti_image_dir(directory, extension), extension)]

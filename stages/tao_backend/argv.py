@@ -196,3 +196,10 @@ def gen_trt_engine(model: str, key: Secret | None, spec: str, convert_cfg, data_
     _flag(argv, "--strict_type_constraints", "convert.strict_type_constraints", c.strict_type_constraints)
     argv += ["-r", _path("convert.results_dir", results_dir)]
     return argv
+
+
+def evaluate(spec: str, engine: str, image_dir: str, label_dir: str, results_dir: str, batch_size: int) -> list:
+    """detectnet_v2 evaluate (TAO Deploy) -e SPEC -m ENGINE -i IMAGE_DIR -l LABEL_DIR -r RESULTS_DIR -b BATCH"""
+    return ["detectnet_v2", "evaluate", "-e", _path("spec.file", spec), "-m", _path("convert.engine_file", engine),
+            "-i", _path("evaluate.image_dir", image_dir), "-l", _path("evaluate.label_dir", label_dir),
+            "-r", _path("evaluate.results_dir", results_dir), "-b", _positive("evaluate.batch_size", batch_size)]

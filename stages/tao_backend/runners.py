@@ -225,7 +225,7 @@ class LauncherRunner(_Mounted):
         variable that the launcher's own shell expands, so it is not on the launcher's command line."""
         b = self.backend
         tool, *args = argv
-        deploy = tool == "detectnet_v2" and args[:1] == ["gen_trt_engine"]
+        deploy = tool == "detectnet_v2" and args[:1] in (["gen_trt_engine"], ["evaluate"])  # TAO Deploy's tasks
         group = b.get("deploy_task_group" if deploy else "model_task_group")
         command = [b.get("launcher") or "tao", *([group] if group else []), LAUNCHER_TASKS.get(tool, tool)]
         env: dict[str, str] = {}

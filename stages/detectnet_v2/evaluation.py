@@ -1,0 +1,133 @@
+"""Evaluating a DetectNet_v2 model as TAO Deploy's `detectnet_v2 evaluate` does: the validation images
+preprocessed as its dataloader does them (Pillow, RGB, LANCZOS resize to the model input, /255, NCHW),
+the raw outputs decoded and clustered per class by the spec's postprocessing_config, the detections
+scaled to original-image pixels, and KITTI AP per class by the spec's evaluation_config, against KITTI
+labels mapped through dataset_config.target_class_mapping. Unlike TAO Deploy's KITTI loader, ground
+truth is not clipped to the model's input size (it is in original-image pixels, like the detections)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..formats.kitti_labels import read_labels
+from ..spec import Spec
+from .kitti_metric import ClassTally, EvaluationConfig, average_precision, evaluation_config
+from .postprocessing import Clustering, Detections, cluster, clustering_config, decode, to_image_pixels
+from .preprocessing import EVALUATION_RESAMPLE, image_size, iter_batches, list_images
+
+
+class ValidationSetError(ValueError):
+    """A validation set the evaluation cannot use. Names the directory or file."""
+
+
+@dataclass(frozen=True)
+class EvaluationSetup:
+    """What the spec says about evaluating: classes in the model's output order, which label names
+    count as which class, each class's clustering, the metric, and the model's input size."""
+    classes: list[str]
+    mapping: dict[str, str]  # label name (lower case) -> target class
+    clustering: dict[str, Clustering]
+    metric: EvaluationConfig
+    width: int
+    height: int
+
+
+def evaluation_setup(spec: Spec, width: int, height: int) -> EvaluationSetup:
+    classes = [m.value.value for m in spec.find("cost_function_config.target_classes[*].name", strict=False)]
+    if not classes:
+        raise ValidationSetError(f"{spec.source}: the spec has no cost_function_config.target_classes, which name "
+                                 "the model's classes in the order of its outputs")
+    keys = spec.find("dataset_config.target_class_mapping[*].key", strict=False)
+    values = spec.find("dataset_config.target_class_mapping[*].value", strict=False)
+    mapping = {k.value.value.lower(): v.value.value.lower() for k, v in zip(keys, values)}
+    lowered = {name.lower(): name for name in classes}
+    mapping = {label: lowered[target] for label, target in mapping.items() if target in lowered}
+    if not mapping:  # no mapping: each class stands for itself, as in TAO's KITTI conversion
+        mapping = {name.lower(): name for name in classes}
+    return EvaluationSetup(classes, mapping, clustering_config(spec, classes), evaluation_config(spec), width, height)
+
+
+@dataclass(frozen=True)
+class Sample:
+    image: Path
+    label: Path
+
+
+def validation_set(image_dir: Path, label_dir: Path, extension: str | None = None) -> list[Sample]:
+    """Every image of image_dir with its KITTI label file from label_dir (same stem, .txt)."""
+    if not label_dir.is_dir():
+        raise ValidationSetError(f"the validation labels {label_dir} are not a directory (KITTI keeps them in "
+                                 "label_2/ beside image_2/; set evaluate.label_dir to where they are)")
+    images = list_images(image_dir, extension)
+    missing = [image.name for image in images if not (label_dir / f"{image.stem}.txt").is_file()]
+    if missing:
+        listed = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValidationSetError(f"{len(missing)} validation image(s) of {image_dir} have no label file in "
+                                 f"{label_dir}: {listed}")
+    return [Sample(image, label_dir / f"{image.stem}.txt") for image in images]
+
+
+def truth_of(sample: Sample, setup: EvaluationSetup) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{class: (boxes (m, 4), difficult (m,))}; labels of classes the mapping does not name are ignored."""
+    found: dict[str, list] = {name: [] for name in setup.classes}
+    for obj in read_labels(sample.label):
+        target = setup.mapping.get(obj.kind.lower())
+        if target is not None:
+            found[target].append(obj.box)
+    return {name: (np.array(boxes, float).reshape(-1, 4), np.zeros(len(boxes), bool)) for name, boxes in found.items()}
+
+
+def detect(cov: np.ndarray, bbox: np.ndarray, setup: EvaluationSetup,
+           image_size: tuple[int, int]) -> dict[str, Detections]:
+    """One image's raw outputs -> {class: detections in original-image pixels}."""
+    boxes, coverages = decode(cov, bbox)
+    return {name: to_image_pixels(cluster(boxes[k], coverages[k], setup.clustering[name]),
+                                  (setup.width, setup.height), image_size)
+            for k, name in enumerate(setup.classes)}
+
+
+@dataclass
+class Evaluation:
+    """A model's detections on a validation set, tallied per class."""
+    setup: EvaluationSetup
+    tallies: dict[str, ClassTally] = field(default_factory=dict)
+    detections: list[dict[str, Detections]] = field(default_factory=list)  # per image, in sample order
+    images: int = 0
+
+    def add(self, detections: dict[str, Detections], truth: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        for name in self.setup.classes:
+            boxes, difficult = truth[name]
+            self.tallies.setdefault(name, ClassTally()).add_image(
+                boxes, difficult, detections[name].boxes, detections[name].confidences,
+                self.setup.metric.overlap_of(name), self.setup.metric.filter_of(name))
+        self.detections.append(detections)
+        self.images += 1
+
+    def average_precisions(self) -> dict[str, float]:
+        return {name: average_precision(*self.tallies[name].curve()[:2], self.setup.metric.mode)
+                for name in self.setup.classes}
+
+
+Infer = Callable[[np.ndarray], Sequence[np.ndarray]]  # batch -> (cov, bbox)
+
+
+def evaluate(models: dict[str, Infer], samples: list[Sample], setup: EvaluationSetup, batch_size: int,
+             workers: int | None = None, progress=None) -> dict[str, Evaluation]:
+    """Each model over the same validation images, each image decoded once: {model name: Evaluation}."""
+    results = {name: Evaluation(setup) for name in models}
+    images = [sample.image for sample in samples]
+    batches = iter_batches(images, batch_size, setup.width, setup.height, workers, resample=EVALUATION_RESAMPLE)
+    for start, batch in zip(range(0, len(samples), batch_size), batches):
+        chunk = samples[start:start + len(batch)]
+        sizes = [image_size(sample.image) for sample in chunk]
+        truths = [truth_of(sample, setup) for sample in chunk]
+        for name, infer in models.items():
+            cov, bbox = infer(batch)
+            for index, (size, truth) in enumerate(zip(sizes, truths)):
+                results[name].add(detect(cov[index], bbox[index], setup, size), truth)
+        if progress is not None:
+            progress.update(len(batch))
+    return results

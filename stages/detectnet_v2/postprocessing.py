@@ -1,0 +1,199 @@
+"""DetectNet_v2's post-processing, as TAO does it: the raw grid outputs decoded into one box per cell,
+then clustered per class by the spec's `postprocessing_config` (DBSCAN, NMS or HYBRID), and scaled to
+original-image pixels.
+
+Where TAO Deploy's code (nvidia_tao_deploy/cv/detectnet_v2/utils.py) is right, this matches it: the
+cells' order, DBSCAN from scikit-learn with distance 1 - IoU (IoU regularised by 0.01) and the coverages
+as sample weights, coverage-weighted box means, the summed coverage as a cluster's confidence, TAO's NMS
+overlap (pixel areas with +1). Where it is wrong, this does the right thing: TAO's NMS decays and sorts
+the coverage array in place and then reports coverages of other boxes as the kept boxes' confidences,
+and it skips `minimum_bounding_box_height`; here a kept box keeps its own coverage and the minimum
+height applies to every algorithm."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..spec import Spec
+from .grid import BBOX_NORM, cell_centres
+
+ALGORITHMS = {"DBSCAN": "dbscan", "NMS": "nms", "HYBRID": "hybrid", "0": "dbscan", "1": "nms", "2": "hybrid"}
+CLUSTERING_PATH = "postprocessing_config.target_class_config"
+
+
+class PostprocessingError(ValueError):
+    """A postprocessing_config the evaluation cannot use. Names the spec, line and field."""
+
+
+@dataclass(frozen=True)
+class Clustering:
+    """One class's clustering_config, with TAO Deploy's defaults for what the spec leaves unset."""
+    algorithm: str = "dbscan"
+    coverage_threshold: float = 0.0
+    dbscan_eps: float = 0.0
+    dbscan_min_samples: float = 0.0
+    minimum_bounding_box_height: float = 0.0
+    dbscan_confidence_threshold: float = 0.1
+    nms_iou_threshold: float = 0.3
+    nms_confidence_threshold: float = 0.1
+
+
+@dataclass
+class Detections:
+    """One image's detections of one class: boxes (n, 4) x1 y1 x2 y2, confidences (n,)."""
+    boxes: np.ndarray
+    confidences: np.ndarray
+
+    @classmethod
+    def none(cls) -> "Detections":
+        return cls(np.zeros((0, 4)), np.zeros(0))
+
+
+def clustering_config(spec: Spec, classes: list[str]) -> dict[str, Clustering]:
+    """Each target class's clustering, from its target_class_config entry or the `default` one."""
+    entries: dict[str, Clustering] = {}
+    keys = spec.find(f"{CLUSTERING_PATH}[*].key", strict=False)
+    for index, key in enumerate(keys):
+        name = key.value.value
+        if name not in classes and name != "default":
+            raise PostprocessingError(
+                f"{spec.source}:{key.line}: {CLUSTERING_PATH}[{index}] is for {name!r}, which is not a target "
+                f"class (cost_function_config.target_classes: {', '.join(classes)})")
+        entries[name] = _clustering(spec, f"{CLUSTERING_PATH}[{index}].value.clustering_config")
+    missing = [name for name in classes if name not in entries]
+    if missing and "default" not in entries:
+        raise PostprocessingError(
+            f"{spec.source}: {CLUSTERING_PATH} has no entry for {', '.join(map(repr, missing))} and no 'default' "
+            "entry to fall back on (TAO falls back to 'default'): add a target_class_config for each")
+    return {name: entries.get(name, entries.get("default")) for name in classes}
+
+
+def _clustering(spec: Spec, path: str) -> Clustering:
+    values = {}
+    for name in ("clustering_algorithm", "coverage_threshold", "dbscan_eps", "dbscan_min_samples",
+                 "minimum_bounding_box_height", "dbscan_confidence_threshold", "nms_iou_threshold",
+                 "nms_confidence_threshold"):
+        found = spec.find(f"{path}.{name}", strict=False)
+        if not found:
+            continue
+        text = found[0].value.value
+        if name == "clustering_algorithm":
+            if text not in ALGORITHMS:
+                raise PostprocessingError(f"{spec.source}:{found[0].line}: {path}.{name} is {text!r}, not one of "
+                                          "DBSCAN, NMS, HYBRID")
+            values["algorithm"] = ALGORITHMS[text]
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            raise PostprocessingError(f"{spec.source}:{found[0].line}: {path}.{name} is {text!r}, "
+                                      "not a number") from None
+        # TAO Deploy reads an unset (zero) NMS threshold as its default
+        if number or not name.startswith("nms_"):
+            values[name] = number
+    return Clustering(**values)
+
+
+# --------------------------------------------------------------------------- decoding
+
+def decode(cov: np.ndarray, bbox: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One image's raw outputs, cov (C, rows, columns) and bbox (4C, rows, columns), as one box per
+    cell in input pixels: (boxes (C, cells, 4), coverages (C, cells)). Cells are in TAO's order,
+    column by column."""
+    classes, rows, columns = cov.shape
+    cx, cy = cell_centres(rows, columns)
+    raw = bbox.reshape(classes, 4, rows, columns).astype(np.float64) * BBOX_NORM
+    boxes = np.stack([cx[None, None, :] - raw[:, 0], cy[None, :, None] - raw[:, 1],
+                      cx[None, None, :] + raw[:, 2], cy[None, :, None] + raw[:, 3]], axis=-1)
+    # (C, rows, columns, 4) -> column-major cells, as TAO flattens its (W, H) maps
+    return (boxes.transpose(0, 2, 1, 3).reshape(classes, rows * columns, 4),
+            cov.astype(np.float64).transpose(0, 2, 1).reshape(classes, rows * columns))
+
+
+# --------------------------------------------------------------------------- clustering
+
+def cluster(boxes: np.ndarray, coverages: np.ndarray, config: Clustering) -> Detections:
+    """One class's cell boxes and coverages of one image, clustered as `config` says, most confident
+    first."""
+    keep = coverages > config.coverage_threshold
+    boxes, coverages = boxes[keep], coverages[keep]
+    if not len(coverages):
+        return Detections.none()
+    if config.algorithm == "nms":
+        found = _nms(boxes, coverages, config)
+    else:
+        found, members = _dbscan(boxes, coverages, config)
+        if config.algorithm == "hybrid":
+            candidates = np.concatenate(members) if members else np.zeros(0, int)
+            found = _nms(boxes[candidates], coverages[candidates], config) if len(candidates) else Detections.none()
+    order = np.argsort(-found.confidences, kind="stable")
+    return Detections(found.boxes[order], found.confidences[order])
+
+
+def _iou_matrix(boxes: np.ndarray) -> np.ndarray:
+    """Pairwise IoU, regularised by 0.01 as TAO's iou_vectorized (no NaN for empty boxes)."""
+    left, top, right, bottom = boxes.T
+    width = np.maximum(0, np.minimum(right[:, None], right[None, :]) - np.maximum(left[:, None], left[None, :]))
+    height = np.maximum(0, np.minimum(bottom[:, None], bottom[None, :]) - np.maximum(top[:, None], top[None, :]))
+    intersection = width * height
+    areas = (right - left) * (bottom - top)
+    return intersection / (areas[:, None] + areas[None, :] - intersection + 0.01)
+
+
+def _dbscan(boxes: np.ndarray, coverages: np.ndarray, config: Clustering) -> tuple[Detections, list[np.ndarray]]:
+    from sklearn.cluster import DBSCAN
+
+    labels = DBSCAN(eps=config.dbscan_eps + 1e-12, min_samples=max(int(config.dbscan_min_samples), 1),
+                    metric="precomputed").fit_predict(1.0 - _iou_matrix(boxes), sample_weight=coverages)
+    kept_boxes, confidences, members = [], [], []
+    for label in np.unique(labels[labels >= 0]):
+        member = np.flatnonzero(labels == label)
+        weights = coverages[member]
+        total = weights.sum()
+        mean = (boxes[member] * (weights / total)[:, None]).sum(axis=0)
+        if mean[3] - mean[1] <= config.minimum_bounding_box_height or total < config.dbscan_confidence_threshold:
+            continue
+        kept_boxes.append(mean)
+        confidences.append(total)
+        members.append(member)
+    if not kept_boxes:
+        return Detections.none(), []
+    return Detections(np.array(kept_boxes), np.array(confidences)), members
+
+
+def _nms(boxes: np.ndarray, coverages: np.ndarray, config: Clustering) -> Detections:
+    """Greedy NMS, most covered first: a box is dropped when it overlaps a kept one by more than
+    nms_iou_threshold (TAO's overlap: pixel areas, +1); kept boxes above nms_confidence_threshold and
+    taller than minimum_bounding_box_height are returned with their own coverage."""
+    order = np.argsort(-coverages, kind="stable")
+    left, top, right, bottom = boxes.T
+    areas = (right - left + 1) * (bottom - top + 1)
+    suppressed = np.zeros(len(boxes), bool)
+    kept = []
+    for position, i in enumerate(order):
+        if suppressed[i]:
+            continue
+        kept.append(i)
+        rest = order[position + 1:]
+        width = np.maximum(0.0, np.minimum(right[i], right[rest]) - np.maximum(left[i], left[rest]) + 1)
+        height = np.maximum(0.0, np.minimum(bottom[i], bottom[rest]) - np.maximum(top[i], top[rest]) + 1)
+        intersection = width * height
+        suppressed[rest[intersection / (areas[i] + areas[rest] - intersection) > config.nms_iou_threshold]] = True
+    kept = np.array(kept, int)
+    kept = kept[(coverages[kept] > config.nms_confidence_threshold)
+                & (bottom[kept] - top[kept] > config.minimum_bounding_box_height)]
+    return Detections(boxes[kept], coverages[kept])
+
+
+# --------------------------------------------------------------------------- to the original image
+
+def to_image_pixels(found: Detections, input_size: tuple[int, int], image_size: tuple[int, int]) -> Detections:
+    """Boxes clipped to the model input (width, height), then scaled to the original image's pixels."""
+    width, height = input_size
+    x1 = np.clip(found.boxes[:, 0], 0, width)
+    y1 = np.clip(found.boxes[:, 1], 0, height)
+    x2 = np.maximum(np.minimum(found.boxes[:, 2], width), x1)
+    y2 = np.maximum(np.minimum(found.boxes[:, 3], height), y1)
+    sx, sy = image_size[0] / width, image_size[1] / height
+    return Detections(np.stack([x1 * sx, y1 * sy, x2 * sx, y2 * sy], axis=1), found.confidences)

@@ -1,0 +1,83 @@
+"""Stage `evaluate`: does the deployed engine still detect? KITTI AP per class of the engine and of the
+fp32 exported model (the reference) on the spec's validation set, decoded and clustered as TAO does,
+as DVC metrics; and a gate: the stage fails when the engine's mAP drops more than
+evaluate.max_map_drop below the reference's."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from .detectnet_v2.evaluation import evaluation_setup, validation_set
+from .detectnet_v2.spec_facts import SpecFacts, facts
+from .pipeline import backends
+from .pipeline.cli import log_to_file, run_stage
+from .pipeline.config import (CALIBRATION_DIR, ENGINE_DIR, EVALUATE_METRICS_FILE, EVALUATION_DIR, EXPORT_DIR,
+                              RESOLVED_SPEC, project_path)
+from .pipeline.errors import StageError
+from .pipeline.outputs import staged_dir, write_text_atomically
+from .pipeline.resolved_spec import kitti_image_dir
+from .spec import Spec
+
+log = logging.getLogger("stages.evaluate")
+
+
+def validation_dirs(cfg: DictConfig, spec_facts: SpecFacts) -> tuple[Path, Path]:
+    """(image directory, label directory): evaluate.image_dir/label_dir, or the spec's validation data
+    source (its image_2/ when it has one) with the KITTI labels in label_2/ beside the images."""
+    if cfg.evaluate.image_dir:
+        image_dir = project_path(cfg.evaluate.image_dir)
+    elif spec_facts.validation_dirs:
+        image_dir = kitti_image_dir(spec_facts.validation_dirs[0], spec_facts.image_extension)
+    else:
+        raise StageError(f"{spec_facts.source}: the spec has no dataset_config.validation_data_source."
+                         "image_directory_path (it validates on a fold of the training data): set evaluate.image_dir "
+                         "and evaluate.label_dir to a validation set")
+    label_dir = project_path(cfg.evaluate.label_dir) if cfg.evaluate.label_dir else image_dir.parent / "label_2"
+    return image_dir, label_dir
+
+
+def summary(aps: dict[str, float]) -> dict:
+    return {"mAP": round(sum(aps.values()) / len(aps), 6), "AP": {name: round(ap, 6) for name, ap in aps.items()}}
+
+
+def run(cfg: DictConfig) -> None:
+    spec_path = project_path(CALIBRATION_DIR) / RESOLVED_SPEC
+    spec = Spec.load(spec_path)
+    spec_facts = facts(spec)
+    setup = evaluation_setup(spec, spec_facts.width, spec_facts.height)
+    image_dir, label_dir = validation_dirs(cfg, spec_facts)
+    samples = validation_set(image_dir, label_dir, spec_facts.image_extension)
+    step = backends.step(cfg, "evaluate")  # imported before any output is staged
+    with staged_dir(project_path(EVALUATION_DIR)) as out, log_to_file(out / "evaluate.log"):
+        aps = step.run(cfg, setup, samples, image_dir, label_dir, spec_path,
+                       project_path(EXPORT_DIR) / "model.onnx", project_path(ENGINE_DIR), out)
+    engine, reference = summary(aps["engine"]), summary(aps["reference"])
+    drop = round(reference["mAP"] - engine["mAP"], 6)
+    metrics = {"engine": {"precision": cfg.export.data_type, **engine}, "reference": reference,
+               "mAP_drop": drop, "images": len(samples)}
+    write_text_atomically(project_path(EVALUATE_METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
+    log.info("evaluate: mAP %.4f (%s engine) vs %.4f (fp32 model) on %d images: %s",
+             engine["mAP"], cfg.export.data_type, reference["mAP"], len(samples),
+             ", ".join(f"{name} {ap:.3f}" for name, ap in engine["AP"].items()))
+    gate(cfg, engine, reference, drop)
+
+
+def gate(cfg: DictConfig, engine: dict, reference: dict, drop: float) -> None:
+    limit = cfg.evaluate.max_map_drop
+    if limit is None or drop <= limit:
+        return
+    worst = max(reference["AP"], key=lambda name: reference["AP"][name] - engine["AP"][name])
+    raise StageError(
+        f"the {cfg.export.data_type} engine's mAP is {engine['mAP']:.4f}, {drop:.4f} below the fp32 model's "
+        f"{reference['mAP']:.4f}, more than evaluate.max_map_drop {limit}; {worst} lost most "
+        f"(AP {reference['AP'][worst]:.4f} -> {engine['AP'][worst]:.4f}). The figures are in "
+        f"{EVALUATE_METRICS_FILE}. Try another calibration (backend.calibration_method, more export.batches) "
+        "or precision, or raise evaluate.max_map_drop (null turns the gate off)")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("evaluate", __doc__, run))

@@ -1,0 +1,30 @@
+"""Open backend, evaluate: the engine and the fp32 model over the validation images in one pass (each
+image decoded once), decoded, clustered and scored by the project's own evaluator."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ..detectnet_v2.evaluation import EvaluationSetup, Sample, evaluate
+from ..detectnet_v2.inference import OnnxRunner
+from ..pipeline.errors import StageError
+from ..pipeline.progress import progress
+
+
+def engine_runner(engine_dir: Path) -> OnnxRunner:
+    if (engine_dir / "model.onnx").is_file():
+        return OnnxRunner(engine_dir / "model.onnx")
+    if (engine_dir / "model.engine").is_file():
+        raise StageError(f"{engine_dir / 'model.engine'} is a TensorRT engine; the open backend evaluates onnxruntime "
+                         "engines only (no TensorRT runtime was available to build this evaluator against)")
+    raise StageError(f"{engine_dir} holds no engine: run the convert stage first")
+
+
+def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path,  # noqa: ARG001
+        label_dir: Path, spec_path: Path, reference_model: Path, engine_dir: Path,
+        out: Path) -> dict[str, dict[str, float]]:
+    models = {"engine": engine_runner(engine_dir), "reference": OnnxRunner(reference_model)}
+    with progress(len(samples), "evaluate", unit="image") as bar:
+        results = evaluate(models, samples, setup, cfg.evaluate.batch_size, cfg.backend.workers, bar)
+    return {name: result.average_precisions() for name, result in results.items()}

@@ -1,0 +1,45 @@
+"""TAO backends, evaluate: the TensorRT engine through TAO Deploy's own `detectnet_v2 evaluate`, whose
+results.json ({"AP_<class>": ...}) gives the engine's AP per class; the fp32 model, the reference, by
+the project's evaluator on the CPU, so that the drop is known for every backend."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from ..detectnet_v2.evaluation import EvaluationSetup, Sample, evaluate
+from ..detectnet_v2.inference import OnnxRunner
+from ..pipeline.progress import progress
+from . import argv
+from .runners import RunnerError, check_written, runner_for
+
+
+def read_results(path: Path, classes: list[str]) -> dict[str, float]:
+    """{class: AP} from TAO Deploy's results.json."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunnerError(f"cannot read TAO's evaluation results {path}: {exc}") from None
+    missing = [name for name in classes if not isinstance(results.get(f"AP_{name}"), (int, float))]
+    if missing:
+        raise RunnerError(f"{path} has no AP for {', '.join(missing)} (it holds {', '.join(results) or 'nothing'}): "
+                          "the engine's classes are not the spec's target classes")
+    return {name: float(results[f"AP_{name}"]) for name in classes}
+
+
+def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path, label_dir: Path,
+        spec_path: Path, reference_model: Path, engine_dir: Path, out: Path) -> dict[str, dict[str, float]]:
+    engine = engine_dir / "model.engine"
+    if not engine.is_file():
+        raise RunnerError(f"{engine} does not exist: run the convert stage with this backend first")
+    runner = runner_for(cfg.backend)
+    command = argv.evaluate(runner.spec(spec_path, out), runner.path(engine), runner.path(image_dir),
+                            runner.path(label_dir), runner.path(out), cfg.evaluate.batch_size)
+    runner.run(command, out / "tao.log")
+    results = out / "results.json"
+    check_written(runner, results, "detectnet_v2 evaluate", lambda path: read_results(path, setup.classes))
+    with progress(len(samples), "evaluate fp32 model", unit="image") as bar:
+        reference = evaluate({"reference": OnnxRunner(reference_model)}, samples, setup, cfg.evaluate.batch_size,
+                             cfg.backend.get("workers"), bar)["reference"]
+    return {"engine": read_results(results, setup.classes), "reference": reference.average_precisions()}

@@ -1,0 +1,116 @@
+"""The evaluate stage through its real entry point and real DVC: mAP per class of the engine and of the
+fp32 model as DVC metrics with stable keys, the gate, and TAO's own evaluation for the TAO backends."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, env_for, project_for, records, run, set_params
+from stages import bundled_sample
+from stages.pipeline.config import EVALUATE_METRICS_FILE
+
+
+def stage(project, name, check=True, env=None):
+    return run([sys.executable, "-m", f"stages.{name}", "--params", "params.yaml"], project, check=check, env=env)
+
+
+def metrics(project) -> dict:
+    return json.loads((project / EVALUATE_METRICS_FILE).read_text())
+
+
+def test_the_metrics_have_stable_keys_whatever_the_params(built_project):
+    found = metrics(built_project)
+    assert set(found) == {"engine", "reference", "mAP_drop", "images"}
+    assert set(found["engine"]) == {"precision", "mAP", "AP"} and set(found["reference"]) == {"mAP", "AP"}
+    assert list(found["engine"]["AP"]) == list(found["reference"]["AP"]) == list(bundled_sample.CLASSES)
+
+
+def test_the_metrics_say_what_was_evaluated(built_project):
+    found = metrics(built_project)
+    assert found["engine"]["precision"] == "int8" and found["images"] == 8  # SMALL_SAMPLE's validation set
+    for side in ("engine", "reference"):
+        aps = found[side]["AP"].values()
+        assert all(0 <= ap <= 1 for ap in aps)
+        assert found[side]["mAP"] == pytest.approx(sum(aps) / len(aps), abs=1e-6)
+    assert found["mAP_drop"] == pytest.approx(found["reference"]["mAP"] - found["engine"]["mAP"], abs=2e-6)
+
+
+def test_dvc_shows_the_evaluation_as_metrics(built_project):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], built_project).stdout)
+    text = json.dumps(shown)
+    assert EVALUATE_METRICS_FILE in text and "mAP_drop" in text
+
+
+def test_an_engine_that_lost_its_accuracy_fails_the_gate_with_the_figures(project_copy):
+    # an engine that detects nothing: the same backbone with random heads
+    bundled_sample.build_model(project_copy / "artifacts/engine/model.onnx", 160, 64, 3, 8, batch="N")
+    result = stage(project_copy, "evaluate", check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    found = metrics(project_copy)  # written all the same, so the numbers are visible
+    assert message.startswith("error: evaluate: the int8 engine's mAP is ")
+    assert f"{found['engine']['mAP']:.4f}" in message and f"{found['reference']['mAP']:.4f}" in message
+    assert f"{found['mAP_drop']:.4f} below" in message and "evaluate.max_map_drop 0.02" in message
+    assert "lost most" in message and EVALUATE_METRICS_FILE in message
+
+
+def test_the_gate_turned_off_lets_any_drop_pass(project_copy):
+    bundled_sample.build_model(project_copy / "artifacts/engine/model.onnx", 160, 64, 3, 8, batch="N")
+    set_params(project_copy, evaluate__max_map_drop=None)
+    stage(project_copy, "evaluate")
+    assert metrics(project_copy)["mAP_drop"] > 0.02
+
+
+def test_the_validation_set_can_be_named_in_the_config(project_copy):
+    # the training images, which the model was fitted on: another set, another figure
+    set_params(project_copy, evaluate__image_dir="data/sample/training/image_2",
+               evaluate__label_dir="data/sample/training/label_2", evaluate__max_map_drop=None)
+    stage(project_copy, "evaluate")
+    assert metrics(project_copy)["images"] == 24
+
+
+def test_an_invalid_gate_is_refused_by_config_key(project_copy):
+    set_params(project_copy, evaluate__max_map_drop=1.5)
+    result = stage(project_copy, "evaluate", check=False)
+    assert result.returncode == 2 and "config key evaluate.max_map_drop must be between 0 and 1" in result.stderr
+
+
+# ----------------------------------------------------------------- the TAO backends
+
+def test_tao_backends_evaluate_the_engine_with_taos_own_command(tmp_path, fake_bin):
+    env = env_for(fake_bin, tmp_path)
+    project = project_for(tmp_path, "tao")
+    for name in ("sample", "calibration_tensorfile", "export", "convert"):
+        stage(project, name, env=env)
+    stage(project, "evaluate", env={**env, "FAKE_TAO_AP": json.dumps({"car": 0.9, "cyclist": 0.7})})
+    evaluate = [c["argv"] for c in records(tmp_path) if c["argv"][:1] == ["evaluate"]]
+    assert len(evaluate) == 1
+    argv = evaluate[0]
+    assert argv[argv.index("-m") + 1] == str(project / "artifacts/engine/model.engine")
+    assert argv[argv.index("-i") + 1] == str(project / "data/sample/validation/image_2")
+    assert argv[argv.index("-l") + 1] == str(project / "data/sample/validation/label_2")
+    assert argv[argv.index("-b") + 1] == "8" and argv[argv.index("-e") + 1].endswith("spec.txt")
+    found = metrics(project)
+    assert found["engine"]["AP"] == {"car": 0.9, "cyclist": 0.7, "pedestrian": 0.5}  # from TAO's results.json
+    assert found["engine"]["precision"] == "int8" and 0 <= found["reference"]["mAP"] <= 1
+    assert (project / "artifacts/evaluation/results.json").is_file()
+
+
+def test_a_tao_evaluation_without_results_fails_clearly(tmp_path, fake_bin):
+    env = env_for(fake_bin, tmp_path)
+    project = project_for(tmp_path, "tao")
+    for name in ("sample", "calibration_tensorfile", "export", "convert"):
+        stage(project, name, env=env)
+    result = stage(project, "evaluate", check=False, env={**env, "FAKE_TAO_FAIL": "detectnet_v2 evaluate"})
+    assert result.returncode == 1 and "detectnet_v2 failed (exit 1)" in result.stderr
+    assert not (project / "artifacts/evaluation").exists() and not (project / EVALUATE_METRICS_FILE).exists()
+
+
+def test_dvc_yaml_runs_evaluate_on_what_it_reads():
+    evaluate = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]
+    assert evaluate["params"] == ["evaluate", "export.data_type", "backend"]
+    reads = {"artifacts/engine", "artifacts/export/model.onnx", "artifacts/calibration/spec.txt", "${dataset.root}"}
+    assert reads <= set(evaluate["deps"])
