@@ -1,17 +1,20 @@
 """Stage `evaluate`: does the deployed engine still detect? KITTI AP per class of the engine and of the
 fp32 exported model (the reference) on the spec's validation set, decoded and clustered as TAO does,
-as DVC metrics; and a gate: the stage fails when the engine's mAP drops more than
-evaluate.max_map_drop below the reference's."""
+as DVC metrics; precision-recall curves per class and detections drawn on a few images, as DVC plots;
+and a gate: the stage fails when the engine's mAP drops more than evaluate.max_map_drop below the
+reference's."""
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .detectnet_v2.evaluation import evaluation_setup, validation_set
+from .detectnet_v2 import plots
+from .detectnet_v2.evaluation import ModelResult, Sample, evaluation_setup, truth_of, validation_set
 from .detectnet_v2.spec_facts import SpecFacts, facts
 from .pipeline import backends
 from .pipeline.cli import log_to_file, run_stage
@@ -53,9 +56,10 @@ def run(cfg: DictConfig) -> None:
     samples = validation_set(image_dir, label_dir, spec_facts.image_extension)
     step = backends.step(cfg, "evaluate")  # imported before any output is staged
     with staged_dir(project_path(EVALUATION_DIR)) as out, log_to_file(out / "evaluate.log"):
-        aps = step.run(cfg, setup, samples, image_dir, label_dir, spec_path,
-                       project_path(EXPORT_DIR) / "model.onnx", project_path(ENGINE_DIR), out)
-    engine, reference = summary(aps["engine"]), summary(aps["reference"])
+        results = step.run(cfg, setup, samples, image_dir, label_dir, spec_path,
+                           project_path(EXPORT_DIR) / "model.onnx", project_path(ENGINE_DIR), out)
+        write_plots(out, results, samples[:cfg.evaluate.draw_images])
+    engine, reference = summary(results["engine"].aps), summary(results["reference"].aps)
     drop = round(reference["mAP"] - engine["mAP"], 6)
     metrics = {"engine": {"precision": cfg.export.data_type, **engine}, "reference": reference,
                "mAP_drop": drop, "images": len(samples)}
@@ -64,6 +68,27 @@ def run(cfg: DictConfig) -> None:
              engine["mAP"], cfg.export.data_type, reference["mAP"], len(samples),
              ", ".join(f"{name} {ap:.3f}" for name, ap in engine["AP"].items()))
     gate(cfg, engine, reference, drop)
+
+
+def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample]) -> None:
+    """precision_recall/<class>.csv (recall and each model's interpolated precision) and
+    detections/<image>.png, for `dvc plots`. A model evaluated by TAO's own command has APs only: it
+    has no curve and no boxes to draw."""
+    evaluated = {name: result.evaluation for name, result in results.items() if result.evaluation is not None}
+    setup = next(iter(evaluated.values())).setup
+    (out / "precision_recall").mkdir()
+    for name in setup.classes:
+        curves = {model: evaluation.tallies[name].curve()[:2] for model, evaluation in evaluated.items()}
+        plots.write_csv(out / "precision_recall" / f"{file_name(name)}.csv", plots.curve_table(curves))
+    (out / "detections").mkdir()
+    for index, sample in enumerate(drawn):
+        truth = {name: boxes for name, (boxes, _) in truth_of(sample, setup).items()}
+        found = {model: evaluation.detections[index] for model, evaluation in evaluated.items()}
+        plots.draw(sample.image, found, truth, out / "detections" / f"{sample.image.stem}.png")
+
+
+def file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
 def gate(cfg: DictConfig, engine: dict, reference: dict, drop: float) -> None:

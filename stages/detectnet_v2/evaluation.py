@@ -111,6 +111,18 @@ class Evaluation:
                 for name in self.setup.classes}
 
 
+@dataclass
+class ModelResult:
+    """A model's AP per class, and its Evaluation (detections, curves) when this project's evaluator
+    produced it (TAO's evaluate reports APs only)."""
+    aps: dict[str, float]
+    evaluation: Evaluation | None = None
+
+    @classmethod
+    def of(cls, evaluation: Evaluation) -> "ModelResult":
+        return cls(evaluation.average_precisions(), evaluation)
+
+
 Infer = Callable[[np.ndarray], Sequence[np.ndarray]]  # batch -> (cov, bbox)
 
 

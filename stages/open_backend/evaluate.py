@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..detectnet_v2.evaluation import EvaluationSetup, Sample, evaluate
+from ..detectnet_v2.evaluation import EvaluationSetup, ModelResult, Sample, evaluate
 from ..detectnet_v2.inference import OnnxRunner
 from ..pipeline.errors import StageError
 from ..pipeline.progress import progress
@@ -23,8 +23,8 @@ def engine_runner(engine_dir: Path) -> OnnxRunner:
 
 def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path,  # noqa: ARG001
         label_dir: Path, spec_path: Path, reference_model: Path, engine_dir: Path,
-        out: Path) -> dict[str, dict[str, float]]:
+        out: Path) -> dict[str, ModelResult]:
     models = {"engine": engine_runner(engine_dir), "reference": OnnxRunner(reference_model)}
     with progress(len(samples), "evaluate", unit="image") as bar:
         results = evaluate(models, samples, setup, cfg.evaluate.batch_size, cfg.backend.workers, bar)
-    return {name: result.average_precisions() for name, result in results.items()}
+    return {name: ModelResult.of(result) for name, result in results.items()}

@@ -107,6 +107,7 @@ class EvaluateSection:
     label_dir: Optional[str] = None
     batch_size: int = 8
     max_map_drop: Optional[float] = 0.02
+    draw_images: int = 4
 
 
 @dataclass
@@ -152,6 +153,9 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:
             raise ConfigError(f"{source}: config key {key} must be a positive integer, got {value}")
+    if cfg.evaluate.draw_images < 0:
+        raise ConfigError(f"{source}: config key evaluate.draw_images must be 0 or more, "
+                          f"got {cfg.evaluate.draw_images}")
     if cfg.evaluate.max_map_drop is not None and not 0 <= cfg.evaluate.max_map_drop <= 1:
         raise ConfigError(f"{source}: config key evaluate.max_map_drop must be between 0 and 1 (a drop in mAP), "
                           f"or null to turn the gate off; got {cfg.evaluate.max_map_drop}")

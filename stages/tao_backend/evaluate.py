@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..detectnet_v2.evaluation import EvaluationSetup, Sample, evaluate
+from ..detectnet_v2.evaluation import EvaluationSetup, ModelResult, Sample, evaluate
 from ..detectnet_v2.inference import OnnxRunner
 from ..pipeline.progress import progress
 from . import argv
@@ -29,7 +29,7 @@ def read_results(path: Path, classes: list[str]) -> dict[str, float]:
 
 
 def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path, label_dir: Path,
-        spec_path: Path, reference_model: Path, engine_dir: Path, out: Path) -> dict[str, dict[str, float]]:
+        spec_path: Path, reference_model: Path, engine_dir: Path, out: Path) -> dict[str, ModelResult]:
     engine = engine_dir / "model.engine"
     if not engine.is_file():
         raise RunnerError(f"{engine} does not exist: run the convert stage with this backend first")
@@ -42,4 +42,4 @@ def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_di
     with progress(len(samples), "evaluate fp32 model", unit="image") as bar:
         reference = evaluate({"reference": OnnxRunner(reference_model)}, samples, setup, cfg.evaluate.batch_size,
                              cfg.backend.get("workers"), bar)["reference"]
-    return {"engine": read_results(results, setup.classes), "reference": reference.average_precisions()}
+    return {"engine": ModelResult(read_results(results, setup.classes)), "reference": ModelResult.of(reference)}
