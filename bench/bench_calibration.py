@@ -11,17 +11,17 @@ from pathlib import Path
 import onnxruntime as ort
 from _common import exported_sample_model, PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
 
-from stages.formats.calibration_cache import write_cache
-from stages.open_backend.int8_calibration import collect_ranges
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
+from stages.formats.calibration_cache import write_cache
 from stages.formats.tensorfile import TensorFileWriter, read_batches
+from stages.open_backend.int8_calibration import collect_ranges
 
 WIDTH, HEIGHT, BATCH, BATCHES = 624, 192, 8, 10
 
 CALIBRATE_SNIPPET = """
 import sys
-from stages.open_backend.int8_calibration import collect_ranges
 from stages.formats.tensorfile import read_batches
+from stages.open_backend.int8_calibration import collect_ranges
 collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entropy")
 """ + PEAK_SNIPPET
 

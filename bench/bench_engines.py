@@ -10,11 +10,11 @@ from pathlib import Path
 
 from _common import exported_sample_model, sample_images
 
-from stages.formats.calibration_cache import write_cache
-from stages.open_backend.int8_calibration import collect_ranges
 from stages.detectnet_v2.inference import OnnxRunner
-from stages.open_backend.engines import EngineRequest, build_engine, verify
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
+from stages.formats.calibration_cache import write_cache
+from stages.open_backend.engines import EngineRequest, build_engine, verify
+from stages.open_backend.int8_calibration import collect_ranges
 
 WIDTH, HEIGHT, BATCH = 624, 192, 8
 

@@ -7,11 +7,11 @@ import onnxruntime as ort
 import pytest
 
 from stages import bundled_sample
-from stages.formats.calibration_cache import CalibrationCacheError, write_cache
-from stages.open_backend.int8_calibration import collect_ranges
 from stages.detectnet_v2.inference import OnnxRunner
-from stages.open_backend.engines import EngineRequest, build_engine, cosine, tensorrt_available
+from stages.formats.calibration_cache import CalibrationCacheError, write_cache
 from stages.formats.onnx_model import ModelError, export_model
+from stages.open_backend.engines import EngineRequest, build_engine, cosine, tensorrt_available
+from stages.open_backend.int8_calibration import collect_ranges
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import KEY, ROOT, env_for, make_project, project_for, records, run
+from conftest import KEY, ROOT, env_for, project_for, records, run
 from stages.spec import Spec, path_values
 from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret

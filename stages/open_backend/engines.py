@@ -18,7 +18,6 @@ from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
 from ..pipeline.config import DATA_TYPES
 
 
-
 def tensorrt_available() -> str | None:
     """Why TensorRT cannot be used here, or None when it can."""
     try:
