@@ -56,7 +56,7 @@ def tao_evaluate(model: Path, image_dir: Path, label_dir: Path, spec_text: str) 
         raw = {name: {"cov": cov[:, i], "bbox": bbox[:, 4 * i:4 * i + 4].copy()} for i, name in enumerate(classes)}
         detections = handler.cluster_detections(handler.bbox_preprocessing(raw))
         predictions += handler.postprocess(detections, 1, [size], (width, height), ids)
-        rows = [[ids[mapping[f[0].lower()]], 0, *map(float, f[4:8])]
+        rows = [[ids[mapping[f[0].lower()]], 1 if int(f[2]) != 0 else 0, *map(float, f[4:8])]  # occluded: difficult
                 for f in map(str.split, (label_dir / f"{image.stem}.txt").read_text().splitlines())
                 if f and f[0].lower() in mapping]
         truth.append(np.array(rows, dtype=float).reshape(-1, 6))

@@ -156,7 +156,7 @@ def test_boxes_are_clipped_to_the_input_and_scaled_to_the_original_image():
 
 def detections_and_truth(seed: int, images: int = 12):
     """Ground truth (TAO's rows: class, difficult, x1 y1 x2 y2) and detections (class, confidence, box) for
-    several images: jittered true boxes, missed ones, and false alarms."""
+    several images: jittered true boxes, missed ones, difficult ones, and false alarms."""
     rng = np.random.default_rng(seed)
     truth, predictions = [], []
     for _ in range(images):
@@ -165,7 +165,7 @@ def detections_and_truth(seed: int, images: int = 12):
             k = int(rng.integers(1, 4))
             x1, y1 = rng.uniform(0, 500, 2)
             box = np.array([x1, y1, x1 + rng.uniform(10, 150), y1 + rng.uniform(10, 100)])
-            rows.append([k, 0, *box])
+            rows.append([k, int(rng.random() < 0.2), *box])  # some difficult (occluded)
             if rng.random() < 0.8:
                 found.append([k, rng.random(), *(box + rng.normal(0, 6, 4))])
         for _ in range(int(rng.integers(0, 4))):
@@ -221,3 +221,17 @@ def test_the_evaluation_config_is_read_from_the_spec(tmp_path):
     config = evaluation_config(Spec(text))
     assert config.mode == "integrate" and config.overlap == {name: 0.5 for name in CLASSES}
     assert config.filter_of("car") == BoxFilter(0, 9999, 0, 9999)
+
+
+def test_an_occluded_object_is_difficult_neither_found_nor_missed(tmp_path):
+    from stages.detectnet_v2.evaluation import Sample, evaluation_setup, truth_of
+    bundled_sample.write_spec(tmp_path / "spec.txt", 624, 192, 8)
+    setup = evaluation_setup(Spec.load(tmp_path / "spec.txt"), 624, 192)
+    (tmp_path / "000000.txt").write_text("car 0.00 0 0 10 10 50 40 0 0 0 0 0 0 0\n"
+                                        "car 0.00 2 0 60 10 90 40 0 0 0 0 0 0 0\n"
+                                        "van 0.00 0 0 60 10 90 40 0 0 0 0 0 0 0\n")  # van: not mapped
+    boxes, difficult = truth_of(Sample(tmp_path / "000000.png", tmp_path / "000000.txt"), setup)["car"]
+    assert boxes.tolist() == [[10, 10, 50, 40], [60, 10, 90, 40]] and difficult.tolist() == [False, True]
+    tally = ClassTally()
+    tally.add_image(boxes, difficult, np.zeros((0, 4)), np.zeros(0), 0.5, BoxFilter())
+    assert tally.positives == 1  # the occluded car is not missed

@@ -71,13 +71,17 @@ def validation_set(image_dir: Path, label_dir: Path, extension: str | None = Non
 
 
 def truth_of(sample: Sample, setup: EvaluationSetup) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{class: (boxes (m, 4), difficult (m,))}; labels of classes the mapping does not name are ignored."""
+    """{class: (boxes (m, 4), difficult (m,))}; labels of classes the mapping does not name are ignored.
+    An occluded object (KITTI's occluded field not 0) is difficult, as TAO Deploy's KITTI loader marks
+    it: neither found nor missed."""
     found: dict[str, list] = {name: [] for name in setup.classes}
     for obj in read_labels(sample.label):
         target = setup.mapping.get(obj.kind.lower())
         if target is not None:
-            found[target].append(obj.box)
-    return {name: (np.array(boxes, float).reshape(-1, 4), np.zeros(len(boxes), bool)) for name, boxes in found.items()}
+            found[target].append((obj.box, obj.occluded != 0))
+    return {name: (np.array([box for box, _ in objects], float).reshape(-1, 4),
+                   np.array([difficult for _, difficult in objects], bool))
+            for name, objects in found.items()}
 
 
 def detect(cov: np.ndarray, bbox: np.ndarray, setup: EvaluationSetup,
