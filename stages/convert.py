@@ -1,4 +1,4 @@
-"""Stage `convert`: the inference engine (TensorRT when present, onnxruntime otherwise), verified
+"""Stage `convert`: the inference engine convert.engine asks for (onnxruntime or TensorRT), verified
 against the fp32 model on validation images; the comparison and timings are DVC metrics."""
 from __future__ import annotations
 

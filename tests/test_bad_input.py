@@ -220,3 +220,12 @@ def test_a_tensorrt_engine_the_open_backend_cannot_run(project):
     engine = project / "artifacts/engine"
     (engine / "model.onnx").rename(engine / "model.engine")
     fails(project, "evaluate", "model.engine is a TensorRT engine", "onnxruntime engines only")
+
+
+def test_a_tensorrt_engine_asked_for_where_tensorrt_is_missing(project):
+    from stages.open_backend.engines import tensorrt_available
+    if tensorrt_available() is None:
+        pytest.skip("TensorRT is usable here")
+    set_params(project, convert__engine="tensorrt")
+    fails(project, "convert", "convert.engine is tensorrt, but TensorRT cannot build here",
+          "-S convert.engine=onnxruntime")

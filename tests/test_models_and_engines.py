@@ -136,5 +136,14 @@ def test_tensorrt_engine_builds_when_tensorrt_and_a_gpu_are_present(exported, tm
     if reason:
         pytest.skip(f"TensorRT path not testable here: {reason}")
     engine = tmp_path / "model.engine"
-    assert build_engine(EngineRequest(exported / "model.onnx", "fp16", engine)) == "tensorrt"
+    assert build_engine(EngineRequest(exported / "model.onnx", "fp16", engine, kind="tensorrt")) == "tensorrt"
     assert engine.stat().st_size > 0
+
+
+def test_tensorrt_asked_for_where_it_is_missing_is_an_error_not_a_fallback(exported, tmp_path):
+    reason = tensorrt_available()
+    if reason is None:
+        pytest.skip("TensorRT is usable here: nothing is missing")
+    with pytest.raises(ValueError, match=f"convert.engine is tensorrt, but TensorRT cannot build here: {reason}"):
+        build_engine(EngineRequest(exported / "model.onnx", "fp16", tmp_path / "model.engine", kind="tensorrt"))
+    assert not (tmp_path / "model.engine").exists()

@@ -1,5 +1,5 @@
-"""Open backend, convert: an engine (TensorRT when usable, onnxruntime otherwise) and its
-verification against the fp32 model."""
+"""Open backend, convert: the engine convert.engine asks for (onnxruntime, or TensorRT where it is
+installed with a GPU; never chosen by probing) and its verification against the fp32 model."""
 from __future__ import annotations
 
 import logging
@@ -22,12 +22,11 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
     cache = exported / "calibration.bin" if data_type == "int8" else None
     if cache is not None and not cache.is_file():
         raise ValueError(f"{cache} does not exist: export with export=int8 first")
-    why_not_trt = engines.tensorrt_available()
-    engine_path = out / ("model.engine" if why_not_trt is None else "model.onnx")
-    if why_not_trt:
-        log.info("TensorRT is not usable here (%s): building an onnxruntime engine", why_not_trt)
-    kind = engines.build_engine(engines.EngineRequest(
-        exported / "model.onnx", data_type, engine_path, cache, cfg.convert.max_batch_size, cfg.convert.workspace_mib))
+    kind = cfg.convert.engine
+    engine_path = out / ("model.engine" if kind == "tensorrt" else "model.onnx")
+    engines.build_engine(engines.EngineRequest(exported / "model.onnx", data_type, engine_path, cache,
+                                               cfg.convert.max_batch_size, cfg.convert.workspace_mib, kind))
+    log.info("built a %s %s engine", data_type, kind)
     if kind == "tensorrt":  # pragma: no cover - no TensorRT here
         return {"precision": data_type, "engine": kind, "engine_size_bytes": engine_path.stat().st_size}
     images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension)[: cfg.convert.verify_images]

@@ -1,6 +1,7 @@
-"""Inference engines for the convert step: TensorRT when it and a GPU are here, otherwise an
-onnxruntime engine (graph-optimized fp32, fp16, or int8 QDQ whose scales come from the calibration
-cache). Plus the verification run against the fp32 model."""
+"""Inference engines for the convert step, of the kind convert.engine asks for: an onnxruntime engine
+(graph-optimized fp32, fp16, or int8 QDQ whose scales come from the calibration cache), or a TensorRT
+engine where TensorRT and a GPU are (asked for elsewhere, an error). Plus the verification run against
+the fp32 model."""
 from __future__ import annotations
 
 import statistics
@@ -15,7 +16,7 @@ import onnx
 
 from ..formats.calibration_cache import check_cache_names, read_cache
 from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
-from ..pipeline.config import DATA_TYPES
+from ..pipeline.config import DATA_TYPES, ENGINE_KINDS
 
 
 def tensorrt_available() -> str | None:
@@ -40,19 +41,26 @@ class EngineRequest:
     cache: Path | None = None
     max_batch_size: int = 8
     workspace_mib: int = 1024
+    kind: str = "onnxruntime"  # convert.engine: asked for, never chosen by probing the machine
 
 
 def build_engine(request: EngineRequest) -> str:
-    """Build the engine file; returns its kind ('tensorrt' or 'onnxruntime')."""
+    """Build the engine file of the kind asked for; returns that kind."""
     if request.data_type not in DATA_TYPES:
         raise ValueError(f"data_type {request.data_type!r} is not one of {DATA_TYPES}")
+    if request.kind not in ENGINE_KINDS:
+        raise ValueError(f"convert.engine is {request.kind!r}, not one of {', '.join(ENGINE_KINDS)}")
     if request.data_type == "int8" and request.cache is None:
         raise ValueError("int8 conversion needs the calibration cache written by export (export=int8)")
-    if tensorrt_available() is None:
+    if request.kind == "tensorrt":
+        reason = tensorrt_available()
+        if reason is not None:
+            raise ValueError(f"convert.engine is tensorrt, but TensorRT cannot build here: {reason}; "
+                             "-S convert.engine=onnxruntime builds an onnxruntime engine instead")
         _build_tensorrt(request)
-        return "tensorrt"
-    _build_onnxruntime(request)
-    return "onnxruntime"
+    else:
+        _build_onnxruntime(request)
+    return request.kind
 
 
 def _save_optimized(model: onnx.ModelProto, output: Path) -> None:

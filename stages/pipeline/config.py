@@ -22,6 +22,7 @@ EVALUATION_DIR = "artifacts/evaluation"
 METRICS_FILE, EVALUATE_METRICS_FILE = "metrics/convert.json", "metrics/evaluate.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
+ENGINE_KINDS = ("onnxruntime", "tensorrt")  # convert.engine: what the open backend builds
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
 
 
@@ -99,6 +100,7 @@ class ConvertSection:
     strict_type_constraints: bool = False
     dla_core: Optional[int] = None
     verify_images: int = 16
+    engine: str = "onnxruntime"
 
 
 @dataclass
@@ -128,6 +130,7 @@ _CHOICES = {
     "export.cal_source": (None, "tensorfile", "image_dir", "training_data"),
     "calibration.compression": (None, "gzip", "lzf"),
     "convert.input_order": ("nchw", "nhwc", "nc"),
+    "convert.engine": ENGINE_KINDS,
     "backend.name": BACKENDS,
 }
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
