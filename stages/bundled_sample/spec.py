@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .dataset import CLASSES
+
 # The share of each box, around its centre, that the coverage targets cover (TAO's bbox_rasterizer_config
 # cov_radius_x/y, NVIDIA's KITTI values), at least MIN_RADIUS_CELLS cells each way (bbox_min_radius):
 # the sample model is fitted to exactly these targets.
@@ -15,6 +17,77 @@ MIN_RADIUS_CELLS = 1.0
 # boxes that overlap with IoU > 0.5, as the fitted boxes of one object do.
 CLUSTERING = {"coverage_threshold": 0.1, "dbscan_eps": 0.5, "min_height": 4, "confidence_threshold": 0.9}
 
+# Each per-class section of the spec: one block per target class, in CLASSES order (the model's outputs)
+CLASS_BLOCKS = {
+    "class_mapping": """\
+  target_class_mapping {{
+    key: "{name}"
+    value: "{name}"
+  }}
+""",
+    "clustering": """\
+  target_class_config {{
+    key: "{name}"
+    value {{
+      clustering_config {{
+        clustering_algorithm: DBSCAN
+        coverage_threshold: {coverage_threshold}
+        dbscan_eps: {dbscan_eps}
+        dbscan_min_samples: 1
+        minimum_bounding_box_height: {min_height}
+        dbscan_confidence_threshold: {confidence_threshold}
+      }}
+    }}
+  }}
+""",
+    "overlap": """\
+  minimum_detection_ground_truth_overlap {{
+    key: "{name}"
+    value: 0.5
+  }}
+""",
+    "evaluation_boxes": """\
+  evaluation_box_config {{
+    key: "{name}"
+    value {{
+      minimum_height: 0
+      maximum_height: 9999
+      minimum_width: 0
+      maximum_width: 9999
+    }}
+  }}
+""",
+    "target_classes": """\
+  target_classes {{
+    name: "{name}"
+    class_weight: 1.0
+    coverage_foreground_weight: 0.05
+    objectives {{
+      name: "cov"
+      initial_weight: 1.0
+      weight_target: 1.0
+    }}
+    objectives {{
+      name: "bbox"
+      initial_weight: 10.0
+      weight_target: 10.0
+    }}
+  }}
+""",
+    "rasterizer": """\
+  target_class_config {{
+    key: "{name}"
+    value {{
+      cov_center_x: 0.5
+      cov_center_y: 0.5
+      cov_radius_x: {radius}
+      cov_radius_y: {radius}
+      bbox_min_radius: {min_radius}
+    }}
+  }}
+""",
+}
+
 SPEC_TEMPLATE = """\
 random_seed: 42
 dataset_config {{
@@ -23,18 +96,7 @@ dataset_config {{
     image_directory_path: "/workspace/tao-experiments/data/training"
   }}
   image_extension: "png"
-  target_class_mapping {{
-    key: "car"
-    value: "car"
-  }}
-  target_class_mapping {{
-    key: "cyclist"
-    value: "cyclist"
-  }}
-  target_class_mapping {{
-    key: "pedestrian"
-    value: "pedestrian"
-  }}
+{class_mapping}
   validation_data_source: {{
     tfrecords_path: "/workspace/tao-experiments/data/tfrecords/kitti_val/*"
     image_directory_path: "/workspace/tao-experiments/data/validation"
@@ -65,136 +127,17 @@ model_config {{
   arch: "resnet"
 }}
 postprocessing_config {{
-  target_class_config {{
-    key: "car"
-    value {{
-      clustering_config {{
-        clustering_algorithm: DBSCAN
-        coverage_threshold: {coverage_threshold}
-        dbscan_eps: {dbscan_eps}
-        dbscan_min_samples: 1
-        minimum_bounding_box_height: {min_height}
-        dbscan_confidence_threshold: {confidence_threshold}
-      }}
-    }}
-  }}
-  target_class_config {{
-    key: "cyclist"
-    value {{
-      clustering_config {{
-        clustering_algorithm: DBSCAN
-        coverage_threshold: {coverage_threshold}
-        dbscan_eps: {dbscan_eps}
-        dbscan_min_samples: 1
-        minimum_bounding_box_height: {min_height}
-        dbscan_confidence_threshold: {confidence_threshold}
-      }}
-    }}
-  }}
-  target_class_config {{
-    key: "pedestrian"
-    value {{
-      clustering_config {{
-        clustering_algorithm: DBSCAN
-        coverage_threshold: {coverage_threshold}
-        dbscan_eps: {dbscan_eps}
-        dbscan_min_samples: 1
-        minimum_bounding_box_height: {min_height}
-        dbscan_confidence_threshold: {confidence_threshold}
-      }}
-    }}
-  }}
+{clustering}
 }}
 evaluation_config {{
   validation_period_during_training: 10
   first_validation_epoch: 30
-  minimum_detection_ground_truth_overlap {{
-    key: "car"
-    value: 0.5
-  }}
-  minimum_detection_ground_truth_overlap {{
-    key: "cyclist"
-    value: 0.5
-  }}
-  minimum_detection_ground_truth_overlap {{
-    key: "pedestrian"
-    value: 0.5
-  }}
-  evaluation_box_config {{
-    key: "car"
-    value {{
-      minimum_height: 0
-      maximum_height: 9999
-      minimum_width: 0
-      maximum_width: 9999
-    }}
-  }}
-  evaluation_box_config {{
-    key: "cyclist"
-    value {{
-      minimum_height: 0
-      maximum_height: 9999
-      minimum_width: 0
-      maximum_width: 9999
-    }}
-  }}
-  evaluation_box_config {{
-    key: "pedestrian"
-    value {{
-      minimum_height: 0
-      maximum_height: 9999
-      minimum_width: 0
-      maximum_width: 9999
-    }}
-  }}
+{overlap}
+{evaluation_boxes}
   average_precision_mode: SAMPLE
 }}
 cost_function_config {{
-  target_classes {{
-    name: "car"
-    class_weight: 1.0
-    coverage_foreground_weight: 0.05
-    objectives {{
-      name: "cov"
-      initial_weight: 1.0
-      weight_target: 1.0
-    }}
-    objectives {{
-      name: "bbox"
-      initial_weight: 10.0
-      weight_target: 10.0
-    }}
-  }}
-  target_classes {{
-    name: "cyclist"
-    class_weight: 1.0
-    coverage_foreground_weight: 0.05
-    objectives {{
-      name: "cov"
-      initial_weight: 1.0
-      weight_target: 1.0
-    }}
-    objectives {{
-      name: "bbox"
-      initial_weight: 10.0
-      weight_target: 10.0
-    }}
-  }}
-  target_classes {{
-    name: "pedestrian"
-    class_weight: 1.0
-    coverage_foreground_weight: 0.05
-    objectives {{
-      name: "cov"
-      initial_weight: 1.0
-      weight_target: 1.0
-    }}
-    objectives {{
-      name: "bbox"
-      initial_weight: 10.0
-      weight_target: 10.0
-    }}
-  }}
+{target_classes}
   enable_autoweighting: true
   max_objective_weight: 0.9999
   min_objective_weight: 0.0001
@@ -229,42 +172,14 @@ training_config {{
   checkpoint_interval: 10
 }}
 bbox_rasterizer_config {{
-  target_class_config {{
-    key: "car"
-    value {{
-      cov_center_x: 0.5
-      cov_center_y: 0.5
-      cov_radius_x: {radius_car}
-      cov_radius_y: {radius_car}
-      bbox_min_radius: {min_radius}
-    }}
-  }}
-  target_class_config {{
-    key: "cyclist"
-    value {{
-      cov_center_x: 0.5
-      cov_center_y: 0.5
-      cov_radius_x: {radius_cyclist}
-      cov_radius_y: {radius_cyclist}
-      bbox_min_radius: {min_radius}
-    }}
-  }}
-  target_class_config {{
-    key: "pedestrian"
-    value {{
-      cov_center_x: 0.5
-      cov_center_y: 0.5
-      cov_radius_x: {radius_pedestrian}
-      cov_radius_y: {radius_pedestrian}
-      bbox_min_radius: {min_radius}
-    }}
-  }}
+{rasterizer}
   deadzone_radius: 0.4
 }}
 """
 
 
 def write_spec(path: Path, width: int, height: int, batch_size: int) -> None:
-    path.write_text(SPEC_TEMPLATE.format(width=width, height=height, batch_size=batch_size,
-                                         min_radius=MIN_RADIUS_CELLS, **CLUSTERING,
-                                         **{f"radius_{c}": r for c, r in COV_RADII.items()}))
+    sections = {section: "".join(block.format(name=name, radius=COV_RADII[name], min_radius=MIN_RADIUS_CELLS,
+                                              **CLUSTERING) for name in CLASSES).rstrip("\n")
+                for section, block in CLASS_BLOCKS.items()}
+    path.write_text(SPEC_TEMPLATE.format(width=width, height=height, batch_size=batch_size, **sections))

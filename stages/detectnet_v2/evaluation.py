@@ -99,7 +99,6 @@ class Evaluation:
     setup: EvaluationSetup
     tallies: dict[str, ClassTally] = field(default_factory=dict)
     detections: list[dict[str, Detections]] = field(default_factory=list)  # per image, in sample order
-    images: int = 0
 
     def add(self, detections: dict[str, Detections], truth: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         for name in self.setup.classes:
@@ -108,7 +107,6 @@ class Evaluation:
                 boxes, difficult, detections[name].boxes, detections[name].confidences,
                 self.setup.metric.overlap_of(name), self.setup.metric.filter_of(name))
         self.detections.append(detections)
-        self.images += 1
 
     def average_precisions(self) -> dict[str, float]:
         return {name: average_precision(*self.tallies[name].curve()[:2], self.setup.metric.mode)

@@ -27,19 +27,23 @@ def _literal(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def kitti_image_dir(directory: str, extension: str | None = None) -> Path:
-    """A spec's image directory as the project sees it: the directory itself when it holds images,
-    else its image_2/ (the KITTI layout, where TAO's TFRecords point)."""
+def _kitti_images(directory: str, extension: str | None) -> tuple[Path, list[Path]]:
+    """A spec's image directory as the project sees it, and its images: the directory itself when it
+    holds images, else its image_2/ (the KITTI layout, where TAO's TFRecords point)."""
     base = project_path(directory)
     try:
-        list_images(base, extension)
+        return base, list_images(base, extension)
     except ImageError:
-        if (base / "image_2").is_dir():
-            return base / "image_2"
-    return base
+        if not (base / "image_2").is_dir():
+            raise
+        return base / "image_2", list_images(base / "image_2", extension)
+
+
+def kitti_image_dir(directory: str, extension: str | None = None) -> Path:
+    """The directory (itself or its image_2/) that holds a spec image directory's images."""
+    return _kitti_images(directory, extension)[0]
 
 
 def images_of(directories: tuple[str, ...], extension: str | None) -> list[Path]:
     """Images of the spec's image directories (each, or its image_2/)."""
-    return [image for directory in directories
-            for image in list_images(kitti_image_dir(directory, extension), extension)]
+    return [image for directory in directories for image in _kitti_images(directory, extension)[1]]

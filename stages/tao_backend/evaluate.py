@@ -16,15 +16,13 @@ from .runners import RunnerError, check_written, runner_for
 
 
 def read_results(path: Path, classes: list[str]) -> dict[str, float]:
-    """{class: AP} from TAO Deploy's results.json."""
-    try:
-        results = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunnerError(f"cannot read TAO's evaluation results {path}: {exc}") from None
+    """{class: AP} from TAO Deploy's results.json; a ValueError, like the other readers check_written
+    takes, when it cannot be used."""
+    results = json.loads(path.read_text())
     missing = [name for name in classes if not isinstance(results.get(f"AP_{name}"), (int, float))]
     if missing:
-        raise RunnerError(f"{path} has no AP for {', '.join(missing)} (it holds {', '.join(results) or 'nothing'}): "
-                          "the engine's classes are not the spec's target classes")
+        raise ValueError(f"it has no AP for {', '.join(missing)} (it holds {', '.join(results) or 'nothing'}): "
+                         "the engine's classes are not the spec's target classes")
     return {name: float(results[f"AP_{name}"]) for name in classes}
 
 
@@ -37,9 +35,9 @@ def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_di
     command = argv.evaluate(runner.spec(spec_path, out), runner.path(engine), runner.path(image_dir),
                             runner.path(label_dir), runner.path(out), cfg.evaluate.batch_size)
     runner.run(command, out / "tao.log")
-    results = out / "results.json"
-    check_written(runner, results, "detectnet_v2 evaluate", lambda path: read_results(path, setup.classes))
+    aps = check_written(runner, out / "results.json", "detectnet_v2 evaluate",
+                        lambda path: read_results(path, setup.classes))
     with progress(len(samples), "evaluate fp32 model", unit="image") as bar:
         reference = evaluate({"reference": OnnxRunner(reference_model)}, samples, setup, cfg.evaluate.batch_size,
                              cfg.backend.get("workers"), bar)["reference"]
-    return {"engine": ModelResult(read_results(results, setup.classes)), "reference": ModelResult.of(reference)}
+    return {"engine": ModelResult(aps), "reference": ModelResult.of(reference)}

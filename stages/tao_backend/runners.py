@@ -105,17 +105,19 @@ def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None = Non
 _LAUNCHER_HINT = " (the TAO launcher exits 0 even when the TAO command fails: see TAO's output above, also in tao.log)"
 
 
-def check_written(runner: "Runner", path: Path, what: str, read: Callable[[Path], object] | None = None) -> None:
+def check_written(runner: "Runner", path: Path, what: str, read: Callable[[Path], object] | None = None) -> object:
     """What TAO wrote must be there and readable before the stage trusts it: a TAO tool that dies
-    part-way can leave a truncated file, and the launcher's exit status says nothing."""
+    part-way can leave a truncated file, and the launcher's exit status says nothing. Returns what
+    `read` read, for a caller that needs the contents."""
     hint = _LAUNCHER_HINT if runner.name == "tao_launcher" else ""
     if not path.is_file() or path.stat().st_size == 0:
         raise RunnerError(f"{what} wrote no {path.name}{hint}")
-    if read is not None:
-        try:
-            read(path)
-        except (OSError, ValueError) as exc:  # h5py's open errors are OSErrors; our readers raise ValueErrors
-            raise RunnerError(f"{what} wrote a {path.name} that cannot be read: {exc}{hint}") from None
+    if read is None:
+        return None
+    try:
+        return read(path)
+    except (OSError, ValueError) as exc:  # h5py's open errors are OSErrors; our readers raise ValueErrors
+        raise RunnerError(f"{what} wrote a {path.name} that cannot be read: {exc}{hint}") from None
 
 
 class Runner:
