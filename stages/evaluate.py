@@ -11,12 +11,12 @@ import re
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .detectnet_v2 import plots
 from .detectnet_v2.evaluation import ModelResult, Sample, evaluation_setup, truth_of, validation_set
 from .detectnet_v2.spec_facts import SpecFacts, facts
-from .pipeline import backends
+from .pipeline import backends, platform
 from .pipeline.cli import log_to_file, run_stage
 from .pipeline.config import (CALIBRATION_DIR, ENGINE_DIR, EVALUATE_METRICS_FILE, EVALUATION_DIR, EXPORT_DIR,
                               RESOLVED_SPEC, project_path)
@@ -49,6 +49,7 @@ def summary(aps: dict[str, float]) -> dict:
 
 def run(cfg: DictConfig) -> None:
     spec_path = project_path(CALIBRATION_DIR) / RESOLVED_SPEC
+    platform.checked(OmegaConf.to_container(cfg))  # the engine runs where it was built, or not at all
     spec = Spec.load(spec_path)
     spec_facts = facts(spec)
     setup = evaluation_setup(spec, spec_facts.width, spec_facts.height)

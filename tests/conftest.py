@@ -66,6 +66,24 @@ def run(args, cwd, check=True, env=None, **kw):
     return result
 
 
+# The `platform` stage is DVC's always_changed: every `dvc repro` runs it (and `dvc status` lists it),
+# and what follows re-runs only when its file changes. `ran` and `up_to_date` leave it out; tests of
+# the platform itself look at it.
+PROBE = "platform"
+
+
+def ran(output: str) -> list[str]:
+    """The stages `dvc repro` / `dvc exp run` printed it ran, in order, besides the platform probe."""
+    import re
+    return [name for name in re.findall(r"Running stage '([^']+)'", output) if name != PROBE]
+
+
+def up_to_date(project: Path, env=None) -> bool:
+    """`dvc status` has nothing to report but the platform probe, which is always changed."""
+    import json
+    return json.loads(run(["dvc", "status", "--json"], project, env=env).stdout) == {PROBE: ["always changed"]}
+
+
 def _bake_into_conf(config_yaml: Path, overrides) -> None:
     """Write `key=value` overrides into conf/config.yaml itself, so that `dvc exp run -S ...`
     (which composes conf/ afresh) keeps them. Group choices (`export=int8`) go to the defaults list."""
@@ -147,11 +165,11 @@ KEY = "tao-KEY-0123456789-abcdef"
 
 @pytest.fixture
 def fake_bin(tmp_path):
-    """TAO's executables (fake_tao.py) and the TAO launcher's own code, in a folder for PATH."""
+    """TAO's executables and nvidia-smi (fake_tao.py), and the TAO launcher's own code, in a folder for PATH."""
     folder = tmp_path / "bin"
     folder.mkdir()
     source = (ROOT / "tests" / "fake_tao.py").read_text()
-    for name in ("detectnet_v2", "tao-converter", "docker"):
+    for name in ("detectnet_v2", "tao-converter", "docker", "nvidia-smi"):
         (folder / name).write_text(f"#!{sys.executable}\n{source}")
         (folder / name).chmod(0o755)
     # `tao` is the launcher's own code, with only its docker engine calls replaced

@@ -3,7 +3,10 @@ tao-converter and docker (`docker run` as the tao_docker backend uses it, `docke
 launcher does; the launcher itself is TAO's own code, see real_launcher.py). It records its argv and
 environment to the JSON-lines file $FAKE_TAO_RECORD, writes the files TAO would write, echoes the key
 as a careless tool might, and fails (after writing half an output) when $FAKE_TAO_FAIL names it.
-`detectnet_v2 evaluate` reports the APs of $FAKE_TAO_AP (JSON {class: AP}; 0.5 for the others)."""
+`detectnet_v2 evaluate` reports the APs of $FAKE_TAO_AP (JSON {class: AP}; 0.5 for the others).
+`nvidia-smi` lists the GPUs of $FAKE_GPUS (`name, compute capability` lines; one A100 by default), or
+fails as a broken driver makes it when $FAKE_NVIDIA_SMI_FAIL is set; engines name the GPU they were
+built on when $FAKE_GPUS is set, as real engines differ from one GPU to another."""
 import json
 import os
 import re
@@ -12,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy
-
 
 def record(tool, args=None, **more):
     """One JSON line in $FAKE_TAO_RECORD: the tool, its argv, the environment the tests look at, and more."""
@@ -21,6 +22,23 @@ def record(tool, args=None, **more):
              "env": {k: os.environ.get(k) for k in ("TAO_KEY", "MY_KEY", "LAUNCHER_MOUNTS")}, **more}
     with open(os.environ["FAKE_TAO_RECORD"], "a") as handle:
         handle.write(json.dumps(entry) + "\n")
+
+
+DEFAULT_GPUS = "NVIDIA A100-SXM4-40GB, 8.0"
+
+
+def engine_bytes():
+    gpus = os.environ.get("FAKE_GPUS")
+    return b"fake engine" + (f" built on {gpus}".encode() if gpus else b"")
+
+
+def nvidia_smi(args):
+    assert args == ["--query-gpu=name,compute_cap", "--format=csv,noheader"], args
+    if os.environ.get("FAKE_NVIDIA_SMI_FAIL"):
+        print("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.")
+        return 9
+    print(os.environ.get("FAKE_GPUS", DEFAULT_GPUS))
+    return 0
 
 
 def option(args, flag):
@@ -53,6 +71,8 @@ def tao_tool(tool, args):
     if key:
         print(f"[TAO] decrypting with key {key}")
     if tool == "detectnet_v2" and args[0] == "calibration_tensorfile":
+        import numpy
+
         from stages.formats.tensorfile import TensorFileWriter  # a real (tiny) TensorFile, as the stage checks it
         with TensorFileWriter(option(args, "-o")) as writer:
             writer.write(numpy.zeros((1, 3, 4, 4), numpy.float32))
@@ -66,14 +86,14 @@ def tao_tool(tool, args):
             (out.parent / "nvinfer_config.txt").write_text(config)
             (out.parent / "labels.txt").write_text("car\ncyclist\npedestrian\n")
     elif tool == "detectnet_v2" and args[0] == "gen_trt_engine":
-        Path(option(args, "--engine_file")).write_bytes(b"fake engine")
+        Path(option(args, "--engine_file")).write_bytes(engine_bytes())
     elif tool == "detectnet_v2" and args[0] == "evaluate":  # TAO Deploy's results.json, AP per target class
         classes = re.findall(r'target_classes\s*\{\s*name:\s*"([^"]+)"', Path(option(args, "-e")).read_text())
         aps = json.loads(os.environ.get("FAKE_TAO_AP", "{}"))
         results = {f"AP_{name}": aps.get(name, 0.5) for name in classes}
         (Path(option(args, "-r")) / "results.json").write_text(json.dumps(results))
     elif tool == "tao-converter":
-        Path(option(args, "-e")).write_bytes(b"fake engine")
+        Path(option(args, "-e")).write_bytes(engine_bytes())
     return 0
 
 
@@ -105,13 +125,16 @@ def docker(args):
             i += 1
     inner = args[i + 1:]  # after the image: sh -c SCRIPT sh ARGV...
     env = {"PATH": os.environ["PATH"], "FAKE_TAO_RECORD": os.environ["FAKE_TAO_RECORD"],
-           "FAKE_TAO_FAIL": os.environ.get("FAKE_TAO_FAIL", ""), "FAKE_TAO_AP": os.environ.get("FAKE_TAO_AP", "{}")}
+           "FAKE_TAO_FAIL": os.environ.get("FAKE_TAO_FAIL", ""), "FAKE_TAO_AP": os.environ.get("FAKE_TAO_AP", "{}"),
+           **{name: os.environ[name] for name in ("FAKE_GPUS",) if name in os.environ}}
     env.update({name: os.environ[name] for name in env_names})  # `-e NAME` takes the client's value
     return subprocess.run(to_host(inner, mounts), env=env).returncode
 
 
 def main():
     tool, args = Path(sys.argv[0]).name, sys.argv[1:]
+    if tool == "nvidia-smi":  # a query, not a TAO tool: not recorded
+        return nvidia_smi(args)
     record(tool, args)
     if tool == "docker":
         return docker(args)

@@ -227,5 +227,6 @@ def test_a_tensorrt_engine_asked_for_where_tensorrt_is_missing(project):
     if tensorrt_available() is None:
         pytest.skip("TensorRT is usable here")
     set_params(project, convert__engine="tensorrt")
+    run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project)  # as `dvc repro` would
     fails(project, "convert", "convert.engine is tensorrt, but TensorRT cannot build here",
           "-S convert.engine=onnxruntime")

@@ -3,20 +3,15 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 import sys
 
 import pytest
 import yaml
 
-from conftest import ROOT, SMALL_SAMPLE, copy_tracked_files, make_project, run
+from conftest import PROBE, ROOT, SMALL_SAMPLE, copy_tracked_files, make_project, ran, run, up_to_date
 from stages.pipeline.config import PIPELINE_STAGES
 
 STAGES = ["code", *PIPELINE_STAGES]
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 @pytest.fixture
@@ -35,7 +30,7 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
         assert (project / path).is_file(), path
     second = run(["dvc", "repro"], project)
     assert ran(second.stdout) == []
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
+    assert up_to_date(project)
 
 
 @pytest.mark.parametrize("override, expected", [
@@ -115,14 +110,15 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     from stages.pipeline import config
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["code"]["outs"] == [config.CODE_DIR]
+    assert stages[PROBE]["outs"] == [config.PLATFORM_FILE]
     assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
     assert stages["calibration_tensorfile"]["outs"] == [config.CALIBRATION_DIR]
     assert stages["export"]["outs"] == [config.EXPORT_DIR]
     assert stages["convert"]["outs"] == [config.ENGINE_DIR]
-    assert list(stages["convert"]["metrics"][0]) == [config.METRICS_FILE]
+    assert stages["convert"]["metrics"] == [config.METRICS_FILE]
     assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR]
-    assert list(stages["evaluate"]["metrics"][0]) == [config.EVALUATE_METRICS_FILE]
-    assert list(stages) == STAGES
+    assert stages["evaluate"]["metrics"] == [config.EVALUATE_METRICS_FILE]
+    assert list(stages) == ["code", PROBE, *PIPELINE_STAGES]
 
 
 @pytest.mark.parametrize("stage", STAGES)

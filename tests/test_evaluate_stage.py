@@ -83,7 +83,7 @@ def test_an_invalid_gate_is_refused_by_config_key(project_copy):
 def test_tao_backends_evaluate_the_engine_with_taos_own_command(tmp_path, fake_bin):
     env = env_for(fake_bin, tmp_path)
     project = project_for(tmp_path, "tao")
-    for name in ("sample", "calibration_tensorfile", "export", "convert"):
+    for name in ("sample", "calibration_tensorfile", "export", "platform", "convert"):
         stage(project, name, env=env)
     stage(project, "evaluate", env={**env, "FAKE_TAO_AP": json.dumps({"car": 0.9, "cyclist": 0.7})})
     evaluate = [c["argv"] for c in records(tmp_path) if c["argv"][:1] == ["evaluate"]]
@@ -102,7 +102,7 @@ def test_tao_backends_evaluate_the_engine_with_taos_own_command(tmp_path, fake_b
 def test_a_tao_evaluation_without_results_fails_clearly(tmp_path, fake_bin):
     env = env_for(fake_bin, tmp_path)
     project = project_for(tmp_path, "tao")
-    for name in ("sample", "calibration_tensorfile", "export", "convert"):
+    for name in ("sample", "calibration_tensorfile", "export", "platform", "convert"):
         stage(project, name, env=env)
     result = stage(project, "evaluate", check=False, env={**env, "FAKE_TAO_FAIL": "detectnet_v2 evaluate"})
     assert result.returncode == 1 and "detectnet_v2 failed (exit 1)" in result.stderr

@@ -11,7 +11,7 @@ from conftest import ROOT
 from stages.pipeline.config import PIPELINE_STAGES
 from stages.pipeline.imports import imports_of, module_file
 
-STAGE_MODULES = {f"stages.{stage}" for stage in ("code", "params", *PIPELINE_STAGES)}
+STAGE_MODULES = {f"stages.{stage}" for stage in ("code", "platform", "params", *PIPELINE_STAGES)}
 
 # package -> the project packages it may import (itself always)
 LIBRARY_RULES = {

@@ -9,13 +9,9 @@ import time
 
 import yaml
 
-from conftest import SMALL_SAMPLE, make_project, run
+from conftest import SMALL_SAMPLE, make_project, ran, run
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-
-
-def ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '([^']+)'", output)
 
 
 def built_and_pushed(tmp_path):
@@ -55,8 +51,8 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
                 if o["path"] != "metrics/convert.json"}
     assert outputs(second) == outputs(first)
     assert sorted(outputs(first)) == ["artifacts/calibration", "artifacts/code", "artifacts/engine",
-                                      "artifacts/evaluation", "artifacts/export", "data/sample",
-                                      "metrics/evaluate.json", "models/sample"]
+                                      "artifacts/evaluation", "artifacts/export", "artifacts/platform.json",
+                                      "data/sample", "metrics/evaluate.json", "models/sample"]
 
 
 def test_a_corrupted_file_in_the_remote_is_detected_on_pull(tmp_path):

@@ -31,7 +31,7 @@ def stage(project, name, env, check=True):
 def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     project = project_for(tmp_path, "tao")
     env = env_for(fake_bin, tmp_path)
-    for name in ("sample", "calibration_tensorfile", "export", "convert"):
+    for name in ("sample", "calibration_tensorfile", "export", "platform", "convert"):
         stage(project, name, env)
     calls = records(tmp_path)
     assert [c["tool"] for c in calls] == ["detectnet_v2", "detectnet_v2", "tao-converter"]

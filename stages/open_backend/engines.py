@@ -57,7 +57,7 @@ def build_engine(request: EngineRequest) -> str:
         if reason is not None:
             raise ValueError(f"convert.engine is tensorrt, but TensorRT cannot build here: {reason}; "
                              "-S convert.engine=onnxruntime builds an onnxruntime engine instead")
-        _build_tensorrt(request)
+        build_tensorrt(request)
     else:
         _build_onnxruntime(request)
     return request.kind
@@ -114,7 +114,10 @@ def quantize_with_cache(model: onnx.ModelProto, cache: Path) -> onnx.ModelProto:
     return quantizer.quantize_model()
 
 
-def _build_tensorrt(request: EngineRequest) -> None:  # pragma: no cover - needs TensorRT and a GPU
+def build_tensorrt(request: EngineRequest) -> None:
+    """A TensorRT engine with an optimization profile up to max_batch_size, INT8 ranges from the
+    cache. Needs TensorRT and a GPU, which no machine of this project's CI has: the tests drive it
+    with a stand-in `tensorrt` module (tests/fake_tensorrt) up to the builder call."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)

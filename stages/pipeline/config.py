@@ -1,20 +1,24 @@
 """The one config loader: Hydra composition of conf/ (by hand, with overrides) or the composed
-params.yaml (what DVC runs), checked against one schema whose errors name the config key."""
+params.yaml (what DVC runs), checked against one schema whose errors name the config key.
+OmegaConf is imported where it is used: the `platform` probe, which DVC runs on every `dvc repro`,
+reads params.yaml with `read_params` alone and must start fast."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 PROJECT = Path(__file__).resolve().parents[2]
 CONF_DIR = PROJECT / "conf"
 
 # Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
 CODE_DIR = "artifacts/code"  # one fingerprint of its code per pipeline stage, written by the `code` stage
+PLATFORM_FILE = "artifacts/platform.json"  # what engines depend on beyond their inputs (the `platform` stage)
 PIPELINE_STAGES = ("sample", "calibration_tensorfile", "export", "convert", "evaluate")
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
@@ -141,6 +145,9 @@ _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "
 
 def validate(raw: DictConfig | dict, source: str) -> DictConfig:
     """Merge onto the schema (types are checked there) and check value ranges."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(PipelineConfig), raw)
         OmegaConf.resolve(cfg)
@@ -177,6 +184,7 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose conf/ with Hydra overrides, as `dvc exp run -S` does (and resolved the same way)."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.errors import HydraException
+    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException as OmegaError
 
     try:
@@ -191,20 +199,28 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
 
 def composed_yaml(overrides: list[str] | tuple[str, ...] = ()) -> str:
     """params.yaml as DVC writes it for these overrides."""
+    from omegaconf import OmegaConf
+
     return OmegaConf.to_yaml(compose(overrides))
 
 
-def load_params(path: str | Path) -> DictConfig:
+def read_params(path: str | Path) -> dict:
+    """params.yaml as plain data, not yet checked against the schema."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        # libyaml's loader where PyYAML has it: the same data, read several times faster
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} does not hold a mapping of config sections")
-    return validate(data, str(path))
+    return data
+
+
+def load_params(path: str | Path) -> DictConfig:
+    return validate(read_params(path), str(path))
 
 
 def load(overrides: list[str] | tuple[str, ...] = (), params: str | Path | None = None) -> DictConfig:

@@ -1,0 +1,239 @@
+"""An engine is valid only on the platform that built it: the `platform` stage records that platform
+(builder, version, GPUs), convert and evaluate depend on it, and a fleet sharing one DVC remote keeps
+one engine per platform, restoring rather than rebuilding where a platform was seen before."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import KEY, PROBE, ROOT, env_for, project_for, ran, run, set_params
+
+FAKE_TENSORRT = ROOT / "tests" / "fake_tensorrt"
+A100, T4 = "NVIDIA A100-SXM4-40GB, 8.0", "Tesla T4, 7.5"
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+def params_file(tmp_path, backend="open", engine="onnxruntime", **backend_keys) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"backend": {"name": backend, **backend_keys}, "convert": {"engine": engine}}))
+    return path
+
+
+def probe(tmp_path, params: Path, check=True, **env):
+    """`python -m stages.platform --print` on these params, with PATH and PYTHONPATH as given."""
+    return run([sys.executable, "-m", "stages.platform", "--params", params, "--print"], ROOT, check=check,
+               env={"PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env})
+
+
+def bin_with_nvidia_smi(fake_bin) -> str:
+    """PATH with the fake nvidia-smi first."""
+    return f"{fake_bin}{os.pathsep}{os.environ['PATH']}"
+
+
+def path_without_nvidia_smi() -> str:
+    return os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                           if not (Path(p) / "nvidia-smi").exists())
+
+
+# --------------------------------------------------------------------------- the probe
+
+def test_an_onnxruntime_engine_depends_on_onnxruntime_and_its_version_only(tmp_path):
+    record = json.loads(probe(tmp_path, params_file(tmp_path)).stdout)
+    assert record == {"backend": "open", "engine": "onnxruntime",
+                      "builder": {"onnxruntime": metadata.version("onnxruntime")}}
+
+
+def test_the_same_platform_gives_the_same_bytes_and_nothing_that_varies(tmp_path, fake_bin):
+    params = params_file(tmp_path, "tao", converter="tao-converter")
+    env = {"PATH": bin_with_nvidia_smi(fake_bin)}
+    first, second = probe(tmp_path, params, **env).stdout, probe(tmp_path, params, **env).stdout
+    assert first == second
+    assert socket.gethostname() not in first and str(tmp_path) not in first and str(ROOT) not in first
+
+
+def test_a_tensorrt_engine_depends_on_tensorrts_version_and_the_gpus(tmp_path, fake_bin):
+    record = json.loads(probe(tmp_path, params_file(tmp_path, engine="tensorrt"), PYTHONPATH=str(FAKE_TENSORRT),
+                              PATH=bin_with_nvidia_smi(fake_bin), FAKE_GPUS=f"{A100}\n{T4}").stdout)
+    assert record == {"backend": "open", "engine": "tensorrt", "builder": {"tensorrt": "10.3.0"},
+                      "gpus": [{"name": "NVIDIA A100-SXM4-40GB", "compute_capability": "8.0"},
+                               {"name": "Tesla T4", "compute_capability": "7.5"}]}
+
+
+def test_no_nvidia_smi_means_no_gpu_found_and_tensorrt_missing_means_no_version(tmp_path):
+    record = json.loads(probe(tmp_path, params_file(tmp_path, engine="tensorrt"), PATH=path_without_nvidia_smi()).stdout)
+    assert record["gpus"] == [] and record["builder"] == {"tensorrt": None}
+
+
+@pytest.mark.parametrize("backend, keys, builder", [
+    ("tao", {"converter": "tao-converter"}, {"converter": "tao-converter", "tensorrt": None}),
+    ("tao_docker", {"converter": "gen_trt_engine", "image": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-tf1.15.5"},
+     {"converter": "gen_trt_engine", "image": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-tf1.15.5"}),
+    ("tao_launcher", {"converter": "tao-converter"}, {"converter": "tao-converter", "launcher": "6.26.3"}),
+])
+def test_tao_backends_build_tensorrt_engines_named_by_image_or_launcher_and_gpu(tmp_path, fake_bin, backend, keys,
+                                                                                 builder):
+    if backend == "tao_launcher" and not _has("nvidia-tao"):
+        pytest.skip("nvidia-tao (the launcher) is not installed: make setup installs it")
+    params = params_file(tmp_path, backend, **keys)
+    record = json.loads(probe(tmp_path, params, PATH=bin_with_nvidia_smi(fake_bin), FAKE_GPUS=T4).stdout)
+    # convert.engine applies to the open backend only: TAO builds TensorRT engines
+    assert record == {"backend": backend, "engine": "tensorrt", "builder": builder,
+                      "gpus": [{"name": "Tesla T4", "compute_capability": "7.5"}]}
+
+
+def _has(distribution: str) -> bool:
+    try:
+        metadata.version(distribution)
+        return True
+    except metadata.PackageNotFoundError:
+        return False
+
+
+def test_a_broken_nvidia_smi_is_a_clear_error_and_writes_nothing(tmp_path, fake_bin):
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "stages", project / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params_file(project, "tao", converter="tao-converter")
+    result = run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project, check=False,
+                 env={"PATH": bin_with_nvidia_smi(fake_bin), "FAKE_NVIDIA_SMI_FAIL": "1"})
+    assert result.returncode == 1
+    assert "nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader` exited 9" in result.stderr
+    assert "couldn't communicate with the NVIDIA driver" in result.stderr
+    assert not (project / "artifacts").exists()
+
+
+def test_an_unknown_backend_names_the_key(tmp_path):
+    result = probe(tmp_path, params_file(tmp_path, "tao_cloud"), check=False)
+    assert result.returncode == 2
+    assert "config key backend.name is 'tao_cloud'; expected one of open, tao, tao_launcher, tao_docker" in result.stderr
+
+
+def test_the_probe_starts_without_heavy_imports():
+    # DVC runs it on every `dvc repro`: no config schema machinery, no inference runtime
+    probe_imports = ("import json, sys, stages.platform\n"
+                     "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+                     "('omegaconf', 'hydra', 'numpy', 'onnxruntime', 'onnx', 'tensorrt'))))")
+    assert json.loads(run([sys.executable, "-c", probe_imports], ROOT).stdout) == []
+
+
+def test_help_says_what_the_record_holds():
+    result = run([sys.executable, "-m", "stages.platform", "--help"], ROOT)
+    assert "artifacts/platform.json" in result.stdout and "always_changed" in result.stdout
+    assert "--params" in result.stdout and "--print" in result.stdout
+
+
+# --------------------------------------------------------------------------- in the pipeline
+
+def test_the_engines_metrics_name_its_platform(built_project):
+    metrics = json.loads((built_project / "metrics/convert.json").read_text())
+    assert metrics["platform"] == f"onnxruntime engine by onnxruntime {metadata.version('onnxruntime')} on the CPU"
+    assert json.loads((built_project / "artifacts/platform.json").read_text())["engine"] == "onnxruntime"
+
+
+def test_the_probe_runs_on_every_repro_and_an_unchanged_platform_reruns_nothing(project_copy):
+    before = (project_copy / "artifacts/platform.json").read_bytes()
+    again = run(["dvc", "repro"], project_copy)
+    assert f"Running stage '{PROBE}'" in again.stdout
+    assert ran(again.stdout) == []
+    assert (project_copy / "artifacts/platform.json").read_bytes() == before
+
+
+def test_a_stage_run_by_hand_refuses_another_platforms_record(project_copy):
+    record = project_copy / "artifacts/platform.json"
+    record.chmod(0o644)  # DVC checks outputs out read-only when it links them from its cache
+    record.write_text(json.dumps({"backend": "open", "engine": "onnxruntime", "builder": {"onnxruntime": "0.1.0"}}))
+    before = (project_copy / "metrics/convert.json").read_bytes()
+    for stage in ("convert", "evaluate"):
+        result = run([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], project_copy, check=False)
+        assert result.returncode == 1, stage
+        assert ("platform.json describes a onnxruntime engine by onnxruntime 0.1.0 on the CPU, but this machine has "
+                f"a onnxruntime engine by onnxruntime {metadata.version('onnxruntime')}") in result.stderr
+    assert (project_copy / "metrics/convert.json").read_bytes() == before
+
+
+def test_tensorrt_asked_for_where_it_is_missing_fails_convert_with_the_platform_named(project_copy):
+    set_params(project_copy, convert__engine="tensorrt")
+    result = run(["dvc", "repro"], project_copy, check=False, env={"PATH": f"{Path(sys.executable).parent}"
+                                                                           f"{os.pathsep}{path_without_nvidia_smi()}"})
+    assert result.returncode != 0
+    assert "convert.engine is tensorrt, but TensorRT cannot build here" in result.stdout + result.stderr
+    record = json.loads((project_copy / "artifacts/platform.json").read_text())
+    assert record == {"backend": "open", "engine": "tensorrt", "builder": {"tensorrt": None}, "gpus": []}
+
+
+def test_the_tensorrt_builder_gets_the_profile_precision_and_ranges_asked_for(built_project, tmp_path,
+                                                                                monkeypatch):
+    # TensorRT cannot run here: a stand-in module records what build_tensorrt asks its builder for
+    monkeypatch.syspath_prepend(str(FAKE_TENSORRT))
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    import tensorrt
+
+    from stages.formats.calibration_cache import read_cache
+    from stages.open_backend.engines import EngineRequest, build_tensorrt
+
+    exported = built_project / "artifacts/export"
+    engine = tmp_path / "model.engine"
+    build_tensorrt(EngineRequest(exported / "model.onnx", "int8", engine, exported / "calibration.bin",
+                                 max_batch_size=4, workspace_mib=512, kind="tensorrt"))
+    build = tensorrt.BUILDS[-1]
+    assert build["flags"] == ["INT8"] and build["pools"] == {"WORKSPACE": 512 << 20}
+    assert build["profiles"] == [{"input_1": [[1, 3, 64, 160], [4, 3, 64, 160], [4, 3, 64, 160]]}]
+    _, scales = read_cache(exported / "calibration.bin")
+    assert build["dynamic_ranges"] == {name: [-s * 127.0, s * 127.0] for name, s in scales.items()}
+    assert json.loads(engine.read_bytes()) == build
+
+
+# --------------------------------------------------------------------------- a fleet sharing one remote
+
+def test_a_fleet_keeps_one_engine_per_platform_and_rebuilds_only_where_a_platform_is_new(tmp_path, fake_bin):
+    # platform A (an A100) builds everything and shares it, the run-cache included
+    first = project_for(tmp_path, "tao")
+    run(["dvc", "remote", "add", "-d", "shared", tmp_path / "remote"], first)
+    run([*GIT, "add", "-A"], first)
+    run([*GIT, "commit", "-qm", "a TAO project with a shared remote"], first)
+    on_a100 = env_for(fake_bin, tmp_path, FAKE_GPUS=A100, FAKE_TAO_RECORD=str(tmp_path / "first.jsonl"))
+    assert ran(run(["dvc", "repro"], first, env=on_a100).stdout) == [
+        "code", "sample", "calibration_tensorfile", "export", "convert", "evaluate"]
+    run([*GIT, "add", "-A"], first)
+    run([*GIT, "commit", "-qm", "built on an A100"], first)
+    run(["dvc", "push", "--run-cache"], first)
+    a100_engine = (first / "artifacts/engine/model.engine").read_bytes()
+    assert a100_engine == f"fake engine built on {A100}".encode()
+
+    # platform B (a T4) pulls: only the engine and its evaluation are built again
+    second = tmp_path / "second"
+    run(["git", "clone", "-q", first, second], tmp_path)
+    run(["dvc", "pull", "--run-cache"], second)
+    on_t4 = env_for(fake_bin, tmp_path, FAKE_GPUS=T4, FAKE_TAO_RECORD=str(tmp_path / "second.jsonl"))
+    assert ran(run(["dvc", "repro", "--pull"], second, env=on_t4).stdout) == ["convert", "evaluate"]
+    assert [call["argv"][0] for call in records_in(tmp_path / "second.jsonl")] == ["-k", "evaluate"]
+    assert (second / "artifacts/engine/model.engine").read_bytes() == f"fake engine built on {T4}".encode()
+    assert "Tesla T4 (7.5)" in json.loads((second / "metrics/convert.json").read_text())["platform"]
+    run([*GIT, "add", "-A"], second)
+    run([*GIT, "commit", "-qm", "built on a T4"], second)
+    run(["dvc", "push", "--run-cache"], second)
+
+    # a third machine, an A100 again, clones the T4's commit: DVC restores the A100's engine from the
+    # run-cache instead of building it (`--pull` fetches the outputs a run-cache entry names)
+    third = tmp_path / "third"
+    run(["git", "clone", "-q", second, third], tmp_path)
+    run(["dvc", "pull", "--run-cache"], third)
+    again = run(["dvc", "repro", "--pull"], third, env={**on_a100, "FAKE_TAO_RECORD": str(tmp_path / "third.jsonl")})
+    assert ran(again.stdout) == []
+    assert "Stage 'convert' is cached - skipping run, checking out outputs" in again.stdout
+    assert "Stage 'evaluate' is cached - skipping run, checking out outputs" in again.stdout
+    assert not (tmp_path / "third.jsonl").exists(), "a TAO tool ran"
+    assert (third / "artifacts/engine/model.engine").read_bytes() == a100_engine
+    assert "NVIDIA A100-SXM4-40GB (8.0)" in json.loads((third / "metrics/convert.json").read_text())["platform"]
+    assert KEY not in again.stdout + again.stderr
+
+
+def records_in(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
