@@ -87,6 +87,16 @@ def test_minmax_scales_are_the_largest_magnitudes(tiny_model, batches):
         assert got == pytest.approx(float(np.abs(values[name]).max()), rel=1e-5), name
 
 
+def test_ranges_are_the_same_whether_batches_overlap_or_run_one_at_a_time(tiny_model, batches, monkeypatch):
+    # small models keep a second buffer set (onnxruntime runs the next batch while threads bin this one);
+    # past DOUBLE_BUFFER_BYTES each batch is binned before the next runs, to bound memory
+    from stages.open_backend import int8_calibration
+
+    overlapped = collect_ranges(tiny_model, iter(batches), "entropy")
+    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 0)
+    assert collect_ranges(tiny_model, iter(batches), "entropy") == overlapped
+
+
 def test_entropy_scales_match_an_independent_computation(tiny_model, batches):
     amax = collect_ranges(tiny_model, iter(batches), "entropy", skip_zeros=True)
     values = independent_activations(tiny_model, batches)

@@ -18,6 +18,18 @@ def test_image_becomes_rgb_resized_scaled_nchw(tmp_path):
     assert np.allclose(array[0], 1.0) and np.allclose(array[1:], 0.0)
 
 
+def test_every_pixel_value_scales_to_the_bits_of_float32_x_over_255(tmp_path):
+    # the one-pass conversion gives what converting first and scaling after gives, for every byte value
+    pixels = np.arange(256 * 3, dtype=np.uint16).reshape(16, 16, 3) % 256
+    Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / "all.png")
+    out = np.full((3, 16, 16), np.nan, np.float32)
+    array = load_image(tmp_path / "all.png", 16, 16, out=out)
+    expected = pixels.astype(np.float32)
+    expected *= np.float32(1.0 / 255.0)
+    assert array is out
+    assert np.array_equal(array, expected.transpose(2, 0, 1))
+
+
 def test_grayscale_image_is_converted_to_three_channels(tmp_path):
     Image.fromarray(np.full((10, 10), 51, np.uint8), "L").save(tmp_path / "gray.png")
     array = load_image(tmp_path / "gray.png", 10, 10)

@@ -68,7 +68,8 @@ def test_a_tensorrt_engine_depends_on_tensorrts_version_and_the_gpus(tmp_path, f
 
 
 def test_no_nvidia_smi_means_no_gpu_found_and_tensorrt_missing_means_no_version(tmp_path):
-    record = json.loads(probe(tmp_path, params_file(tmp_path, engine="tensorrt"), PATH=path_without_nvidia_smi()).stdout)
+    params = params_file(tmp_path, engine="tensorrt")
+    record = json.loads(probe(tmp_path, params, PATH=path_without_nvidia_smi()).stdout)
     assert record["gpus"] == [] and record["builder"] == {"tensorrt": None}
 
 
@@ -112,7 +113,8 @@ def test_a_broken_nvidia_smi_is_a_clear_error_and_writes_nothing(tmp_path, fake_
 def test_an_unknown_backend_names_the_key(tmp_path):
     result = probe(tmp_path, params_file(tmp_path, "tao_cloud"), check=False)
     assert result.returncode == 2
-    assert "config key backend.name is 'tao_cloud'; expected one of open, tao, tao_launcher, tao_docker" in result.stderr
+    expected = "config key backend.name is 'tao_cloud'; expected one of open, tao, tao_launcher, tao_docker"
+    assert expected in result.stderr
 
 
 def test_the_probe_starts_without_heavy_imports():

@@ -83,6 +83,34 @@ def test_dbscan_clusters_as_taos_bbox_handler_does(seed):
     assert_same_detections(taos_clusters(spec_with(DBSCAN), cov, bbox), mine)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_dbscan_where_every_cell_is_a_candidate_clusters_as_taos_does(seed):
+    # an untrained head: every cell above the threshold, boxes everywhere (the case the sparse
+    # neighbour graph exists for); TAO builds the dense distance matrix
+    rng = np.random.default_rng(100 + seed)
+    cov = rng.uniform(0.25, 1.0, (3, ROWS, COLUMNS)).astype(np.float32)
+    bbox = rng.normal(0.4, 0.3, (12, ROWS, COLUMNS)).astype(np.float32)
+    mine = ours(spec_with(DBSCAN), cov, bbox)
+    assert sum(len(d.confidences) for d in mine.values()) > 3
+    assert_same_detections(taos_clusters(spec_with(DBSCAN), cov, bbox), mine)
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.4, 0.95, 1.0, 1.5])
+def test_the_sparse_neighbour_graph_gives_the_dense_matrixs_clusters(eps):
+    from sklearn.cluster import DBSCAN as SklearnDBSCAN
+
+    from stages.detectnet_v2.postprocessing import _distance_graph, _iou_matrix
+
+    rng = np.random.default_rng(7)
+    corners = rng.uniform(0, 300, (400, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(-5, 60, (400, 2))], axis=1)  # some inverted
+    weights = rng.uniform(0.1, 1.0, 400)
+
+    def labels(distances):
+        return SklearnDBSCAN(eps=eps, min_samples=1, metric="precomputed").fit_predict(distances, sample_weight=weights)
+    assert np.array_equal(labels(_distance_graph(boxes, eps)), labels(1.0 - _iou_matrix(boxes)))
+
+
 @pytest.fixture
 def taos_nms_given_a_copy(monkeypatch):
     """TAO's NMS sorts and decays the coverage array in place, then reads the kept boxes' coverages from

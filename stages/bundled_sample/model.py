@@ -131,3 +131,27 @@ def build_model(path: Path, width: int, height: int, num_classes: int = len(CLAS
                    bias=-1.0 if name == "output_cov" else 0.0, output=output)
     g.op("Sigmoid", COV_OUTPUT, ["output_cov/BiasAdd"], output=COV_OUTPUT)
     onnx.save(_model(g, width, height, [(COV_OUTPUT, num_classes), (BBOX_OUTPUT, 4 * num_classes)], batch), path)
+
+
+RESNET18_WIDTHS = (64, 128, 256, 512)
+
+
+def build_resnet18_shape(path: Path, width: int, height: int, num_classes: int = len(CLASSES),
+                         widths: tuple[int, int, int, int] = RESNET18_WIDTHS, seed: int = 0,
+                         batch: int | str = "N") -> None:
+    """A DetectNet_v2 graph of TAO's ResNet-18 shape with random weights, for measuring at the size
+    users deploy (the sample's own graph is a few times lighter): conv1 7x7/2, four stages of two
+    basic blocks with strides 2, 2, 2, 1 (output stride 16, as TAO builds DetectNet_v2's ResNets
+    without pooling), and the two heads as 1x1 convolutions on the last stage, as TAO's are."""
+    grid_shape(width, height)
+    g = _GraphBuilder(seed)
+    x = g.op("Relu", "conv1_relu", [g.conv("conv1", TAO_INPUT, 3, widths[0], 7, 2)])
+    cin = widths[0]
+    for stage, (cout, stride) in enumerate(zip(widths, (2, 2, 2, 1)), start=1):
+        x = g.residual_block(f"block_{stage}a", x, cin, cout, stride)
+        x = g.residual_block(f"block_{stage}b", x, cout, cout, 1)
+        cin = cout
+    g.conv("output_cov", x, cin, num_classes, 1, 1, gain=0.3, bias=-1.0)
+    g.conv("output_bbox", x, cin, 4 * num_classes, 1, 1, gain=0.3, output=BBOX_OUTPUT)
+    g.op("Sigmoid", COV_OUTPUT, ["output_cov/BiasAdd"], output=COV_OUTPUT)
+    onnx.save(_model(g, width, height, [(COV_OUTPUT, num_classes), (BBOX_OUTPUT, 4 * num_classes)], batch), path)

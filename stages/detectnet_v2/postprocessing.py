@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ..spec import Spec
@@ -141,25 +142,85 @@ def _iou_matrix(boxes: np.ndarray) -> np.ndarray:
     return intersection / (areas[:, None] + areas[None, :] - intersection + 0.01)
 
 
+@numba.njit(cache=True, nogil=True)
+def _near_pairs(boxes: np.ndarray, by_left: np.ndarray, eps: float, count_only: bool, rows: np.ndarray,
+                columns: np.ndarray, distances: np.ndarray) -> int:
+    """The pairs (i, j) whose distance 1 - IoU is at most eps (< 1, so they intersect), both ways, and
+    every (i, i), with the same float64 operations as _iou_matrix (so the same bits). A sweep over the
+    boxes in order of their left edge (`by_left`) stops at the first that starts right of box i: no
+    later one can intersect it. Fills the arrays unless count_only; returns the count."""
+    found = 0
+    n = by_left.shape[0]
+    for a in range(n):
+        i = by_left[a]
+        area_i = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+        for b in range(a, n):
+            j = by_left[b]
+            if boxes[j, 0] > boxes[i, 2] and j != i:
+                break
+            width = max(0.0, min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]))
+            height = max(0.0, min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]))
+            intersection = width * height
+            area_j = (boxes[j, 2] - boxes[j, 0]) * (boxes[j, 3] - boxes[j, 1])
+            distance = 1.0 - intersection / (area_i + area_j - intersection + 0.01)
+            if i == j:  # the diagonal with its true distance, as the dense matrix has it
+                if not count_only:
+                    rows[found], columns[found], distances[found] = i, i, distance
+                found += 1
+            elif distance <= eps:  # symmetric to the last bit: float addition commutes
+                if not count_only:
+                    rows[found], columns[found], distances[found] = i, j, distance
+                    rows[found + 1], columns[found + 1], distances[found + 1] = j, i, distance
+                found += 2
+    return found
+
+
+def _distance_graph(boxes: np.ndarray, eps: float):
+    """1 - IoU as DBSCAN needs it: a sparse matrix of the pairs within eps where eps < 1 (boxes that do
+    not intersect are 1 apart, so where every cell is a candidate almost every pair is left out: the
+    dense matrix of 1872 cells made evaluation at KITTI's size 1.8x inference), else the dense matrix."""
+    if eps >= 1.0:
+        distances = _iou_matrix(boxes)
+        return np.subtract(1.0, distances, out=distances)
+    from scipy.sparse import csr_matrix
+
+    boxes = np.ascontiguousarray(boxes, dtype=np.float64)
+    by_left = np.argsort(boxes[:, 0], kind="stable")
+    empty = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+    count = _near_pairs(boxes, by_left, eps, True, *empty)
+    rows, columns, distances = np.zeros(count, np.int64), np.zeros(count, np.int64), np.zeros(count, np.float64)
+    _near_pairs(boxes, by_left, eps, False, rows, columns, distances)
+    return csr_matrix((distances, (rows, columns)), shape=(len(boxes), len(boxes)))
+
+
 def _dbscan(boxes: np.ndarray, coverages: np.ndarray, config: Clustering) -> tuple[Detections, list[np.ndarray]]:
     from sklearn.cluster import DBSCAN
 
+    distances = _distance_graph(boxes, config.dbscan_eps + 1e-12)
     labels = DBSCAN(eps=config.dbscan_eps + 1e-12, min_samples=max(int(config.dbscan_min_samples), 1),
-                    metric="precomputed").fit_predict(1.0 - _iou_matrix(boxes), sample_weight=coverages)
-    kept_boxes, confidences, members = [], [], []
-    for label in np.unique(labels[labels >= 0]):
-        member = np.flatnonzero(labels == label)
-        weights = coverages[member]
-        total = weights.sum()
-        mean = (boxes[member] * (weights / total)[:, None]).sum(axis=0)
-        if mean[3] - mean[1] <= config.minimum_bounding_box_height or total < config.dbscan_confidence_threshold:
-            continue
-        kept_boxes.append(mean)
-        confidences.append(total)
-        members.append(member)
-    if not kept_boxes:
+                    metric="precomputed").fit_predict(distances, sample_weight=coverages)
+    # every cluster at once (a loop over clusters is quadratic where every cell is a candidate):
+    # its coverage-weighted mean box and its total coverage, in label order
+    clustered = labels >= 0
+    if not clustered.any():
         return Detections.none(), []
-    return Detections(np.array(kept_boxes), np.array(confidences)), members
+    labels, boxes, coverages = labels[clustered], boxes[clustered], coverages[clustered]
+    totals = np.bincount(labels, weights=coverages)
+    sums = np.stack([np.bincount(labels, weights=boxes[:, k] * coverages, minlength=len(totals))
+                     for k in range(4)], axis=1)
+    present = totals > 0  # labels DBSCAN did not use (all of a cluster's coverage cannot be 0: it passed the threshold)
+    means = sums[present] / totals[present, None]
+    kept = ~((means[:, 3] - means[:, 1] <= config.minimum_bounding_box_height)
+             | (totals[present] < config.dbscan_confidence_threshold))
+    if not kept.any():
+        return Detections.none(), []
+    kept_labels = np.flatnonzero(present)[kept]
+    original = np.flatnonzero(clustered)
+    order = np.argsort(labels, kind="stable")
+    starts = np.searchsorted(labels[order], kept_labels)
+    ends = np.searchsorted(labels[order], kept_labels, side="right")
+    members = [original[order[a:b]] for a, b in zip(starts, ends)]
+    return Detections(means[kept], totals[present][kept]), members
 
 
 def _nms(boxes: np.ndarray, coverages: np.ndarray, config: Clustering) -> Detections:

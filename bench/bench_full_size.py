@@ -1,0 +1,175 @@
+"""The pipeline's ratios at the size users deploy: a DetectNet_v2 graph of TAO's ResNet-18 shape
+(widths 64-128-256-512, random weights, 3 classes) at KITTI's input, 1248x384, on 8 batches of 8
+KITTI-sized images. Every figure is measured in this one run; each ratio is against a bound measured
+beside it.
+
+  inference     plain fp32 onnxruntime over the 8 batches (read from the tensorfile): the bound for
+                calibration and for evaluation
+  calibration   entropy calibration, cache written, / inference          (target <= 2.0x)
+                its peak memory / one batch's activations, every tensor   (target <= 2x)
+  tensorfile    throughput / decoding alone (decode, resize, scale)       (target >= 0.85x)
+                peak memory at 40 batches / at 4                          (target <= 1.2x)
+  evaluation    the evaluate stage's evaluator / inference alone          (target <= 1.3x)
+
+    python bench/bench_full_size.py [--size WIDTHxHEIGHT] [--widths 64,128,256,512]
+
+About 10 minutes on a 2-core machine; part of `make bench`, not of `make test`.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
+
+from stages import bundled_sample
+from stages.bundled_sample.model import RESNET18_WIDTHS, build_resnet18_shape
+from stages.detectnet_v2.evaluation import evaluate, evaluation_setup, validation_set
+from stages.detectnet_v2.inference import OnnxRunner
+from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, iter_batches, list_images
+from stages.formats.calibration_cache import write_cache
+from stages.formats.onnx_model import TAO_INPUT, export_model
+from stages.formats.tensorfile import TensorFileWriter, read_batches
+from stages.open_backend.int8_calibration import collect_ranges
+from stages.spec import Spec
+
+BATCH, BATCHES = 8, 8
+
+CALIBRATE_SNIPPET = """
+import sys
+from stages.formats.tensorfile import read_batches
+from stages.open_backend.int8_calibration import collect_ranges
+collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entropy")
+""" + PEAK_SNIPPET
+
+WRITE_SNIPPET = """
+import sys
+from stages.detectnet_v2.preprocessing import iter_batches, list_images
+from stages.formats.tensorfile import TensorFileWriter
+batch, width, height = 8, int(sys.argv[4]), int(sys.argv[5])
+images = list_images(sys.argv[1])[: int(sys.argv[2]) * batch]
+with TensorFileWriter(sys.argv[3], None) as writer:
+    for batch_array in iter_batches(images, batch, width, height, reuse=True):
+        writer.write(batch_array)
+""" + PEAK_SNIPPET
+
+
+def activation_bytes(model_path: Path, batch: int) -> int:
+    """Bytes of every tensor one batch makes (the input, each intermediate tensor, the outputs), as
+    float32: the least a collector that sees all of a batch's tensors at once must hold."""
+    model = onnx.load(str(model_path))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    inferred = onnx.shape_inference.infer_shapes(model)
+    weights = {init.name for init in model.graph.initializer}
+    total = 0
+    for value in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        if value.name not in weights:
+            total += 4 * int(np.prod([d.dim_value for d in value.type.tensor_type.shape.dim]))
+    return total
+
+
+def timed(label: str, fn):
+    start = time.perf_counter()
+    result = fn()
+    print(f"  ({label}: {time.perf_counter() - start:.1f} s)", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--size", default="1248x384", help="model input WIDTHxHEIGHT (default: %(default)s)")
+    parser.add_argument("--widths", default=",".join(map(str, RESNET18_WIDTHS)),
+                        help="channels of the four ResNet stages (default: %(default)s)")
+    args = parser.parse_args()
+    width, height = map(int, args.size.split("x"))
+    widths = tuple(int(w) for w in args.widths.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        build_resnet18_shape(tmp / "resnet18.onnx", width, height, widths=widths)
+        model = tmp / "model.onnx"
+        export_model(tmp / "resnet18.onnx", model)
+        folder = sample_images(tmp / "data", 40 * BATCH)
+        images = list_images(folder)[: BATCHES * BATCH]
+        print(f"full size: ResNet-18-shaped DetectNet_v2 (widths {'-'.join(map(str, widths))}, random weights, "
+              f"{onnx.load(str(model)).ByteSize() / 2**20:.0f} MiB) at {width}x{height}, "
+              f"{BATCHES} batches of {BATCH} KITTI-sized images", flush=True)
+
+        # ------------------------------------------------------------------ tensorfile
+        tensorfile = tmp / "cal.tensor"
+
+        def decode_only():
+            for _ in iter_batches(images, BATCH, width, height):
+                pass
+
+        def write_tensorfile(path: Path):
+            def write():
+                with TensorFileWriter(path, None) as writer:
+                    for batch in iter_batches(images, BATCH, width, height, reuse=True):
+                        writer.write(batch)
+            return write
+
+        decoding = best_of(3, decode_only)
+        writing = best_of(3, write_tensorfile(tensorfile))
+        peaks = {n: child_peak_rss_mib(WRITE_SNIPPET, str(folder), str(n), str(tmp / f"{n}.tensor"), str(width),
+                                       str(height)) for n in (4, 40)}
+        print(f"tensorfile: decoding alone {decoding:.2f} s, tensorfile written {writing:.2f} s: "
+              f"throughput {decoding / writing:.2f}x decoding alone (target >= 0.85)")
+        # 46 MiB a batch at this size: to tell the writer's cost from the disk's, the same into memory
+        if Path("/dev/shm").is_dir():
+            with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+                in_memory = best_of(3, write_tensorfile(Path(shm) / "cal.tensor"))
+            print(f"  written to /dev/shm (memory, no disk) {in_memory:.2f} s: "
+                  f"{decoding / in_memory:.2f}x decoding alone")
+        print(f"  peak memory: 4 batches {peaks[4]:.0f} MiB, 40 batches {peaks[40]:.0f} MiB, "
+              f"ratio {peaks[40] / peaks[4]:.2f} (target <= 1.2)", flush=True)
+
+        # ------------------------------------------------------------------ inference, the bound
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+
+        def inference():
+            for batch in read_batches(tensorfile, BATCHES):
+                session.run(None, {TAO_INPUT: batch})
+
+        session.run(None, {TAO_INPUT: next(read_batches(tensorfile, 1))})  # warm-up
+        bound = best_of(2, inference)
+        print(f"inference: plain fp32 onnxruntime, {BATCHES} batches: {bound:.2f} s", flush=True)
+
+        # ------------------------------------------------------------------ calibration
+        def calibrate():
+            write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), "entropy"),
+                        "entropy")
+
+        calibrating = best_of(2, calibrate)
+        print(f"calibration: entropy, cache written: {calibrating:.2f} s = {calibrating / bound:.2f}x inference "
+              "(target <= 2.0)", flush=True)
+        activations = activation_bytes(model, BATCH) / 2**20
+        peak = child_peak_rss_mib(CALIBRATE_SNIPPET, str(model), str(tensorfile), str(BATCHES))
+        print(f"  peak memory {peak:.0f} MiB; one batch's activations, every tensor: {activations:.0f} MiB; "
+              f"ratio {peak / activations:.2f} (target <= 2)", flush=True)
+
+        # ------------------------------------------------------------------ evaluation
+        bundled_sample.write_dataset(tmp / "eval", {"validation": BATCHES * BATCH}, seed=11)
+        bundled_sample.write_spec(tmp / "eval" / "spec.txt", width, height, BATCH)
+        setup = evaluation_setup(Spec.load(tmp / "eval" / "spec.txt"), width, height)
+        samples = validation_set(tmp / "eval/validation/image_2", tmp / "eval/validation/label_2")
+        engine = OnnxRunner(model)
+        decoded = [np.array(b) for b in iter_batches([s.image for s in samples], BATCH, width, height,
+                                                        resample=EVALUATION_RESAMPLE)]
+        engine_alone = best_of(2, lambda: [engine(b) for b in decoded])
+        found = {}
+        evaluating = best_of(2, lambda: found.update(evaluate({"engine": engine}, samples, setup, BATCH)))
+        detections = sum(len(d[name].confidences) for d in found["engine"].detections for name in setup.classes)
+        print(f"evaluation: {len(samples)} validation images, {detections} detections (random heads): "
+              f"{evaluating:.2f} s vs the engine alone on decoded images {engine_alone:.2f} s = "
+              f"{evaluating / engine_alone:.2f}x (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
