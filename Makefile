@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# what Triton's Python models import, installed in .venv/triton-env at .venv's versions
+TRITON_ENV_PACKAGES := onnxruntime onnx pillow scikit-learn scipy numba
+export PINNED = import sys; from importlib.metadata import version; print(*(f"{p}=={version(p)}" for p in sys.argv[1:]))
 
-.PHONY: help setup test repro params bench clean
+.PHONY: help setup test repro params serve bench clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -23,6 +26,22 @@ $(STAMP): pyproject.toml Makefile
 	rm -rf $(VENV)/tao-reference
 	$(PY) -m pip install -q --no-deps --target $(VENV)/tao-reference 'nvidia-tao-deploy==7.3.0' 'nvidia-tao==6.26.3'
 	$(PY) -c 'import pathlib, site, sys; pathlib.Path(site.getsitepackages()[0], "tao-reference.pth").write_text(sys.argv[1] + "\n")' "$(abspath $(VENV))/tao-reference"
+	# Triton for `make serve` and the serving tests: the tritonserver that nvidia-pytriton bundles (Python
+	# backend only). Its Python code wants numpy<2, so only its binary and libraries are used: --no-deps,
+	# off sys.path. The Python backend needs the stub built for this Python beside it.
+	rm -rf $(VENV)/triton
+	$(PY) -m pip install -q --no-deps --target $(VENV)/triton 'nvidia-pytriton==0.7.0'
+	chmod +x $(VENV)/triton/pytriton/tritonserver/bin/tritonserver
+	cp $(VENV)/triton/pytriton/tritonserver/python_backend_stubs/$$($(PY) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/triton_python_backend_stub \
+	   $(VENV)/triton/pytriton/tritonserver/backends/python/
+	chmod +x $(VENV)/triton/pytriton/tritonserver/backends/python/triton_python_backend_stub
+	# The environment Triton's Python models run in (EXECUTION_ENV_PATH): the project and the same
+	# library versions as .venv, but numpy<2. That stub was built against numpy 1: under numpy 2 it
+	# garbles every TYPE_STRING input (the length of an encoded image is read as its first byte, 4 times).
+	rm -rf $(VENV)/triton-env
+	$(PYTHON) -m venv $(VENV)/triton-env
+	$(VENV)/triton-env/bin/pip install -q 'numpy<2' $$($(PY) -c "$$PINNED" $(TRITON_ENV_PACKAGES))
+	$(VENV)/triton-env/bin/pip install -q --no-deps -e .
 	touch $(STAMP)
 
 test: setup ## run the test suite
@@ -33,6 +52,9 @@ repro: setup ## run the whole pipeline on the bundled sample (open backend, no T
 
 params: setup ## rewrite params.yaml from the Hydra configs in conf/
 	$(PY) -m stages.params
+
+serve: setup ## serve artifacts/triton with Triton on localhost (HTTP 8000, gRPC 8001; after make repro)
+	$(PY) -m stages.serving.server --repository artifacts/triton
 
 bench: setup ## run the benchmarks in bench/
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -50,14 +50,15 @@ def test_a_calibration_change_reaches_convert_through_an_int8_export(tmp_path):
     project = make_project(tmp_path / "project", SMALL_SAMPLE + ["export=int8"])
     run(["dvc", "repro"], project)
     run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, "export=int8", "calibration.max_batches=2"], project)
-    assert ran(run(["dvc", "repro"], project).stdout) == ["calibration_tensorfile", "export", "convert", "evaluate"]
+    assert ran(run(["dvc", "repro"], project).stdout) == ["calibration_tensorfile", "export", "convert", "evaluate",
+                                                          "triton"]
 
 
 def test_exp_run_with_a_config_group_and_a_key(project):
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
     result = run(["dvc", "exp", "run", "-S", "export=int8", "-S", "convert.max_batch_size=4"], project)
-    assert ran(result.stdout) == ["export", "convert", "evaluate"]
+    assert ran(result.stdout) == ["export", "convert", "evaluate", "triton"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["export"]["data_type"] == "int8" and params["convert"]["max_batch_size"] == 4
     metrics = json.loads((project / "metrics/convert.json").read_text())
@@ -118,6 +119,7 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     assert stages["convert"]["metrics"] == [config.METRICS_FILE]
     assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR]
     assert stages["evaluate"]["metrics"] == [config.EVALUATE_METRICS_FILE]
+    assert stages["triton"]["outs"] == [config.TRITON_DIR]
     assert list(stages) == ["code", PROBE, *PIPELINE_STAGES]
 
 
@@ -205,7 +207,8 @@ def test_a_fingerprint_names_each_file_with_its_sha256():
     ("stages/open_backend/engines.py", ["code", "convert"]),
     ("stages/bundled_sample/model.py", ["code", "sample"]),
     # sample's output comes out byte-identical: DVC stops there, but the others run the edited file
-    ("stages/pipeline/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert", "evaluate"]),
+    ("stages/pipeline/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert", "evaluate",
+                                   "triton"]),
 ])
 def test_a_code_change_reruns_exactly_the_stages_that_run_it(project, edited, expected):
     with (project / edited).open("a") as source:

@@ -73,6 +73,44 @@ def test_deepstream_config_has_the_fields_and_a_key_placeholder(built_project):
     assert (built_project / "artifacts/export/labels.txt").read_text() == "car\ncyclist\npedestrian\n"
 
 
+def test_deepstream_clusters_each_class_as_the_specs_postprocessing_config_says(built_project):
+    import configparser
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.optionxform = str  # DeepStream's keys are case-sensitive (minBoxes)
+    config.read(built_project / "artifacts/export/nvinfer_config.txt")
+    # the oracle: the spec as TAO's own message reads it
+    spec_text = (built_project / "artifacts/calibration/spec.txt").read_text()
+    spec = text_format.Parse(spec_text, tao_message_for(spec_text))
+    classes = [target.name for target in spec.cost_function_config.target_classes]
+    clustering = {name: value.clustering_config
+                  for name, value in spec.postprocessing_config.target_class_config.items()}
+    assert config["property"]["cluster-mode"] == "1"  # DBSCAN, as every class of the sample's spec
+    for class_id, name in enumerate(classes):
+        attrs, expected = config[f"class-attrs-{class_id}"], clustering[name]
+        assert float(attrs["pre-cluster-threshold"]) == pytest.approx(expected.coverage_threshold)
+        assert float(attrs["eps"]) == pytest.approx(expected.dbscan_eps)
+        assert int(attrs["minBoxes"]) == int(expected.dbscan_min_samples)
+        assert float(attrs["dbscan-min-score"]) == pytest.approx(expected.dbscan_confidence_threshold)
+        assert int(attrs["detected-min-h"]) == int(expected.minimum_bounding_box_height)
+
+
+def test_deepstream_writes_nms_and_hybrid_settings_and_names_what_it_cannot_express(tmp_path):
+    from stages.formats.deepstream import clustering_lines
+
+    nms = {"algorithm": "nms", "coverage_threshold": 0.2, "nms_iou_threshold": 0.4, "nms_confidence_threshold": 0.3,
+           "minimum_bounding_box_height": 6, "dbscan_eps": 0.5, "dbscan_min_samples": 1,
+           "dbscan_confidence_threshold": 0.9}
+    lines = clustering_lines([nms, {**nms, "algorithm": "dbscan"}])
+    assert lines[0] == "cluster-mode=2"
+    assert "# classes 1 cluster differently in the spec; DeepStream uses nms for all" in lines
+    assert lines[lines.index("[class-attrs-0]"):][:5] == [
+        "[class-attrs-0]", "pre-cluster-threshold=0.2", "nms-iou-threshold=0.4", "post-cluster-threshold=0.3",
+        "detected-min-h=6"]
+    hybrid = clustering_lines([{**nms, "algorithm": "hybrid"}])
+    assert hybrid[0] == "cluster-mode=3" and "eps=0.5" in hybrid and "nms-iou-threshold=0.4" in hybrid
+
+
 def test_int8_engine_matches_the_fp32_model(built_project):
     metrics = json.loads((built_project / "metrics/convert.json").read_text())
     assert metrics["precision"] == "int8" and metrics["engine"] == "onnxruntime"

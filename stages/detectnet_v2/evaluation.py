@@ -15,7 +15,8 @@ import numpy as np
 from ..formats.kitti_labels import read_labels
 from ..spec import Spec
 from .kitti_metric import ClassTally, EvaluationConfig, average_precision, evaluation_config
-from .postprocessing import Clustering, Detections, cluster, clustering_config, decode, to_image_pixels
+from .postprocessing import Clustering, Detections, clustering_config
+from .postprocessing import detect as detect_one
 from .preprocessing import EVALUATION_RESAMPLE, image_size, iter_batches, list_images
 
 
@@ -87,10 +88,7 @@ def truth_of(sample: Sample, setup: EvaluationSetup) -> dict[str, tuple[np.ndarr
 def detect(cov: np.ndarray, bbox: np.ndarray, setup: EvaluationSetup,
            image_size: tuple[int, int]) -> dict[str, Detections]:
     """One image's raw outputs -> {class: detections in original-image pixels}."""
-    boxes, coverages = decode(cov, bbox)
-    return {name: to_image_pixels(cluster(boxes[k], coverages[k], setup.clustering[name]),
-                                  (setup.width, setup.height), image_size)
-            for k, name in enumerate(setup.classes)}
+    return detect_one(cov, bbox, setup.classes, setup.clustering, (setup.width, setup.height), image_size)
 
 
 @dataclass

@@ -247,6 +247,17 @@ def _nms(boxes: np.ndarray, coverages: np.ndarray, config: Clustering) -> Detect
     return Detections(boxes[kept], coverages[kept])
 
 
+# --------------------------------------------------------------------------- one image, end to end
+
+def detect(cov: np.ndarray, bbox: np.ndarray, classes: list[str], clustering: dict[str, Clustering],
+           input_size: tuple[int, int], image_size: tuple[int, int]) -> dict[str, Detections]:
+    """One image's raw outputs -> {class: detections in original-image pixels}: what the evaluate stage
+    scores and what the Triton post-processing model answers."""
+    boxes, coverages = decode(cov, bbox)
+    return {name: to_image_pixels(cluster(boxes[k], coverages[k], clustering[name]), input_size, image_size)
+            for k, name in enumerate(classes)}
+
+
 # --------------------------------------------------------------------------- to the original image
 
 def to_image_pixels(found: Detections, input_size: tuple[int, int], image_size: tuple[int, int]) -> Detections:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -32,19 +32,21 @@ def list_images(directory: str | Path, extension: str | None = None) -> list[Pat
     return images
 
 
-def load_image(path: str | Path, width: int, height: int, resample=Image.BILINEAR,
+def load_image(path: str | Path | BinaryIO, width: int, height: int, resample=Image.BILINEAR,
                out: np.ndarray | None = None) -> np.ndarray:
     """One image as TAO preprocesses it: (3, height, width) float32 in [0, 1], written into `out`
     when given (in one pass from the decoded bytes: at KITTI's 1248x384 the float copies cost as
     much as the PNG decoding).
 
     Grayscale and palette images are converted to RGB, as TAO's loader does for 3-channel models.
+    `path` may also be an open binary file (an encoded image received by a server).
     """
     try:
         with Image.open(path) as image:
             image = image.convert("RGB").resize((width, height), resample)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from None
+        named = path if isinstance(path, (str, Path)) else "data"
+        raise ImageError(f"cannot read image {named}: {exc}") from None
     if out is None:
         out = np.empty((3, height, width), np.float32)
     # float32(x) * float32(1/255): the same bits as converting first and scaling after

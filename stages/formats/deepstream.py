@@ -1,16 +1,49 @@
 """DeepStream's nvinfer configuration for a DetectNet_v2 model, as TAO export's --gen_ds_config
-writes it. Never the key: DeepStream configs say KEY_PLACEHOLDER instead."""
+writes it, plus the clustering of the spec's postprocessing_config, so that DeepStream's parser
+clusters DetectNet_v2's grid as the spec says. Never the key: DeepStream configs say KEY_PLACEHOLDER
+instead."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping, Sequence
 
 from .onnx_model import TAO_INPUT, TAO_OUTPUTS
 
 KEY_PLACEHOLDER = "YOUR_TAO_KEY"
 
 
-def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, int], data_type: str) -> None:
-    """nvinfer_config.txt and labels.txt (one class a line, in the order of the model's outputs) in `out`."""
+# DeepStream's cluster-mode for TAO's clustering_algorithm (0 is OpenCV's groupRectangles, 4 none)
+CLUSTER_MODES = {"dbscan": 1, "nms": 2, "hybrid": 3}
+
+
+def clustering_lines(per_class: Sequence[Mapping]) -> list[str]:
+    """`cluster-mode` and one [class-attrs-<id>] section per class, from each class's clustering_config
+    (TAO's field names: algorithm, coverage_threshold, dbscan_eps, dbscan_min_samples,
+    dbscan_confidence_threshold, nms_iou_threshold, nms_confidence_threshold,
+    minimum_bounding_box_height). DeepStream has one cluster-mode for all classes: the first class's;
+    a class whose algorithm differs is named in a comment, as DeepStream cannot express it."""
+    mode = per_class[0]["algorithm"]
+    lines = [f"cluster-mode={CLUSTER_MODES[mode]}"]
+    differing = [str(i) for i, c in enumerate(per_class) if c["algorithm"] != mode]
+    if differing:
+        lines.append(f"# classes {', '.join(differing)} cluster differently in the spec; "
+                     f"DeepStream uses {mode} for all")
+    for class_id, clustering in enumerate(per_class):
+        lines += ["", f"[class-attrs-{class_id}]", f"pre-cluster-threshold={clustering['coverage_threshold']:g}"]
+        if mode in ("dbscan", "hybrid"):
+            lines += [f"eps={clustering['dbscan_eps']:g}", f"minBoxes={int(clustering['dbscan_min_samples'])}",
+                      f"dbscan-min-score={clustering['dbscan_confidence_threshold']:g}"]
+        if mode in ("nms", "hybrid"):
+            lines += [f"nms-iou-threshold={clustering['nms_iou_threshold']:g}",
+                      f"post-cluster-threshold={clustering['nms_confidence_threshold']:g}"]
+        lines.append(f"detected-min-h={int(clustering['minimum_bounding_box_height'])}")
+    return lines
+
+
+def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, int], data_type: str,
+                            clustering: Sequence[Mapping] | None = None) -> None:
+    """nvinfer_config.txt and labels.txt (one class a line, in the order of the model's outputs) in `out`;
+    with `clustering` (one clustering_config per class, in that order), DeepStream's clustering too."""
     lines = [
         "[property]",
         "net-scale-factor=0.00392156862745098",
@@ -29,5 +62,7 @@ def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, 
     ]
     if data_type == "int8":
         lines.append("int8-calib-file=calibration.bin")
+    if clustering:
+        lines += clustering_lines(clustering)
     (out / "nvinfer_config.txt").write_text("\n".join(lines) + "\n")
     (out / "labels.txt").write_text("\n".join(classes) + "\n")

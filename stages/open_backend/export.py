@@ -3,10 +3,12 @@ calibration cache; with gen_ds_config the DeepStream files."""
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from ..detectnet_v2.postprocessing import PostprocessingError, clustering_config
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
@@ -16,9 +18,11 @@ from ..formats.tensorfile import describe, read_batches
 from ..pipeline.config import project_path
 from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import images_of
+from ..spec import Spec
 from . import int8_calibration
 
 log = logging.getLogger("stages.open")
+
 
 def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path):
     """(batch iterator, count) from the calibration source export.cal_source names."""
@@ -46,8 +50,7 @@ def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path):
     return iter_batches(images, export.batch_size, facts.width, facts.height, cfg.backend.workers), count
 
 
-def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path,  # noqa: ARG001
-        out: Path) -> None:
+def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path, out: Path) -> None:
     names = {onnx_model.TAO_OUTPUTS[0]: cfg.model.cov_output, onnx_model.TAO_OUTPUTS[1]: cfg.model.bbox_output}
     exported = out / "model.onnx"
     onnx_model.export_model(model, exported, cfg.model.input_name, names,
@@ -62,5 +65,11 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
                                 cfg.backend.trt_version)
         log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, cfg.backend.calibration_method)
     if cfg.export.gen_ds_config:
-        write_deepstream_config(out, list(cfg.dataset.classes), (facts.channels, facts.height, facts.width),
-                                cfg.export.data_type)
+        classes = list(cfg.dataset.classes)
+        try:
+            clustering = clustering_config(Spec.load(spec_path), classes)
+        except PostprocessingError as exc:  # DeepStream then clusters with its defaults; evaluate will say why
+            log.warning("nvinfer_config.txt without clustering: %s", exc)
+            clustering = None
+        write_deepstream_config(out, classes, (facts.channels, facts.height, facts.width), cfg.export.data_type,
+                                clustering and [asdict(clustering[name]) for name in classes])

@@ -19,15 +19,17 @@ CONF_DIR = PROJECT / "conf"
 # Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
 CODE_DIR = "artifacts/code"  # one fingerprint of its code per pipeline stage, written by the `code` stage
 PLATFORM_FILE = "artifacts/platform.json"  # what engines depend on beyond their inputs (the `platform` stage)
-PIPELINE_STAGES = ("sample", "calibration_tensorfile", "export", "convert", "evaluate")
+PIPELINE_STAGES = ("sample", "calibration_tensorfile", "export", "convert", "evaluate", "triton")
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
 EVALUATION_DIR = "artifacts/evaluation"
+TRITON_DIR = "artifacts/triton"  # the Triton model repository
 METRICS_FILE, EVALUATE_METRICS_FILE = "metrics/convert.json", "metrics/evaluate.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 ENGINE_KINDS = ("onnxruntime", "tensorrt")  # convert.engine: what the open backend builds
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
+TRITON_ENGINE_BACKENDS = ("python", "auto")  # triton.engine_backend: how Triton runs the engine
 
 
 class ConfigError(ValueError):
@@ -117,6 +119,13 @@ class EvaluateSection:
 
 
 @dataclass
+class TritonSection:
+    engine_backend: str = "python"
+    instances: int = 1
+    max_queue_delay_microseconds: int = 500
+
+
+@dataclass
 class PipelineConfig:
     dataset: DatasetSection = field(default_factory=DatasetSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -127,6 +136,7 @@ class PipelineConfig:
     calibration: CalibrationSection = field(default_factory=CalibrationSection)
     convert: ConvertSection = field(default_factory=ConvertSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    triton: TritonSection = field(default_factory=TritonSection)
 
 
 _CHOICES = {
@@ -135,12 +145,13 @@ _CHOICES = {
     "calibration.compression": (None, "gzip", "lzf"),
     "convert.input_order": ("nchw", "nhwc", "nc"),
     "convert.engine": ENGINE_KINDS,
+    "triton.engine_backend": TRITON_ENGINE_BACKENDS,
     "backend.name": BACKENDS,
 }
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
              "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",
              "convert.workspace_mib", "convert.verify_images", "sample.train_images", "sample.val_images",
-             "sample.model_width", "evaluate.batch_size")
+             "sample.model_width", "evaluate.batch_size", "triton.instances")
 
 
 def validate(raw: DictConfig | dict, source: str) -> DictConfig:

@@ -1,0 +1,134 @@
+"""The Triton model repository for a DetectNet_v2 engine: four models and the labels.
+
+  detectnet_v2              the engine: TensorRT plan, onnxruntime model, or (engine_backend=python)
+                            the onnxruntime engine inside Triton's Python backend
+  detectnet_v2_preprocess   encoded image bytes -> the model input, and the image's original size
+  detectnet_v2_postprocess  raw outputs + original size -> BOXES, SCORES, CLASS_IDS
+  detectnet_v2_ensemble     image bytes in, detections out (the three above in a row); labels.txt
+
+Every model batches dynamically up to convert.max_batch_size. The Python models run in the environment
+`make setup` makes for them (.venv/triton-env: the project and .venv's library versions, but numpy<2, which
+the bundled server's Python stub needs), found relative to the repository
+($$TRITON_MODEL_DIRECTORY/../../../.venv/triton-env), so the repository holds no absolute path and its
+bytes do not depend on where the project is checked out."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..detectnet_v2.postprocessing import Clustering
+from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
+from .models import engine as engine_model, postprocess as postprocess_model, preprocess as preprocess_model
+
+ENGINE, PREPROCESS, POSTPROCESS, ENSEMBLE = ("detectnet_v2", "detectnet_v2_preprocess", "detectnet_v2_postprocess",
+                                             "detectnet_v2_ensemble")
+COV, BBOX = TAO_OUTPUTS
+# from a model's folder (artifacts/triton/<model>) up to the project, where `make setup` puts the venv
+VENV_FROM_MODEL = "$$TRITON_MODEL_DIRECTORY/../../../.venv/triton-env"
+
+
+@dataclass
+class RepositoryRequest:
+    engine: Path  # artifacts/engine/model.onnx (onnxruntime) or model.engine (TensorRT)
+    classes: list[str]  # in the order of the model's outputs
+    clustering: dict[str, Clustering]
+    width: int
+    height: int
+    max_batch_size: int
+    engine_backend: str = "python"  # python | auto
+    instances: int = 1
+    max_queue_delay_microseconds: int = 500
+
+
+def engine_kind(engine: Path) -> str:
+    return "tensorrt" if engine.suffix == ".engine" else "onnxruntime"
+
+
+def _tensor(name: str, data_type: str, dims: list[int]) -> str:
+    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {", ".join(map(str, dims))} ] }}'
+
+
+def _config(name: str, kind_line: str, request: RepositoryRequest, inputs: list[str], outputs: list[str],
+            device: str = "KIND_CPU", python: bool = False, extra: str = "") -> str:
+    lines = [f'name: "{name}"', kind_line, f"max_batch_size: {request.max_batch_size}",
+             "input [", ",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]"]
+    if kind_line != 'platform: "ensemble"':
+        lines += [f"dynamic_batching {{ max_queue_delay_microseconds: {request.max_queue_delay_microseconds} }}",
+                  f"instance_group [ {{ count: {request.instances} kind: {device} }} ]"]
+    if python:
+        lines.append(f'parameters {{ key: "EXECUTION_ENV_PATH" value: {{ string_value: "{VENV_FROM_MODEL}" }} }}')
+    return "\n".join(lines) + ("\n" + extra if extra else "") + "\n"
+
+
+def write_repository(out: Path, request: RepositoryRequest) -> None:
+    """The repository's four models into `out` (an empty directory)."""
+    classes, rows, columns = len(request.classes), request.height // 16, request.width // 16
+    model_input = _tensor(TAO_INPUT, "TYPE_FP32", [3, request.height, request.width])
+    raw_outputs = [_tensor(COV, "TYPE_FP32", [classes, rows, columns]),
+                   _tensor(BBOX, "TYPE_FP32", [4 * classes, rows, columns])]
+    original_size = _tensor("ORIGINAL_SIZE", "TYPE_INT32", [2])
+    image = _tensor("IMAGE", "TYPE_STRING", [1])
+    detections = [_tensor("BOXES", "TYPE_FP32", [-1, 4]), _tensor("SCORES", "TYPE_FP32", [-1]),
+                  _tensor("CLASS_IDS", "TYPE_INT32", [-1])]
+
+    kind = engine_kind(request.engine)
+    version = out / ENGINE / "1"
+    version.mkdir(parents=True)
+    if request.engine_backend == "python":
+        if kind == "tensorrt":
+            raise ValueError(f"triton.engine_backend is python, which runs onnxruntime engines, but {request.engine} "
+                             "is a TensorRT engine: set triton.engine_backend=auto (Triton's tensorrt_plan backend)")
+        shutil.copyfile(request.engine, version / "model.onnx")
+        shutil.copyfile(engine_model.__file__, version / "model.py")
+        config = _config(ENGINE, 'backend: "python"', request, [model_input], raw_outputs, python=True)
+    elif kind == "tensorrt":
+        shutil.copyfile(request.engine, version / "model.plan")
+        config = _config(ENGINE, 'platform: "tensorrt_plan"', request, [model_input], raw_outputs, "KIND_GPU")
+    else:
+        shutil.copyfile(request.engine, version / "model.onnx")
+        config = _config(ENGINE, 'platform: "onnxruntime_onnx"', request, [model_input], raw_outputs)
+    (out / ENGINE / "config.pbtxt").write_text(config)
+
+    size = ("parameters [\n"
+            f'  {{ key: "INPUT_WIDTH" value: {{ string_value: "{request.width}" }} }},\n'
+            f'  {{ key: "INPUT_HEIGHT" value: {{ string_value: "{request.height}" }} }}\n]')
+    _python_model(out / PREPROCESS, preprocess_model.__file__,
+                  _config(PREPROCESS, 'backend: "python"', request, [image], [model_input, original_size],
+                          python=True, extra=size))
+    _python_model(out / POSTPROCESS, postprocess_model.__file__,
+                  _config(POSTPROCESS, 'backend: "python"', request, [*raw_outputs, original_size], detections,
+                          python=True))
+    settings = {"classes": request.classes, "input_size": [request.width, request.height],
+                "clustering": {name: asdict(request.clustering[name]) for name in request.classes}}
+    (out / POSTPROCESS / "1" / "clustering.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+    steps = (f'  {{ model_name: "{PREPROCESS}" model_version: -1\n'
+             '    input_map { key: "IMAGE" value: "IMAGE" }\n'
+             f'    output_map {{ key: "{TAO_INPUT}" value: "preprocessed" }}\n'
+             '    output_map { key: "ORIGINAL_SIZE" value: "original_size" } },\n'
+             f'  {{ model_name: "{ENGINE}" model_version: -1\n'
+             f'    input_map {{ key: "{TAO_INPUT}" value: "preprocessed" }}\n'
+             f'    output_map {{ key: "{COV}" value: "coverage" }}\n'
+             f'    output_map {{ key: "{BBOX}" value: "regression" }} }},\n'
+             f'  {{ model_name: "{POSTPROCESS}" model_version: -1\n'
+             f'    input_map {{ key: "{COV}" value: "coverage" }}\n'
+             f'    input_map {{ key: "{BBOX}" value: "regression" }}\n'
+             '    input_map { key: "ORIGINAL_SIZE" value: "original_size" }\n'
+             '    output_map { key: "BOXES" value: "BOXES" }\n'
+             '    output_map { key: "SCORES" value: "SCORES" }\n'
+             '    output_map { key: "CLASS_IDS" value: "CLASS_IDS" } }')
+    (out / ENSEMBLE / "1").mkdir(parents=True)
+    # Triton wants the version folder; DVC keeps no empty folder, so it holds a note
+    (out / ENSEMBLE / "1" / "README.txt").write_text("The ensemble's steps are in ../config.pbtxt; it has no files.\n")
+    (out / ENSEMBLE / "config.pbtxt").write_text(
+        _config(ENSEMBLE, 'platform: "ensemble"', request, [image], detections,
+                extra=f"ensemble_scheduling {{ step [\n{steps}\n] }}"))
+    (out / ENSEMBLE / "labels.txt").write_text("\n".join(request.classes) + "\n")
+
+
+def _python_model(folder: Path, source: str, config: str) -> None:
+    (folder / "1").mkdir(parents=True)
+    shutil.copyfile(source, folder / "1" / "model.py")
+    (folder / "config.pbtxt").write_text(config)

@@ -1,0 +1,158 @@
+"""The one place that starts a Triton server: the `tritonserver` that the nvidia-pytriton wheel bundles
+(`make setup` installs it with --no-deps into .venv/triton; only its binary and libraries are used), on
+a model repository, on localhost ports, stopped whatever happens.
+
+    python -m stages.serving.server [--repository artifacts/triton] [--http-port 8000] ...
+
+is what `make serve` runs."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.request
+from pathlib import Path
+
+from ..pipeline.config import TRITON_DIR, project_path
+from ..pipeline.errors import StageError
+
+TRITON_HOME = Path(sys.prefix) / "triton"  # pip install --target .venv/triton nvidia-pytriton==0.7.0
+SERVER = TRITON_HOME / "pytriton" / "tritonserver"
+MODEL_ENV = Path(sys.prefix) / "triton-env"  # where the Python models run (repository.VENV_FROM_MODEL)
+SHM_BYTES = 64 << 20
+
+
+def installed() -> str | None:
+    """Why the bundled server cannot run here, or None when it can."""
+    if not (SERVER / "bin" / "tritonserver").is_file():
+        return f"{SERVER}/bin/tritonserver is not installed (make setup installs nvidia-pytriton 0.7.0 there)"
+    stub = SERVER / "backends" / "python" / "triton_python_backend_stub"
+    if not stub.is_file():
+        return f"{stub} is missing (make setup copies the stub for Python {sys.version_info[0]}.{sys.version_info[1]})"
+    if not (MODEL_ENV / "bin" / "activate").is_file():
+        return f"{MODEL_ENV} is missing: the Python models' environment, which make setup creates"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class TritonServer:
+    """A running tritonserver on `repository`; a context manager that stops it (and waits) on exit."""
+
+    def __init__(self, repository: Path, http_port: int | None = None, grpc_port: int | None = None,
+                 metrics_port: int | None = None, log_path: Path | None = None):
+        self.repository = Path(repository)
+        self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
+        self.metrics_port = metrics_port or free_port()
+        self.log_path, self.process, self._log = log_path, None, None
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    def command(self) -> list[str]:
+        return [str(SERVER / "bin" / "tritonserver"), f"--model-repository={self.repository.resolve()}",
+                f"--backend-directory={SERVER / 'backends'}", f"--http-port={self.http_port}",
+                f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}", "--http-address=127.0.0.1",
+                "--grpc-address=127.0.0.1", "--exit-on-error=true", "--strict-readiness=true",
+                "--exit-timeout-secs=5",  # on SIGTERM, wait this long for open connections, not 30 s
+                # the Python models exchange tensors through shared memory: room for a few batches of
+                # KITTI-sized PNGs and model inputs from the start
+                f"--backend-config=python,shm-default-byte-size={SHM_BYTES}",
+                f"--backend-config=python,shm-growth-byte-size={SHM_BYTES}"]
+
+    def environment(self) -> dict[str, str]:
+        # the wheel's own libraries, and the libpython the Python stub links against (this interpreter's)
+        libraries = [str(TRITON_HOME / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
+        return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [*libraries,
+                                                                                 os.environ.get("LD_LIBRARY_PATH")]))}
+
+    def check(self) -> None:
+        """A StageError saying why the server cannot start, if it cannot."""
+        if not (self.repository / "detectnet_v2_ensemble" / "config.pbtxt").is_file():
+            raise StageError(f"{self.repository} is not a model repository the triton stage wrote: "
+                             "run `dvc repro triton`")
+        reason = installed()
+        if reason:
+            raise StageError(f"cannot start Triton: {reason}")
+
+    def start(self, timeout: float = 120.0) -> "TritonServer":
+        self.check()
+        self._log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=self.environment(), start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise StageError(f"tritonserver exited {self.process.returncode} while loading {self.repository}"
+                                 + (f" (its log: {self.log_path})" if self.log_path else ""))
+            if self.ready():
+                return self
+            time.sleep(0.5)
+        self.stop()
+        raise StageError(f"tritonserver was not ready after {timeout:.0f} s")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.url}/v2/health/ready", timeout=2) as answer:
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its Python stubs
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> "TritonServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stages.serving.server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repository", default=str(project_path(TRITON_DIR)), help="default: %(default)s")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    args = parser.parse_args(argv)
+    server = TritonServer(Path(args.repository), args.http_port, args.grpc_port, args.metrics_port)
+    # `kill` (SIGTERM) stops the server too, as Ctrl-C does: the finally clause below runs either way
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        server.check()
+        print(f"serving {args.repository} on http://{server.url} (gRPC port {args.grpc_port}); Ctrl-C stops it",
+              file=sys.stderr)
+        server.process = subprocess.Popen(server.command(), env=server.environment(), start_new_session=True)
+        return server.process.wait()
+    except StageError as exc:
+        print(f"error: serve: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
