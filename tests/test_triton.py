@@ -120,7 +120,7 @@ def served(built_project, tmp_path_factory):
 
     project = tmp_path_factory.mktemp("served") / "project"
     shutil.copytree(built_project, project, symlinks=True)
-    (project / ".venv").symlink_to(ROOT / ".venv")  # where `make setup` puts it, beside the repository
+    (project / ".venv").symlink_to(sys.prefix)  # where `make setup` puts the venv: beside the repository
     run([sys.executable, "-m", "stages.triton", "--params", "params.yaml"], project)
     server = TritonServer(project / "artifacts/triton", log_path=project / "triton.log")
     with server:
