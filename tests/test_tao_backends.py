@@ -55,7 +55,9 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     assert converter[-1] == str(project / "artifacts/export/model.onnx")
     # what TAO wrote is in place, its log kept, the key replaced in the DeepStream config
     assert (project / "artifacts/engine/model.engine").read_bytes() == b"fake engine"
-    assert "tlt-model-key=YOUR_TAO_KEY" in (project / "artifacts/export/nvinfer_config.txt").read_text()
+    nvinfer = (project / "artifacts/export/nvinfer_config.txt").read_text()
+    assert "tlt-model-key=YOUR_TAO_KEY" in nvinfer
+    assert "cluster-mode=1" in nvinfer and "[class-attrs-2]" in nvinfer  # the spec's DBSCAN, added to TAO's file
     assert "[TAO] running detectnet_v2 export" in (project / "artifacts/export/tao.log").read_text()
     assert json.loads((project / "metrics/convert.json").read_text())["engine"] == "tensorrt"
 

@@ -54,6 +54,7 @@ def parsed(folder: Path, model: str):
     ("model.onnx", "python", ("", "python", "model.onnx")),
     ("model.onnx", "auto", ("onnxruntime_onnx", "", "model.onnx")),
     ("model.engine", "auto", ("tensorrt_plan", "", "model.plan")),
+    ("model.engine", "python", ("tensorrt_plan", "", "model.plan")),  # only TensorRT's backend runs a plan
 ])
 def test_every_config_parses_as_tritons_model_config(tmp_path, engine_name, engine_backend, expected):
     folder = repository(tmp_path, engine_name, engine_backend)
@@ -87,11 +88,6 @@ def test_each_ensemble_step_maps_names_its_model_declares(tmp_path):
         model = configs[step.model_name]
         assert set(step.input_map) == {i.name for i in model.input}, step.model_name
         assert set(step.output_map) == {o.name for o in model.output}, step.model_name
-
-
-def test_the_python_engine_backend_refuses_a_tensorrt_engine(tmp_path):
-    with pytest.raises(ValueError, match="set triton.engine_backend=auto"):
-        repository(tmp_path, "model.engine", "python")
 
 
 def test_the_repository_holds_no_absolute_path(tmp_path):

@@ -66,3 +66,14 @@ def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, 
         lines += clustering_lines(clustering)
     (out / "nvinfer_config.txt").write_text("\n".join(lines) + "\n")
     (out / "labels.txt").write_text("\n".join(classes) + "\n")
+
+
+def add_clustering(config: Path, clustering: Sequence[Mapping] | None) -> None:
+    """Append the spec's clustering to an nvinfer_config.txt another tool wrote (TAO's --gen_ds_config),
+    unless it has clustering settings of its own."""
+    if not clustering or not config.is_file():
+        return
+    text = config.read_text()
+    if "cluster-mode=" in text or "[class-attrs-" in text:
+        return
+    config.write_text(text.rstrip("\n") + "\n" + "\n".join(clustering_lines(clustering)) + "\n")

@@ -3,12 +3,10 @@ calibration cache; with gen_ds_config the DeepStream files."""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig
 
-from ..detectnet_v2.postprocessing import PostprocessingError, clustering_config
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
@@ -17,8 +15,7 @@ from ..formats.deepstream import write_deepstream_config
 from ..formats.tensorfile import describe, read_batches
 from ..pipeline.config import project_path
 from ..pipeline.progress import progress
-from ..pipeline.resolved_spec import images_of
-from ..spec import Spec
+from ..pipeline.resolved_spec import deepstream_clustering, images_of
 from . import int8_calibration
 
 log = logging.getLogger("stages.open")
@@ -66,10 +63,5 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
         log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, cfg.backend.calibration_method)
     if cfg.export.gen_ds_config:
         classes = list(cfg.dataset.classes)
-        try:
-            clustering = clustering_config(Spec.load(spec_path), classes)
-        except PostprocessingError as exc:  # DeepStream then clusters with its defaults; evaluate will say why
-            log.warning("nvinfer_config.txt without clustering: %s", exc)
-            clustering = None
         write_deepstream_config(out, classes, (facts.channels, facts.height, facts.width), cfg.export.data_type,
-                                clustering and [asdict(clustering[name]) for name in classes])
+                                deepstream_clustering(spec_path, classes))

@@ -2,10 +2,13 @@
 for the backend; and the images its directories hold, found relative to the project."""
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..detectnet_v2.postprocessing import PostprocessingError, clustering_config
 from ..detectnet_v2.preprocessing import ImageError, list_images
 from ..spec import Spec, check, substitute
 from .config import PROJECT, flatten, project_path
@@ -47,3 +50,15 @@ def kitti_image_dir(directory: str, extension: str | None = None) -> Path:
 def images_of(directories: tuple[str, ...], extension: str | None) -> list[Path]:
     """Images of the spec's image directories (each, or its image_2/)."""
     return [image for directory in directories for image in _kitti_images(directory, extension)[1]]
+
+
+def deepstream_clustering(spec_path: Path, classes: list[str]) -> list[dict] | None:
+    """Each class's clustering_config as formats.deepstream takes it, or None (with a warning) when the
+    spec's postprocessing_config cannot say: DeepStream then clusters with its defaults, and the evaluate
+    stage reports the fault."""
+    try:
+        clustering = clustering_config(Spec.load(spec_path), classes)
+    except PostprocessingError as exc:
+        logging.getLogger("stages").warning("nvinfer_config.txt without clustering: %s", exc)
+        return None
+    return [asdict(clustering[name]) for name in classes]

@@ -1,7 +1,8 @@
 """The Triton model repository for a DetectNet_v2 engine: four models and the labels.
 
-  detectnet_v2              the engine: TensorRT plan, onnxruntime model, or (engine_backend=python)
-                            the onnxruntime engine inside Triton's Python backend
+  detectnet_v2              the engine: a TensorRT plan (tensorrt_plan), or an onnxruntime engine on
+                            Triton's onnxruntime backend (engine_backend=auto) or inside its Python
+                            backend (engine_backend=python)
   detectnet_v2_preprocess   encoded image bytes -> the model input, and the image's original size
   detectnet_v2_postprocess  raw outputs + original size -> BOXES, SCORES, CLASS_IDS
   detectnet_v2_ensemble     image bytes in, detections out (the three above in a row); labels.txt
@@ -37,7 +38,7 @@ class RepositoryRequest:
     width: int
     height: int
     max_batch_size: int
-    engine_backend: str = "python"  # python | auto
+    engine_backend: str = "python"  # for onnxruntime engines: python | auto
     instances: int = 1
     max_queue_delay_microseconds: int = 500
 
@@ -76,16 +77,13 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
     kind = engine_kind(request.engine)
     version = out / ENGINE / "1"
     version.mkdir(parents=True)
-    if request.engine_backend == "python":
-        if kind == "tensorrt":
-            raise ValueError(f"triton.engine_backend is python, which runs onnxruntime engines, but {request.engine} "
-                             "is a TensorRT engine: set triton.engine_backend=auto (Triton's tensorrt_plan backend)")
+    if kind == "tensorrt":  # only Triton's TensorRT backend runs a plan, whatever engine_backend says
+        shutil.copyfile(request.engine, version / "model.plan")
+        config = _config(ENGINE, 'platform: "tensorrt_plan"', request, [model_input], raw_outputs, "KIND_GPU")
+    elif request.engine_backend == "python":
         shutil.copyfile(request.engine, version / "model.onnx")
         shutil.copyfile(engine_model.__file__, version / "model.py")
         config = _config(ENGINE, 'backend: "python"', request, [model_input], raw_outputs, python=True)
-    elif kind == "tensorrt":
-        shutil.copyfile(request.engine, version / "model.plan")
-        config = _config(ENGINE, 'platform: "tensorrt_plan"', request, [model_input], raw_outputs, "KIND_GPU")
     else:
         shutil.copyfile(request.engine, version / "model.onnx")
         config = _config(ENGINE, 'platform: "onnxruntime_onnx"', request, [model_input], raw_outputs)

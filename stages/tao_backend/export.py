@@ -1,5 +1,5 @@
 """TAO backends, export: `detectnet_v2 export` (with the calibration source TAO takes), and the
-DeepStream config it writes scrubbed of the key."""
+DeepStream config it writes scrubbed of the key, with the spec's clustering added."""
 from __future__ import annotations
 
 import re
@@ -9,10 +9,10 @@ from omegaconf import DictConfig
 
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.calibration_cache import read_cache
-from ..formats.deepstream import KEY_PLACEHOLDER
+from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering
 from ..formats.onnx_model import load_model
 from ..pipeline.config import project_path
-from ..pipeline.resolved_spec import images_of
+from ..pipeline.resolved_spec import deepstream_clustering, images_of
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 
@@ -37,6 +37,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
                           **calibration)
     runner.run(command, out / "tao.log")
     scrub_key(out, key.value)
+    add_clustering(out / "nvinfer_config.txt", deepstream_clustering(spec_path, list(cfg.dataset.classes)))
     check_written(runner, exported, "detectnet_v2 export", load_model if exported.suffix == ".onnx" else read_etlt)
     if e.data_type == "int8":
         check_written(runner, out / "calibration.bin", "detectnet_v2 export", read_cache)
