@@ -202,19 +202,19 @@ def test_a_fleet_keeps_one_engine_per_platform_and_rebuilds_only_where_a_platfor
     run([*GIT, "commit", "-qm", "a TAO project with a shared remote"], first)
     on_a100 = env_for(fake_bin, tmp_path, FAKE_GPUS=A100, FAKE_TAO_RECORD=str(tmp_path / "first.jsonl"))
     assert ran(run(["dvc", "repro"], first, env=on_a100).stdout) == [
-        "code", "sample", "calibration_tensorfile", "export", "convert", "evaluate"]
+        "code", "sample", "calibration_tensorfile", "export", "convert", "evaluate", "triton"]
     run([*GIT, "add", "-A"], first)
     run([*GIT, "commit", "-qm", "built on an A100"], first)
     run(["dvc", "push", "--run-cache"], first)
     a100_engine = (first / "artifacts/engine/model.engine").read_bytes()
     assert a100_engine == f"fake engine built on {A100}".encode()
 
-    # platform B (a T4) pulls: only the engine and its evaluation are built again
+    # platform B (a T4) pulls: only the engine, its evaluation and its Triton repository are built again
     second = tmp_path / "second"
     run(["git", "clone", "-q", first, second], tmp_path)
     run(["dvc", "pull", "--run-cache"], second)
     on_t4 = env_for(fake_bin, tmp_path, FAKE_GPUS=T4, FAKE_TAO_RECORD=str(tmp_path / "second.jsonl"))
-    assert ran(run(["dvc", "repro", "--pull"], second, env=on_t4).stdout) == ["convert", "evaluate"]
+    assert ran(run(["dvc", "repro", "--pull"], second, env=on_t4).stdout) == ["convert", "evaluate", "triton"]
     assert [call["argv"][0] for call in records_in(tmp_path / "second.jsonl")] == ["-k", "evaluate"]
     assert (second / "artifacts/engine/model.engine").read_bytes() == f"fake engine built on {T4}".encode()
     assert "Tesla T4 (7.5)" in json.loads((second / "metrics/convert.json").read_text())["platform"]
@@ -231,6 +231,8 @@ def test_a_fleet_keeps_one_engine_per_platform_and_rebuilds_only_where_a_platfor
     assert ran(again.stdout) == []
     assert "Stage 'convert' is cached - skipping run, checking out outputs" in again.stdout
     assert "Stage 'evaluate' is cached - skipping run, checking out outputs" in again.stdout
+    assert "Stage 'triton' is cached - skipping run, checking out outputs" in again.stdout
+    assert (third / "artifacts/triton/detectnet_v2/1/model.plan").read_bytes() == a100_engine
     assert not (tmp_path / "third.jsonl").exists(), "a TAO tool ran"
     assert (third / "artifacts/engine/model.engine").read_bytes() == a100_engine
     assert "NVIDIA A100-SXM4-40GB (8.0)" in json.loads((third / "metrics/convert.json").read_text())["platform"]
