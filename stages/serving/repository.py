@@ -47,6 +47,8 @@ def engine_kind(engine: Path) -> str:
     return "tensorrt" if engine.suffix == ".engine" else "onnxruntime"
 
 
+# config.pbtxt is written as text: Triton's ModelConfig message ships only with tritonclient, which the
+# pipeline does not otherwise need; the tests parse every file with that message.
 def _tensor(name: str, data_type: str, dims: list[int]) -> str:
     return f'  {{ name: "{name}" data_type: {data_type} dims: [ {", ".join(map(str, dims))} ] }}'
 
