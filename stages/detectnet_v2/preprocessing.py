@@ -45,8 +45,7 @@ def load_image(path: str | Path | BinaryIO, width: int, height: int, resample=Im
         with Image.open(path) as image:
             image = image.convert("RGB").resize((width, height), resample)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        named = path if isinstance(path, (str, Path)) else "data"
-        raise ImageError(f"cannot read image {named}: {exc}") from None
+        raise ImageError(f"cannot read image {_named(path)}: {exc}") from None
     if out is None:
         out = np.empty((3, height, width), np.float32)
     # float32(x) * float32(1/255): the same bits as converting first and scaling after
@@ -89,10 +88,15 @@ def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
+def image_size(path: str | Path | BinaryIO) -> tuple[int, int]:
     """(width, height) of an image, from its header."""
     try:
         with Image.open(path) as image:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from None
+        raise ImageError(f"cannot read image {_named(path)}: {exc}") from None
+
+
+def _named(path: str | Path | BinaryIO) -> str | Path:
+    """A file's name for an error; an open file (an encoded image a server received) is "data"."""
+    return path if isinstance(path, (str, Path)) else "data"

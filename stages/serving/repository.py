@@ -54,10 +54,12 @@ def _tensor(name: str, data_type: str, dims: list[int]) -> str:
 
 
 def _config(name: str, kind_line: str, request: RepositoryRequest, inputs: list[str], outputs: list[str],
-            device: str = "KIND_CPU", python: bool = False, extra: str = "") -> str:
+            device: str = "KIND_CPU", python: bool = False, extra: str = "", scheduled: bool = True) -> str:
+    """One config.pbtxt; `scheduled` models (all but the ensemble, which runs its steps' schedulers)
+    batch dynamically and have instances."""
     lines = [f'name: "{name}"', kind_line, f"max_batch_size: {request.max_batch_size}",
              "input [", ",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]"]
-    if kind_line != 'platform: "ensemble"':
+    if scheduled:
         lines += [f"dynamic_batching {{ max_queue_delay_microseconds: {request.max_queue_delay_microseconds} }}",
                   f"instance_group [ {{ count: {request.instances} kind: {device} }} ]"]
     if python:
@@ -124,7 +126,7 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
     (out / ENSEMBLE / "1" / "README.txt").write_text("The ensemble's steps are in ../config.pbtxt; it has no files.\n")
     (out / ENSEMBLE / "config.pbtxt").write_text(
         _config(ENSEMBLE, 'platform: "ensemble"', request, [image], detections,
-                extra=f"ensemble_scheduling {{ step [\n{steps}\n] }}"))
+                extra=f"ensemble_scheduling {{ step [\n{steps}\n] }}", scheduled=False))
     (out / ENSEMBLE / "labels.txt").write_text("\n".join(request.classes) + "\n")
 
 

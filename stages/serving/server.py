@@ -85,11 +85,18 @@ class TritonServer:
         if reason:
             raise StageError(f"cannot start Triton: {reason}")
 
+    def spawn(self, output=None) -> None:
+        """Run tritonserver in its own process group (stop() ends it and its Python stubs); its output
+        to `output`, or to this process's own where None."""
+        self.process = subprocess.Popen(self.command(), stdout=output,
+                                        stderr=None if output is None else subprocess.STDOUT,
+                                        env=self.environment(), start_new_session=True)
+
     def start(self, timeout: float = 120.0) -> "TritonServer":
+        """Spawn the server and wait until it is ready; its log to log_path, or nowhere."""
         self.check()
         self._log = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command(), stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=self.environment(), start_new_session=True)
+        self.spawn(self._log)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -143,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         server.check()
         print(f"serving {args.repository} on http://{server.url} (gRPC port {args.grpc_port}); Ctrl-C stops it",
               file=sys.stderr)
-        server.process = subprocess.Popen(server.command(), env=server.environment(), start_new_session=True)
+        server.spawn()
         return server.process.wait()
     except StageError as exc:
         print(f"error: serve: {exc}", file=sys.stderr)

@@ -23,9 +23,7 @@ class TritonPythonModel:
         return [self._one(request) for request in requests]
 
     def _one(self, request):
-        from PIL import Image
-
-        from stages.detectnet_v2.preprocessing import ImageError, load_image
+        from stages.detectnet_v2.preprocessing import ImageError, image_size, load_image
 
         pb_utils = self.pb_utils
         encoded = pb_utils.get_input_tensor_by_name(request, "IMAGE").as_numpy().reshape(-1)
@@ -33,8 +31,7 @@ class TritonPythonModel:
         sizes = np.empty((len(encoded), 2), np.int32)
         for index, data in enumerate(encoded):
             try:
-                with Image.open(io.BytesIO(bytes(data))) as image:
-                    sizes[index] = image.size
+                sizes[index] = image_size(io.BytesIO(bytes(data)))
                 load_image(io.BytesIO(bytes(data)), self.width, self.height, self.resample, batch[index])
             except (ImageError, OSError, ValueError, SyntaxError) as exc:
                 message = f"IMAGE[{index}] is not an image this server can read ({len(data)} bytes): {exc}"
