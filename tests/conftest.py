@@ -47,9 +47,17 @@ def python() -> str:
 
 # --------------------------------------------------------------------------- a project in a temp dir
 
+# A tiny pipeline, the gate off. Its model (8 channels, fitted on 24 images) is judged on 8 validation
+# images, where one detection more or less moves an AP by 0.02-0.06: its mAPs hang on the last bits of
+# the fit and of the int8 calibration, which differ between CPU families. Measured on one machine under
+# OpenBLAS's SkylakeX, Haswell and SandyBridge kernels (OPENBLAS_CORETYPE) and on an AMD EPYC, the fp32
+# mAP was 0.126-0.147 and the int8 engine's drop from -0.046 to +0.034: both sides of the default gate
+# (0.02). So no test here depends on the gate's verdict unless it is about the gate, and those turn it on
+# with a case far from the threshold (tests/test_evaluate_stage.py).
 SMALL_SAMPLE = ["sample.train_images=24", "sample.val_images=8", "sample.image_width=320",
                 "sample.image_height=120", "sample.input_width=160", "sample.input_height=64",
-                "sample.model_width=8", "calibration.max_batches=3", "convert.verify_images=8"]
+                "sample.model_width=8", "calibration.max_batches=3", "convert.verify_images=8",
+                "evaluate.max_map_drop=null"]
 
 
 def run(args, cwd, check=True, env=None, **kw):

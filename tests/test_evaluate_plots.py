@@ -80,7 +80,7 @@ def test_a_curves_area_is_the_integrate_ap(integrating):
 
 
 def test_plots_diff_overlays_two_experiments(tmp_path):
-    project = make_project(tmp_path / "project", SMALL_SAMPLE + ["evaluate.max_map_drop=null"])
+    project = make_project(tmp_path / "project", SMALL_SAMPLE)
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fp32"], project)

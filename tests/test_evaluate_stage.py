@@ -44,21 +44,46 @@ def test_dvc_shows_the_evaluation_as_metrics(built_project):
     assert EVALUATE_METRICS_FILE in text and "mAP_drop" in text
 
 
+def install_engine(project, detects: bool) -> None:
+    """Replace the deployed engine with the exported fp32 model itself (detects=True: the same detections,
+    a drop of exactly 0) or with that model made blind (its coverage head's bias at -1000: no cell is
+    covered, no detection, mAP exactly 0). Either verdict then stands whatever the CPU: the fp32 model's
+    own mAP on this set is 0.13-0.15 on the code paths measured (conftest.SMALL_SAMPLE), 6x the gate."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(project / "artifacts/export/model.onnx")
+    if not detects:
+        [head] = [n for n in model.graph.node if n.op_type == "Conv" and n.output[0] == "output_cov/BiasAdd"]
+        bias = next(i for i in model.graph.initializer if i.name == head.input[2])
+        bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) * 0 - 1000, bias.name))
+    onnx.save(model, project / "artifacts/engine/model.onnx")
+
+
 def test_an_engine_that_lost_its_accuracy_fails_the_gate_with_the_figures(project_copy):
-    # an engine that detects nothing: the same backbone with random heads
-    bundled_sample.build_model(project_copy / "artifacts/engine/model.onnx", 160, 64, 3, 8, batch="N")
+    install_engine(project_copy, detects=False)
+    set_params(project_copy, evaluate__max_map_drop=0.02)
     result = stage(project_copy, "evaluate", check=False)
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     found = metrics(project_copy)  # written all the same, so the numbers are visible
+    assert found["engine"]["mAP"] == 0 and found["mAP_drop"] == found["reference"]["mAP"] > 0.02
     assert message.startswith("error: evaluate: the int8 engine's mAP is ")
     assert f"{found['engine']['mAP']:.4f}" in message and f"{found['reference']['mAP']:.4f}" in message
     assert f"{found['mAP_drop']:.4f} below" in message and "evaluate.max_map_drop 0.02" in message
     assert "lost most" in message and EVALUATE_METRICS_FILE in message
 
 
+def test_an_engine_that_detects_what_the_model_detects_passes_the_gate(project_copy):
+    install_engine(project_copy, detects=True)
+    set_params(project_copy, evaluate__max_map_drop=0.02)
+    stage(project_copy, "evaluate")
+    found = metrics(project_copy)
+    assert found["mAP_drop"] == 0 and found["engine"]["AP"] == found["reference"]["AP"]
+
+
 def test_the_gate_turned_off_lets_any_drop_pass(project_copy):
-    bundled_sample.build_model(project_copy / "artifacts/engine/model.onnx", 160, 64, 3, 8, batch="N")
+    install_engine(project_copy, detects=False)
     set_params(project_copy, evaluate__max_map_drop=None)
     stage(project_copy, "evaluate")
     assert metrics(project_copy)["mAP_drop"] > 0.02
