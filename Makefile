@@ -7,11 +7,11 @@ STAMP  := $(VENV)/.installed
 TRITON_ENV_PACKAGES := onnxruntime onnx pillow scikit-learn scipy numba
 export PINNED = import sys; from importlib.metadata import version; print(*(f"{p}=={version(p)}" for p in sys.argv[1:]))
 
-.PHONY: help setup test repro params serve bench clean
+.PHONY: help setup test test-cpu-paths repro params serve bench clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv and install the project with its test dependencies
 
@@ -47,11 +47,14 @@ $(STAMP): pyproject.toml Makefile
 test: setup ## run the test suite
 	$(PY) -m pytest -q
 
+test-cpu-paths: setup ## run the test suite on other CPUs' kernels, one path at a time (tests/cpu_paths.py)
+	$(PY) tests/cpu_paths.py
+
 repro: setup ## run the whole pipeline on the bundled sample (open backend, no TAO, no GPU)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" dvc repro
 
-params: setup ## rewrite params.yaml from the Hydra configs in conf/
-	$(PY) -m stages.params
+params: setup ## rewrite params.yaml from conf/ (make params experiment=NAME: with conf/experiment/NAME.yaml)
+	$(PY) -m stages.params $(if $(experiment),experiment=$(experiment))
 
 serve: setup ## serve artifacts/triton with Triton on localhost (HTTP 8000, gRPC 8001; after make repro)
 	$(PY) -m stages.serving.server --repository artifacts/triton

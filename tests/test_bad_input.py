@@ -230,3 +230,73 @@ def test_a_tensorrt_engine_asked_for_where_tensorrt_is_missing(project):
     run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project)  # as `dvc repro` would
     fails(project, "convert", "convert.engine is tensorrt, but TensorRT cannot build here",
           "-S convert.engine=onnxruntime")
+
+
+# ----------------------------------------------------------------- the same under `dvc exp run`: nothing lost
+
+@pytest.fixture(scope="module")
+def committed(built_project, tmp_path_factory):
+    """The built project with its dvc.lock committed: the baseline `dvc exp run` starts from."""
+    import shutil
+    project = tmp_path_factory.mktemp("committed") / "project"
+    shutil.copytree(built_project, project, symlinks=True)
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "built"], project)
+    return project
+
+
+@pytest.fixture
+def repo(committed, tmp_path):
+    import shutil
+    copy = tmp_path / "project"
+    shutil.copytree(committed, copy, symlinks=True)
+    return copy
+
+
+def refused_by_dvc(project, overrides, *expected):
+    """`dvc exp run -S ...` exits non-zero with the paragraph naming the fault, before DVC deleted any
+    output: every output is where it was, and `dvc status` lists nothing deleted."""
+    import json
+    before = snapshot(project)
+    result = run(["dvc", "exp", "run", *(a for o in overrides for a in ("-S", o))], project, check=False)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    [message] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    for text in expected:
+        assert text in message, message
+    assert snapshot(project) == before, "an output was deleted or changed"
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    changed_outs = [change["changed outs"] for entries in status.values() for change in entries
+                    if isinstance(change, dict) and "changed outs" in change]
+    assert changed_outs == [], status
+    return message
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("convert.max_batch_size=-2", "config key convert.max_batch_size must be a positive integer, got -2"),
+    ("+convert.max_batchsize=4", "config key convert.max_batchsize: Key 'max_batchsize' not in 'ConvertSection'"),
+    ("convert.opt_batch_size=16", "convert.min_batch_size <= opt_batch_size <= max_batch_size must hold"),
+    ("+backend.image=x", "config key backend.image is not read by backend open"),
+    ("model.file=models/mine.onnx", "config key model.file names models/mine.onnx, which does not exist"),
+    ("dataset.classes=[car,cyclist]", "dataset.classes is ['car', 'cyclist'], but the spec data/sample/spec.txt "
+                                      "trains cost_function_config.target_classes ['car', 'cyclist', 'pedestrian']"),
+])
+def test_a_bad_parameter_stops_dvc_before_any_output_is_deleted(repo, override, expected):
+    refused_by_dvc(repo, [override], expected)
+
+
+def test_an_experiment_file_whose_package_header_is_not_its_first_line(repo):
+    # as the README's example once was: Hydra reads `# @package` only before any other line, so the
+    # file is composed under `experiment:`, a key no stage reads
+    (repo / "conf/experiment/mine.yaml").write_text("# conf/experiment/mine.yaml\n# @package _global_\n"
+                                                    "export:\n  batch_size: 4\n")
+    refused_by_dvc(repo, ["experiment=mine"], "config key experiment",
+                   "`# @package _global_` is its first line")
+
+
+def test_a_model_with_other_classes_than_the_spec_is_refused_with_both_sides(repo):
+    from stages import bundled_sample
+    bundled_sample.build_model(repo / "models/two_classes.onnx", 160, 64, 2, 8)
+    refused_by_dvc(repo, ["model.file=models/two_classes.onnx"],
+                   "model.file models/two_classes.onnx has 2 coverage channels, but the spec data/sample/spec.txt "
+                   "has 3 classes ['car', 'cyclist', 'pedestrian']")

@@ -36,12 +36,13 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
 @pytest.mark.parametrize("override, expected", [
     ("sample.seed=8", list(PIPELINE_STAGES)),
     # an fp32 export does not read the tensorfile: its output comes out byte-identical, so DVC stops there
-    ("calibration.max_batches=2", ["calibration_tensorfile", "export"]),
-    ("export.gen_ds_config=false", ["export", "convert"]),
-    ("convert.verify_images=4", ["convert"]),
-    ("evaluate.batch_size=4", ["evaluate"]),
+    ("calibration.max_batches=2", ["validate", "calibration_tensorfile", "export"]),
+    ("export.gen_ds_config=false", ["validate", "export", "convert"]),
+    ("convert.verify_images=4", ["validate", "convert"]),
+    ("evaluate.batch_size=4", ["validate", "evaluate"]),
 ])
 def test_a_param_change_reruns_exactly_its_stage_and_downstream(project, override, expected):
+    # validate reads every key, and its output does not change while the config is valid
     run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, override], project)
     assert ran(run(["dvc", "repro"], project).stdout) == expected
 
@@ -50,15 +51,15 @@ def test_a_calibration_change_reaches_convert_through_an_int8_export(tmp_path):
     project = make_project(tmp_path / "project", SMALL_SAMPLE + ["export=int8"])
     run(["dvc", "repro"], project)
     run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, "export=int8", "calibration.max_batches=2"], project)
-    assert ran(run(["dvc", "repro"], project).stdout) == ["calibration_tensorfile", "export", "convert", "evaluate",
-                                                          "triton"]
+    assert ran(run(["dvc", "repro"], project).stdout) == ["validate", "calibration_tensorfile", "export", "convert",
+                                                          "evaluate", "triton"]
 
 
 def test_exp_run_with_a_config_group_and_a_key(project):
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
     result = run(["dvc", "exp", "run", "-S", "export=int8", "-S", "convert.max_batch_size=4"], project)
-    assert ran(result.stdout) == ["export", "convert", "evaluate", "triton"]
+    assert ran(result.stdout) == ["validate", "export", "convert", "evaluate", "triton"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["export"]["data_type"] == "int8" and params["convert"]["max_batch_size"] == 4
     metrics = json.loads((project / "metrics/convert.json").read_text())
@@ -111,6 +112,7 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     from stages.pipeline import config
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert stages["code"]["outs"] == [config.CODE_DIR]
+    assert stages["validate"]["outs"] == [config.VALIDATED_FILE]
     assert stages[PROBE]["outs"] == [config.PLATFORM_FILE]
     assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
     assert stages["calibration_tensorfile"]["outs"] == [config.CALIBRATION_DIR]
@@ -120,7 +122,7 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR]
     assert stages["evaluate"]["metrics"] == [config.EVALUATE_METRICS_FILE]
     assert stages["triton"]["outs"] == [config.TRITON_DIR]
-    assert list(stages) == ["code", PROBE, *PIPELINE_STAGES]
+    assert list(stages) == ["code", "validate", PROBE, *PIPELINE_STAGES[1:]]
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -207,8 +209,8 @@ def test_a_fingerprint_names_each_file_with_its_sha256():
     ("stages/open_backend/engines.py", ["code", "convert"]),
     ("stages/bundled_sample/model.py", ["code", "sample"]),
     # sample's output comes out byte-identical: DVC stops there, but the others run the edited file
-    ("stages/pipeline/errors.py", ["code", "sample", "calibration_tensorfile", "export", "convert", "evaluate",
-                                   "triton"]),
+    ("stages/pipeline/errors.py", ["code", "validate", "sample", "calibration_tensorfile", "export", "convert",
+                                   "evaluate", "triton"]),
 ])
 def test_a_code_change_reruns_exactly_the_stages_that_run_it(project, edited, expected):
     with (project / edited).open("a") as source:

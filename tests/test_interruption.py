@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, run, up_to_date
+from conftest import make_project, ran, run, up_to_date
 
 # big enough that each stage takes a while (gzip makes the tensorfile slow to write)
 MEDIUM = ["sample.train_images=80", "sample.val_images=16", "sample.image_width=640", "sample.image_height=200",
@@ -95,10 +96,9 @@ def test_interrupted_dvc_repro_releases_its_lock_and_the_next_repro_completes(bu
     assert up_to_date(built)
 
 
-def test_interrupted_dvc_repro_leaves_the_stage_outputs_removed_until_dvc_checkout(built):
-    # DVC deletes a stage's outputs before it runs the command (`persist: true` would keep them, but DVC
-    # then turns the run-cache off for the stage), so under `dvc repro` an interrupted stage leaves them
-    # missing; dvc.lock still records the previous run and DVC's cache holds it, so `dvc checkout` restores it
+def test_interrupted_dvc_repro_keeps_the_previous_outputs(built):
+    # DVC deletes a stage's outputs before it runs the command; the interrupted stage puts back what
+    # dvc.lock records, from DVC's cache, so nothing is missing and `dvc status` lists nothing deleted
     params = built / "params.yaml"
     original = params.read_text()
     before = digest(built / "artifacts" / "calibration")
@@ -107,12 +107,37 @@ def test_interrupted_dvc_repro_leaves_the_stage_outputs_removed_until_dvc_checko
     try:
         result = interrupt(["dvc", "repro"], built, signal.SIGINT, mid_way(built, "calibration"))
         assert result.returncode != 0
-        assert not (built / "artifacts" / "calibration").exists()
-        assert partial_dirs(built) == []
-        status = run(["dvc", "status", "calibration_tensorfile"], built).stdout
-        assert "deleted:" in status and "artifacts/calibration" in status, status
-        run(["dvc", "checkout", "calibration_tensorfile"], built)
+        assert "the previous outputs are back in place" in result.stderr and "artifacts/calibration" in result.stderr
+        assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
         assert digest(built / "artifacts" / "calibration") == before
+        assert partial_dirs(built) == []
+        assert "deleted" not in run(["dvc", "status", "calibration_tensorfile"], built).stdout
     finally:
         params.write_text(original)
+    # back to the old value, nothing runs: `validate` (which passed the new one) comes from its run-cache
+    assert ran(run(["dvc", "repro"], built).stdout) == []
+    assert up_to_date(built)
+
+
+def test_a_signal_while_a_stage_imports_its_libraries_still_restores_its_outputs(built):
+    # run as DVC runs it (DVC_STAGE set, its outputs deleted), interrupted before run_stage starts:
+    # the signal is held during the imports, then unwinds like any other
+    before = digest(built / "artifacts" / "export")
+    moved = built / "artifacts" / ".export.moved-aside"
+    (built / "artifacts" / "export").rename(moved)
+    try:
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+               "DVC_STAGE": "export"}
+        process = subprocess.Popen([sys.executable, "-m", "stages.export", "--params", "params.yaml"], cwd=built,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.3)  # python is up, onnxruntime and numba are still importing
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 130, err
+        assert "Traceback" not in err and "Exception ignored" not in err, err
+        assert digest(built / "artifacts" / "export") == before
+    finally:
+        if not (built / "artifacts" / "export").exists():
+            moved.rename(built / "artifacts" / "export")
+        shutil.rmtree(moved, ignore_errors=True)
     assert up_to_date(built)

@@ -116,7 +116,9 @@ def test_int8_engine_matches_the_fp32_model(built_project):
     assert metrics["precision"] == "int8" and metrics["engine"] == "onnxruntime"
     assert metrics["images"] == 8
     # the sample model's fitted heads lean on small feature differences, which INT8 blurs: on this tiny
-    # model (8 channels, 3 calibration batches) the outputs agree to about 0.98 (0.985 / 0.997 at full size)
+    # model (8 channels, 3 calibration batches) the coverage agrees to 0.9769-0.9770 and the boxes to 0.9992
+    # on every CPU code path measured (tests/cpu_paths.py, and an AMD EPYC emulated with qemu-user); the
+    # bound lets the int8 error (1 - cosine) double before it fails
     for output in ("output_cov/Sigmoid", "output_bbox/BiasAdd"):
         assert metrics["outputs"][output]["cosine_similarity"] >= 0.95
     assert set(metrics["latency_ms"]) == {"batch_1", "max_batch"} and metrics["max_batch_size"] == 8

@@ -52,7 +52,8 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
     assert outputs(second) == outputs(first)
     assert sorted(outputs(first)) == ["artifacts/calibration", "artifacts/code", "artifacts/engine",
                                       "artifacts/evaluation", "artifacts/export", "artifacts/platform.json",
-                                      "artifacts/triton", "data/sample", "metrics/evaluate.json", "models/sample"]
+                                      "artifacts/triton", "artifacts/validated.txt", "data/sample",
+                                      "metrics/evaluate.json", "models/sample"]
 
 
 def test_a_corrupted_file_in_the_remote_is_detected_on_pull(tmp_path):

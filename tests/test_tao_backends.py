@@ -279,3 +279,20 @@ def test_an_etlt_is_checked_by_its_framing(tmp_path):
     (tmp_path / "cut.etlt").write_bytes(len(name).to_bytes(4, "little") + name[:3])
     with pytest.raises(ValueError, match="cannot hold the 7-byte input name"):
         read_etlt(tmp_path / "cut.etlt")
+
+
+def test_a_tao_tool_that_dies_under_dvc_leaves_the_previous_engine_in_place(tmp_path, fake_bin):
+    # DVC deletes convert's outputs before running it; the failing stage puts back what dvc.lock records
+    project = project_for(tmp_path, "tao")
+    env = env_for(fake_bin, tmp_path)
+    run(["dvc", "repro"], project, env=env)
+    before = {path: (project / path).read_bytes() for path in ("artifacts/engine/model.engine", "metrics/convert.json")}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["convert"]["workspace_mib"] = 2048
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(["dvc", "repro"], project, env={**env, "FAKE_TAO_FAIL": "tao-converter"}, check=False)
+    assert result.returncode != 0 and "tao-converter failed" in result.stderr
+    assert "convert: the previous outputs are back in place" in result.stderr
+    assert {path: (project / path).read_bytes() for path in before} == before
+    status = json.loads(run(["dvc", "status", "--json"], project, env=env).stdout)
+    assert [c for entries in status.values() for c in entries if isinstance(c, dict) and "changed outs" in c] == []

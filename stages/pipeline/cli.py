@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from .. import HELD_SIGNALS
 from . import config
 from .errors import StageError
-from .outputs import Interrupted, unwind_on_signals
+from .outputs import Interrupted, raise_if_interrupted, unwind_on_signals
 
 log = logging.getLogger("stages")
 
@@ -33,8 +35,9 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
     parser.add_argument("--cfg", choices=["job"], help="print the config the stage would use and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    unwind_on_signals()
+    unwind_on_signals(HELD_SIGNALS)
     try:
+        raise_if_interrupted()  # a signal held while the stage imported its libraries
         cfg = config.load(args.overrides, args.params)
         if args.cfg:
             print(OmegaConf.to_yaml(cfg), end="")
@@ -42,23 +45,35 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
         run(cfg)
         return 0
     except Interrupted as exc:
-        print(f"{stage}: interrupted ({exc}); no partial output was kept", file=sys.stderr)
-        return 143
+        return _failed(stage, 143, f"{stage}: interrupted ({exc}); no partial output was kept")
     except KeyboardInterrupt:
-        print(f"{stage}: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
+        return _failed(stage, 130, f"{stage}: interrupted; no partial output was kept")
     except config.ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _failed(stage, 2, f"error: {exc}")
     except (StageError, ValueError, OSError) as exc:
-        print(f"error: {stage}: {exc}", file=sys.stderr)
-        return 1
+        return _failed(stage, 1, f"error: {stage}: {exc}")
     except Exception as exc:  # a library's own failure: still one paragraph, traceback on request
         if os.environ.get("STAGES_DEBUG"):
             raise
-        print(f"error: {stage}: {type(exc).__name__}: {exc} (set STAGES_DEBUG=1 for the traceback)",
+        return _failed(stage, 1, f"error: {stage}: {type(exc).__name__}: {exc} (set STAGES_DEBUG=1 for the traceback)")
+
+
+def _failed(stage: str, code: int, message: str) -> int:
+    """Put back the outputs DVC deleted before running the stage (see restore.py), then print the error:
+    its paragraph stays the last thing the stage says. Signals wait until the outputs are whole."""
+    from .restore import restore_previous_outputs
+
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        restored = restore_previous_outputs(stage)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if restored:
+        print(f"{stage}: the previous outputs are back in place, as dvc.lock records them: {', '.join(restored)}",
               file=sys.stderr)
-        return 1
+    print(message, file=sys.stderr)
+    return code
 
 
 class log_to_file:

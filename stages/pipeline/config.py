@@ -18,14 +18,17 @@ CONF_DIR = PROJECT / "conf"
 
 # Stage outputs (dvc.yaml names the same paths; a test keeps them in step).
 CODE_DIR = "artifacts/code"  # one fingerprint of its code per pipeline stage, written by the `code` stage
+VALIDATED_FILE = "artifacts/validated.txt"  # the `validate` stage's mark: the same bytes while the config is valid
 PLATFORM_FILE = "artifacts/platform.json"  # what engines depend on beyond their inputs (the `platform` stage)
-PIPELINE_STAGES = ("sample", "calibration_tensorfile", "export", "convert", "evaluate", "triton")
+PIPELINE_STAGES = ("validate", "sample", "calibration_tensorfile", "export", "convert", "evaluate", "triton")
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
 EVALUATION_DIR = "artifacts/evaluation"
 TRITON_DIR = "artifacts/triton"  # the Triton model repository
 METRICS_FILE, EVALUATE_METRICS_FILE = "metrics/convert.json", "metrics/evaluate.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
+PIPELINE_OUTPUTS = (CODE_DIR, VALIDATED_FILE, PLATFORM_FILE, SAMPLE_DATA, SAMPLE_MODELS, CALIBRATION_DIR, EXPORT_DIR,
+                    ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, METRICS_FILE, EVALUATE_METRICS_FILE)
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 ENGINE_KINDS = ("onnxruntime", "tensorrt")  # convert.engine: what the open backend builds
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
@@ -164,7 +167,11 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"{source}: config key {key}: {str(exc).splitlines()[0]}") from None
+        hint = ""
+        if key == "experiment":  # a conf/experiment/ file composed into its group, not at the top
+            hint = (". An experiment file is composed at the top of the config only when `# @package _global_` "
+                    "is its first line: Hydra reads that header before any other line, comments included")
+        raise ConfigError(f"{source}: config key {key}: {str(exc).splitlines()[0]}{hint}") from None
     for key, choices in _CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
@@ -174,6 +181,10 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:
             raise ConfigError(f"{source}: config key {key} must be a positive integer, got {value}")
+    batches = cfg.convert.min_batch_size, cfg.convert.opt_batch_size, cfg.convert.max_batch_size
+    if not batches[0] <= batches[1] <= batches[2]:
+        raise ConfigError(f"{source}: config keys convert.min_batch_size <= opt_batch_size <= max_batch_size must "
+                          f"hold (an engine's optimization profile); got {batches[0]}, {batches[1]}, {batches[2]}")
     if cfg.evaluate.draw_images < 0:
         raise ConfigError(f"{source}: config key evaluate.draw_images must be 0 or more, "
                           f"got {cfg.evaluate.draw_images}")

@@ -24,10 +24,12 @@ def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
     raise_if_interrupted()
 
 
-def unwind_on_signals() -> None:
-    """SIGINT and SIGTERM unwind the stage (finally blocks run, temp dirs go)."""
+def unwind_on_signals(held=()) -> None:
+    """SIGINT and SIGTERM unwind the stage (finally blocks run, temp dirs go); `held`, signals that
+    arrived before, are raised by the next raise_if_interrupted()."""
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    _received.extend(held)
 
 
 def raise_if_interrupted() -> None:

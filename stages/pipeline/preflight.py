@@ -1,0 +1,127 @@
+"""Every check the stages make on the config's inputs, made at once by the `validate` stage before any
+stage runs: the backend's keys, the files the config names, and the agreement of the model, the spec
+and dataset.classes. The schema's own checks (types, unknown keys, ranges, cross-field rules) are
+config.validate's; this module adds what needs the files.
+
+Inputs that a stage of this pipeline writes (the bundled sample's data and model) need not exist yet:
+their stage makes them, and the stage that reads them checks them again when it runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig
+
+from .config import CONF_DIR, PIPELINE_OUTPUTS, PROJECT, ConfigError, project_path
+
+
+def _made_by_the_pipeline(path: Path) -> bool:
+    return any(path == PROJECT / out or PROJECT / out in path.parents for out in PIPELINE_OUTPUTS)
+
+
+def backend_keys(name: str) -> set[str]:
+    """The keys conf/backend/<name>.yaml defines: every key that backend's steps read."""
+    return set(yaml.safe_load((CONF_DIR / "backend" / f"{name}.yaml").read_text()))
+
+
+def _backend_problems(cfg: DictConfig) -> list[str]:
+    extra = sorted(set(cfg.backend) - backend_keys(cfg.backend.name))
+    return [f"config key backend.{key} is not read by backend {cfg.backend.name} (it reads "
+            f"{', '.join(sorted(backend_keys(cfg.backend.name)))})" for key in extra]
+
+
+def _named_files(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(config key, path) of every input file or directory the config names."""
+    named = [("dataset.root", cfg.dataset.root), ("spec.file", cfg.spec.file), ("model.file", cfg.model.file)]
+    named += [(f"spec.references[{ref}]", real) for ref, real in cfg.spec.references.items()]
+    named += [(f"evaluate.{key}", cfg.evaluate[key]) for key in ("image_dir", "label_dir") if cfg.evaluate[key]]
+    if cfg.export.cal_source == "image_dir" and cfg.export.cal_image_dir:
+        named.append(("export.cal_image_dir", cfg.export.cal_image_dir))
+    if cfg.backend.get("key_file"):
+        named.append(("backend.key_file", cfg.backend.key_file))
+    return named
+
+
+def _missing_files(cfg: DictConfig) -> list[str]:
+    return [f"config key {key} names {value}, which does not exist" for key, value in _named_files(cfg)
+            if not _made_by_the_pipeline(project_path(value)) and not project_path(value).exists()]
+
+
+def _spec_classes_and_input(spec_path: Path) -> tuple[list[str], tuple[int, int, int] | None]:
+    from ..spec import Spec
+
+    spec = Spec.load(spec_path)
+
+    def scalar(path):
+        found = spec.find(path, strict=False)
+        return int(float(found[0].value.value)) if found else None
+
+    classes = [m.value.value for m in spec.find("cost_function_config.target_classes[*].name", strict=False)]
+    pre = "augmentation_config.preprocessing"
+    width, height = scalar(f"{pre}.output_image_width"), scalar(f"{pre}.output_image_height")
+    channels = scalar(f"{pre}.output_image_channel") or 3
+    return classes, (channels, height, width) if width and height else None
+
+
+def _model_shapes(model_path: Path, cfg: DictConfig) -> dict[str, tuple]:
+    """{'input', 'coverage', 'bbox'}: the dimensions after the batch (None where not fixed) of the model's
+    tensors that become TAO's input_1, output_cov/Sigmoid and output_bbox/BiasAdd."""
+    from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS, load_model
+
+    model = load_model(model_path)
+    values = {v.name: v for v in [*model.graph.input, *model.graph.output, *model.graph.value_info]}
+    wanted = {"input": cfg.model.input_name or TAO_INPUT, "coverage": cfg.model.cov_output or TAO_OUTPUTS[0],
+              "bbox": cfg.model.bbox_output or TAO_OUTPUTS[1]}
+    missing = [f"{role} {name!r}" for role, name in wanted.items() if name not in values]
+    if missing:
+        inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+        raise ConfigError(
+            f"model.file {model_path.relative_to(PROJECT) if PROJECT in model_path.parents else model_path} has no "
+            f"{', '.join(missing)} (its inputs: {inputs}, outputs: {[o.name for o in model.graph.output]}); "
+            "set model.input_name / cov_output / bbox_output to its tensors' names")
+
+    def dims(name):
+        shape = values[name].type.tensor_type.shape.dim
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in shape[1:])
+    return {role: dims(name) for role, name in wanted.items()}
+
+
+def _agreement_problems(cfg: DictConfig) -> list[str]:
+    """dataset.classes vs the spec's target_classes; the model's input vs the spec's preprocessing; its
+    coverage and bbox channels vs the classes. Checked on the files there now."""
+    spec_path, model_path = project_path(cfg.spec.file), project_path(cfg.model.file)
+    if not spec_path.is_file():
+        return []
+    spec_name = cfg.spec.file
+    spec_classes, spec_chw = _spec_classes_and_input(spec_path)
+    problems = []
+    if cfg.dataset.classes and spec_classes and list(cfg.dataset.classes) != spec_classes:
+        problems.append(f"dataset.classes is {list(cfg.dataset.classes)}, but the spec {spec_name} trains "
+                        f"cost_function_config.target_classes {spec_classes}, in that order (the order of the "
+                        "model's outputs)")
+    if not model_path.is_file():
+        return problems
+    shapes = _model_shapes(model_path, cfg)
+    if spec_chw and len(shapes["input"]) == 3 and None not in shapes["input"] and shapes["input"] != spec_chw:
+        problems.append(f"model.file {cfg.model.file} takes input (C,H,W)={shapes['input']}, but the spec "
+                        f"{spec_name} preprocesses images to {spec_chw} (augmentation_config.preprocessing "
+                        "output_image_channel/height/width)")
+    classes = spec_classes or list(cfg.dataset.classes)
+    for role, per_class in (("coverage", 1), ("bbox", 4)):
+        channels = shapes[role][0] if shapes[role] else None
+        if classes and channels is not None and channels != per_class * len(classes):
+            problems.append(f"model.file {cfg.model.file} has {channels} {role} channels, but the spec {spec_name} "
+                            f"has {len(classes)} classes {classes}: DetectNet_v2 has {per_class} per class")
+    return problems
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Raise one ConfigError listing every problem found, or return."""
+    problems = _backend_problems(cfg) + _missing_files(cfg)
+    try:
+        problems += _agreement_problems(cfg)
+    except (ValueError, OSError) as exc:  # a spec or model that cannot be read: say which
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError("; ".join(problems) if len(problems) == 1 else
+                          f"{len(problems)} problems: " + "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1)))

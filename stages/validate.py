@@ -1,0 +1,34 @@
+"""Stage `validate`: the whole config checked before any stage runs, so that a bad parameter costs no
+artifact. DVC deletes a stage's outputs before running it; this stage depends on every key of
+params.yaml and comes first, so a wrong value stops `dvc repro` / `dvc exp run` here, with one
+paragraph naming the key, before DVC touches the engine, the metrics or the plots.
+
+It checks the schema (types, unknown keys anywhere, ranges, min <= opt <= max batch sizes), the
+backend's keys, that the files the config names exist, and that the model, the spec and
+dataset.classes agree. Its output holds the same bytes whenever the config is valid, so the stages
+after it re-run only for the parameters they read."""
+from __future__ import annotations
+
+import logging
+import sys
+
+from omegaconf import DictConfig
+
+from .pipeline.cli import run_stage
+from .pipeline.config import VALIDATED_FILE, project_path
+from .pipeline.outputs import write_text_atomically
+from .pipeline.preflight import check_inputs
+
+log = logging.getLogger("stages.validate")
+
+MARK = "params.yaml passed every check of `python -m stages.validate`\n"
+
+
+def run(cfg: DictConfig) -> None:  # the schema was checked when the config was loaded
+    check_inputs(cfg)
+    write_text_atomically(project_path(VALIDATED_FILE), MARK)
+    log.info("validate: the config is valid")
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage("validate", __doc__, run))
