@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from .. import HELD_SIGNALS
 from . import config
 from .errors import StageError
-from .outputs import Interrupted, raise_if_interrupted, unwind_on_signals
+from .outputs import raise_if_interrupted, signal_received, unwind_on_signals
 
 log = logging.getLogger("stages")
 
@@ -44,18 +44,26 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
             return 0
         run(cfg)
         return 0
-    except Interrupted as exc:
-        return _failed(stage, 143, f"{stage}: interrupted ({exc}); no partial output was kept")
     except KeyboardInterrupt:
-        return _failed(stage, 130, f"{stage}: interrupted; no partial output was kept")
+        return _interrupted(stage)
     except config.ConfigError as exc:
         return _failed(stage, 2, f"error: {exc}")
     except (StageError, ValueError, OSError) as exc:
+        if signal_received():
+            return _interrupted(stage)
         return _failed(stage, 1, f"error: {stage}: {exc}")
     except Exception as exc:  # a library's own failure: still one paragraph, traceback on request
+        if signal_received():  # a signal that landed in an import: `ImportError: initialization failed`
+            return _interrupted(stage)
         if os.environ.get("STAGES_DEBUG"):
             raise
         return _failed(stage, 1, f"error: {stage}: {type(exc).__name__}: {exc} (set STAGES_DEBUG=1 for the traceback)")
+
+
+def _interrupted(stage: str) -> int:
+    if signal_received() == signal.SIGTERM:
+        return _failed(stage, 143, f"{stage}: interrupted (received signal SIGTERM); no partial output was kept")
+    return _failed(stage, 130, f"{stage}: interrupted; no partial output was kept")
 
 
 def _failed(stage: str, code: int, message: str) -> int:

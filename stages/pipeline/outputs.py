@@ -32,6 +32,12 @@ def unwind_on_signals(held=()) -> None:
     _received.extend(held)
 
 
+def signal_received() -> int | None:
+    """The last SIGINT or SIGTERM the stage received, if any: an exception raised inside a library's
+    import or native callback can turn the signal's KeyboardInterrupt into another error."""
+    return _received[-1] if _received else None
+
+
 def raise_if_interrupted() -> None:
     """Raise now if a signal arrived whose exception was swallowed where it landed."""
     if _received:

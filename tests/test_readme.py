@@ -1,0 +1,268 @@
+"""Every command and config file README.md shows, read from README.md itself: each fenced block is run
+here, checked against what it describes, or listed in SKIPPED with the reason. A new block that is
+none of these fails the first test, so the docs cannot drift from the code unnoticed.
+
+The blocks are parsed by hand (fences and their line numbers; shell lines with their continuations and
+comments) rather than with pytest-examples or phmdoctest: those run Python blocks or shell sessions with
+recorded output, while these blocks are commands to run in a project that a test builds first."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, SHARED_SPECS, SMALL_SAMPLE, make_project, run
+
+README = ROOT / "README.md"
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int  # of the opening fence
+    lang: str
+    text: str
+
+    @property
+    def key(self) -> str:
+        """The block's first line: how the lists below name it."""
+        return self.text.splitlines()[0].strip()
+
+    def commands(self) -> list[str]:
+        """Shell commands: continuations joined, comments and blank lines dropped."""
+        joined = re.sub(r"\\\n\s*", " ", self.text)
+        found = []
+        for line in joined.splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                found.append(line.split(" #", 1)[0].strip() if "#" in line else line.strip())
+        return found
+
+
+def readme_blocks() -> list[Block]:
+    blocks, lines = [], README.read_text().splitlines(keepends=True)
+    i = 0
+    while i < len(lines):
+        opening = re.match(r"^```(\w*)\s*$", lines[i])
+        if opening:
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            blocks.append(Block(i + 1, opening.group(1), "".join(lines[i + 1:end])))
+            i = end
+        i += 1
+    return blocks
+
+
+def block(key: str) -> Block:
+    [found] = [b for b in readme_blocks() if b.key == key]
+    return found
+
+
+# Blocks run or checked by a test here, by their first line
+RUN = {
+    "dvc repro                                         # run what changed (nothing, the second time)":
+        "test_the_experiment_commands",
+    "dvc exp show --only-changed                       # the columns that vary across experiments":
+        "test_the_experiment_commands",
+    "python -m stages.export export=fp16 --cfg job     # print the config it would use, run nothing":
+        "test_the_experiment_commands",
+    "dvc plots show                    # writes dvc_plots/index.html: open it in a browser":
+        "test_the_experiment_commands",
+    "dvc remote add -d shared /mnt/team/dvc-remote      # a local or network directory":
+        "test_the_experiment_commands",
+    "# @package _global_": "test_the_own_data_example",
+    "dvc add data/kitti models/mine                    # version your data and model with DVC":
+        "test_the_own_data_example",
+    "# list every path-bearing field: FIELD_PATH<TAB>LINE<TAB>VALUE": "test_the_own_data_example",
+    '{"engine": {"precision": "int8", "mAP": 0.6701, "AP": {"car": 0.8182, "cyclist": 0.6585, "pedestrian": 0.5337}},':
+        "test_the_metrics_example_has_the_keys_evaluate_writes",
+    "conf/config.yaml          defaults list + spec, sample, calibration, convert, evaluate sections":
+        "test_the_config_menu_lists_the_groups_and_options_of_conf",
+    "conf/              Hydra config groups (the menu above)": "test_the_layout_names_files_that_exist",
+}
+
+# Blocks not run here, each with the reason
+SKIPPED = {
+    "make repro   # sets itself up (.venv), then runs the whole pipeline on the bundled sample: no TAO, no GPU":
+        "`make test` is what runs this suite; `make repro` is CI's and the fresh-clone story's (dvc repro of "
+        "the full sample: test_the_experiment_commands runs the same dvc repro on a small one)",
+    "code ──> (each stage's code fingerprint, to every stage below)":
+        "a drawing of the stages; test_dvc_pipeline checks dvc.yaml's stages and their order",
+    "dvc exp run --queue -S export=int8 -S 'backend.calibration_method=entropy,minmax,percentile'":
+        "four queued experiments (about a minute on 2 cores); the queue's workspaces are tested by "
+        "test_sharing_and_queue, each calibration method by test_calibration",
+    "import numpy as np, tritonclient.http as http":
+        "needs a Triton server: test_triton starts one and sends this request through tritonclient",
+    "IMG=data/sample/validation/image_2/000000.png":
+        "needs a Triton server: test_triton sends the same binary-data request",
+    "export TAO_KEY=...            # or: backend.key_file=path/to/file/holding/the/key":
+        "needs docker and TAO's image: test_tao_backends runs backend=tao_docker against a stand-in docker",
+    "# on a machine that built (any platform): share the outputs and the run-cache":
+        "needs machines of different GPUs: test_platform runs this fleet with a stand-in nvidia-smi",
+    "make test-cpu-paths    # the suite on the Haswell path (AVX2, no AVX-512) and the SandyBridge path (AVX)":
+        "runs this suite twice (about 26 minutes); test_cpu_paths checks that each path selects its kernels",
+}
+
+
+def test_every_example_is_run_or_listed_as_skipped():
+    keys = [b.key for b in readme_blocks()]
+    unlisted = [f"README.md:{b.line}: {b.key}" for b in readme_blocks() if b.key not in RUN and b.key not in SKIPPED]
+    assert unlisted == [], "new README examples, neither run by a test here nor listed in SKIPPED"
+    assert sorted(set(RUN) | set(SKIPPED)) == sorted(set(keys) & (set(RUN) | set(SKIPPED)))
+    stale = sorted((set(RUN) | set(SKIPPED)) - set(keys))
+    assert stale == [], "listed here but no longer in README.md"
+    assert len(keys) == len(set(keys)), "two blocks start with the same line: make them distinct"
+
+
+def bash(command: str, project: Path, **kw):
+    return run(["bash", "-c", command], project, **kw)
+
+
+# ----------------------------------------------------------------- the blocks run here
+
+def test_the_experiment_commands(tmp_path):
+    project = make_project(tmp_path / "project", SMALL_SAMPLE)
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline"], project)
+
+    experiments = block("dvc repro                                         # run what changed (nothing, "
+                        "the second time)").commands()
+    for command in experiments:
+        if "<name>" in command:
+            [name, *_] = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+            command = command.replace("<name>", name)
+        bash(command, project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["export"]["data_type"] in ("int8", "fp16")  # an experiment's workspace, applied
+
+    [name, *_] = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    for command in block("dvc exp show --only-changed                       # the columns that vary across "
+                         "experiments").commands():
+        bash(command.replace("<exp>", name), project)
+    assert (project / "experiments.csv").read_text().count("\n") >= 3  # the header, HEAD and each experiment
+
+    for command in block("python -m stages.export export=fp16 --cfg job     # print the config it would use, "
+                         "run nothing").commands():
+        result = bash(command, project)
+        if "--cfg job" in command:
+            assert yaml.safe_load(result.stdout)["export"]["data_type"] == "fp16"
+    bash("dvc repro", project)  # the hand-run export changed artifacts/export: back to what dvc.lock says
+
+    for command in block("dvc plots show                    # writes dvc_plots/index.html: open it in a "
+                         "browser").commands():
+        bash(command.replace("<exp>", name), project)
+    assert (project / "dvc_plots/index.html").is_file()
+
+    remote = tmp_path / "team-remote"
+    sharing = [c.replace("/mnt/team/dvc-remote", str(remote)) for c in
+               block("dvc remote add -d shared /mnt/team/dvc-remote      # a local or network directory").commands()]
+    *here, there = sharing
+    run(["git", "checkout", "-q", "--", "."], project)
+    bash("dvc checkout -q", project)
+    for command in here:
+        bash(command, project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "shared", "--allow-empty"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    result = bash(there, clone)
+    assert [s for s in re.findall(r"Running stage '([^']+)'", result.stdout) if s != "platform"] == []
+
+
+def _kitti_like(root: Path) -> None:
+    """What the own-data example says is there: NVIDIA's spec, KITTI-style folds, and a model whose
+    coverage head detects nothing (so int8 and fp32 agree exactly, mAP 0: the gate passes on any CPU)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from stages import bundled_sample
+    (root / "specs").mkdir()
+    shutil.copy(SHARED_SPECS / "detectnet_v2_train_resnet18_kitti.txt", root / "specs")
+    bundled_sample.write_dataset(root / "data/kitti", {"training": 8, "val": 8}, seed=3, size=(320, 120))
+    (root / "models/mine").mkdir(parents=True)
+    path = root / "models/mine/resnet18_detector.onnx"
+    bundled_sample.build_model(path, 1248, 384, base_width=4, seed=2)
+    model = onnx.load(path)
+    [head] = [n for n in model.graph.node if n.op_type == "Conv" and n.output[0] == "output_cov/BiasAdd"]
+    bias = next(i for i in model.graph.initializer if i.name == head.input[2])
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) * 0 - 1000, bias.name))
+    onnx.save(model, path)
+
+
+def test_the_own_data_example(tmp_path):
+    if not (SHARED_SPECS / "detectnet_v2_train_resnet18_kitti.txt").is_file():
+        pytest.skip(f"{SHARED_SPECS} is absent: NVIDIA's tutorial specs are not here")
+    project = make_project(tmp_path / "project", SMALL_SAMPLE)
+    _kitti_like(project)
+    config = block("# @package _global_")
+    second_line = config.text.splitlines()[1]
+    target = re.search(r"conf/experiment/\w+\.yaml", second_line).group(0)  # where the example says it goes
+    (project / target).write_text(config.text)
+
+    for command in block("dvc add data/kitti models/mine                    # version your data and model "
+                         "with DVC").commands():
+        bash(command, project)
+    evaluation = json.loads((project / "metrics/evaluate.json").read_text())
+    assert evaluation["images"] == 8 and evaluation["engine"]["precision"] == "int8"
+    assert 'image_directory_path: "data/kitti/training"' in (project / "artifacts/calibration/spec.txt").read_text()
+    assert "infer-dims=3;384;1248" in (project / "artifacts/export/nvinfer_config.txt").read_text()
+
+    # the spec tool's examples, on the same KITTI-shaped data (TFRecords made where the spec names them)
+    for fold in ("kitti_trainval", "kitti_val"):
+        (project / "data/kitti/tfrecords" / fold).mkdir(parents=True)
+        (project / "data/kitti/tfrecords" / fold / "shard-00000-of-00001").write_bytes(b"records")
+    shared = ROOT.parent / "shared"
+    (project.parent / "shared").mkdir(exist_ok=True)
+    shutil.copytree(shared / "specs", project.parent / "shared/specs", dirs_exist_ok=True)
+    commands = block("# list every path-bearing field: FIELD_PATH<TAB>LINE<TAB>VALUE").commands()
+    listed = bash(commands[0], project).stdout
+    assert "dataset_config.data_sources[0].image_directory_path\t" in listed
+    bash(commands[1], project)
+    resolved = (project / "resolved_spec.txt").read_text()
+    assert str(project / "data/kitti") in resolved and "batch_size_per_gpu: 8" in resolved
+
+
+# ----------------------------------------------------------------- the blocks checked against the code
+
+def test_the_metrics_example_has_the_keys_evaluate_writes(built_project):
+    example = json.loads(block('{"engine": {"precision": "int8", "mAP": 0.6701, "AP": {"car": 0.8182, "cyclist": '
+                               '0.6585, "pedestrian": 0.5337}},').text)
+    written = json.loads((built_project / "metrics/evaluate.json").read_text())
+
+    def shape(tree):
+        return {k: shape(v) for k, v in tree.items()} if isinstance(tree, dict) else type(tree).__name__
+
+    assert shape(example) == shape(written)
+
+
+def test_the_config_menu_lists_the_groups_and_options_of_conf():
+    menu = block("conf/config.yaml          defaults list + spec, sample, calibration, convert, evaluate "
+                 "sections").text
+    for line in menu.splitlines():
+        folder, description = line.split(None, 1)
+        assert (ROOT / folder).exists(), line
+        if folder.endswith("/") and "|" in description:
+            options = {o.strip() for o in description.split("|")}
+            assert options == {p.stem for p in (ROOT / folder).glob("*.yaml")}, line
+    assert {line.split()[0] for line in menu.splitlines()} >= {f"conf/{p.name}/" for p in (ROOT / "conf").iterdir()
+                                                               if p.is_dir()}
+
+
+def test_the_layout_names_files_that_exist():
+    layout = block("conf/              Hydra config groups (the menu above)").text
+    folder = None
+    for line in layout.splitlines():
+        head = re.match(r"^(\s*)(\S+/)\s", line)
+        if head:
+            folder = head.group(2) if not head.group(1) else f"stages/{head.group(2)}"
+            assert (ROOT / folder).is_dir() or folder in ("artifacts/",), line
+        for name in re.findall(r"\b([a-z_]+\.py)\b", line):
+            candidates = [ROOT / folder / name, ROOT / "stages" / name, ROOT / "tests" / name]
+            assert any(c.is_file() for c in candidates), f"{name} ({line.strip()})"
+    tops = {p.name for p in (ROOT / "stages").glob("*.py") if p.name != "__init__.py"}
+    assert tops <= set(re.findall(r"\b([a-z_]+\.py)\b", layout)), "a stage module the layout does not name"
