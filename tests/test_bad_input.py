@@ -121,6 +121,8 @@ def test_model_input_contradicting_the_spec(project):
     ("calibration__max_batches", -2, "config key calibration.max_batches must be a positive integer, got -2"),
     ("convert__max_batch_size", "eight", "config key convert.max_batch_size"),
     ("export__data_type", "int4", "config key export.data_type is 'int4'"),
+    ("backend__image", "nvcr.io/x", "config key backend.image is not read by backend open"),
+    ("convert__opt_batch_size", 16, "convert.min_batch_size <= opt_batch_size <= max_batch_size must hold"),
 ])
 def test_invalid_config_values_name_the_key(project, key, value, expected):
     set_params(project, **{key: value})

@@ -133,7 +133,18 @@ def test_each_stage_prints_its_config_with_overrides(stage):
 
 def test_stage_help_explains_overrides_and_params():
     result = run([sys.executable, "-m", "stages.export", "--help"], ROOT)
-    assert "--params" in result.stdout and "--cfg" in result.stdout and "export=fp16" in result.stdout
+    assert "--params" in result.stdout and "--cfg" in result.stdout and "export=int8" in result.stdout
+
+
+@pytest.mark.parametrize("stage", PIPELINE_STAGES)
+def test_each_stage_help_shows_an_override_of_a_parameter_it_reads(stage):
+    from stages.pipeline.cli import EXAMPLE_OVERRIDES
+    example = EXAMPLE_OVERRIDES[stage]
+    assert f"python -m stages.{stage} {example} --cfg job" in run([sys.executable, "-m", f"stages.{stage}", "--help"],
+                                                                 ROOT).stdout
+    key = example.split("=")[0]
+    read = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]["params"]
+    assert any(isinstance(p, dict) or key == p or key.startswith(f"{p}.") for p in read), (key, read)
 
 
 def test_unknown_group_option_is_a_clear_error():
@@ -225,3 +236,12 @@ def test_python_bytecode_caches_are_not_code(project):
     run([sys.executable, "-m", "compileall", "-q", "stages"], project)
     assert list((project / "stages").glob("__pycache__/*.pyc"))
     assert ran(run(["dvc", "repro"], project).stdout) == []
+
+
+def test_make_params_composes_the_experiment_named(tmp_path):
+    project = make_project(tmp_path / "project")
+    (project / "conf/experiment/mine.yaml").write_text("# @package _global_\nconvert:\n  verify_images: 3\n")
+    venv = pathlib.Path(sys.executable).parents[1]
+    # -o: this venv's stamp counts as up to date, so `setup` installs nothing in this copy
+    run(["make", "-o", venv / ".installed", "params", "experiment=mine", f"VENV={venv}"], project)
+    assert yaml.safe_load((project / "params.yaml").read_text())["convert"]["verify_images"] == 3

@@ -26,7 +26,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
     engine_path = out / ("model.engine" if kind == "tensorrt" else "model.onnx")
     engines.build_engine(engines.EngineRequest(exported / "model.onnx", data_type, engine_path, cache,
                                                cfg.convert.max_batch_size, cfg.convert.workspace_mib, kind))
-    log.info("built a %s %s engine", data_type, kind)
+    log.info("built an %s %s engine", data_type, kind)  # fp16, fp32, int8: each reads with "an"
     if kind == "tensorrt":  # pragma: no cover - no TensorRT here
         return {"precision": data_type, "engine": kind, "engine_size_bytes": engine_path.stat().st_size}
     images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension)[: cfg.convert.verify_images]

@@ -18,16 +18,20 @@ from .outputs import raise_if_interrupted, signal_received, unwind_on_signals
 
 log = logging.getLogger("stages")
 
+# an override each stage's --help shows: one of the parameters that stage reads (`code` reads none)
+EXAMPLE_OVERRIDES = {
+    "validate": "convert.max_batch_size=4", "sample": "sample.val_images=8", "calibration_tensorfile": "calibration.max_batches=4", "export": "export=int8",
+    "convert": "convert.max_batch_size=4", "evaluate": "evaluate.max_map_drop=0.05",
+    "triton": "triton.instances=2",
+}
+
 
 def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
               argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"python -m stages.{stage}", description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Without --params the stage composes conf/ with the Hydra overrides given, e.g.\n"
-               f"  python -m stages.{stage} export=fp16 --cfg job    # print the config, run nothing\n"
-               f"  python -m stages.{stage} backend=open calibration.max_batches=4\n"
-               "DVC runs it with --params params.yaml (the composition `make params` writes).")
+        epilog=_epilog(stage))
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE",
                         help="Hydra override: GROUP=OPTION or KEY=VALUE")
     parser.add_argument("--params", metavar="PARAMS_YAML",
@@ -82,6 +86,16 @@ def _failed(stage: str, code: int, message: str) -> int:
               file=sys.stderr)
     print(message, file=sys.stderr)
     return code
+
+
+def _epilog(stage: str) -> str:
+    example = EXAMPLE_OVERRIDES.get(stage)
+    lines = ["Without --params the stage composes conf/ with the Hydra overrides given, e.g.",
+             f"  python -m stages.{stage}{' ' + example if example else ''} --cfg job    # print the config, run nothing"]
+    if example:
+        lines.append(f"  python -m stages.{stage} {example}")
+    lines.append("DVC runs it with --params params.yaml (the composition `make params` writes).")
+    return "\n".join(lines)
 
 
 class log_to_file:

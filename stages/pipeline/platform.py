@@ -86,7 +86,7 @@ def describe(platform: dict) -> str:
     builder = ", ".join(f"{key} {'(not found)' if value is None else value}"
                         for key, value in platform["builder"].items())
     devices = ", ".join(f"{gpu['name']} ({gpu['compute_capability']})" for gpu in platform.get("gpus", []))
-    where = f" on {devices}" if devices else (" on no GPU found" if "gpus" in platform else " on the CPU")
+    where = f" on {devices}" if devices else (", with no GPU found" if "gpus" in platform else " on the CPU")
     return f"{platform['engine']} engine by {builder}{where}"
 
 

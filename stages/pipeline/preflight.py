@@ -1,7 +1,7 @@
 """Every check the stages make on the config's inputs, made at once by the `validate` stage before any
-stage runs: the backend's keys, the files the config names, and the agreement of the model, the spec
-and dataset.classes. The schema's own checks (types, unknown keys, ranges, cross-field rules) are
-config.validate's; this module adds what needs the files.
+stage runs: the files the config names, and the agreement of the model, the spec and dataset.classes.
+The schema's own checks (types, unknown keys, the backend's keys, ranges, cross-field rules) are
+config.validate's, made by every stage; this module adds what needs the files.
 
 Inputs that a stage of this pipeline writes (the bundled sample's data and model) need not exist yet:
 their stage makes them, and the stage that reads them checks them again when it runs."""
@@ -9,25 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from omegaconf import DictConfig
 
-from .config import CONF_DIR, PIPELINE_OUTPUTS, PROJECT, ConfigError, project_path
+from .config import PIPELINE_OUTPUTS, PROJECT, ConfigError, project_path
 
 
 def _made_by_the_pipeline(path: Path) -> bool:
     return any(path == PROJECT / out or PROJECT / out in path.parents for out in PIPELINE_OUTPUTS)
-
-
-def backend_keys(name: str) -> set[str]:
-    """The keys conf/backend/<name>.yaml defines: every key that backend's steps read."""
-    return set(yaml.safe_load((CONF_DIR / "backend" / f"{name}.yaml").read_text()))
-
-
-def _backend_problems(cfg: DictConfig) -> list[str]:
-    extra = sorted(set(cfg.backend) - backend_keys(cfg.backend.name))
-    return [f"config key backend.{key} is not read by backend {cfg.backend.name} (it reads "
-            f"{', '.join(sorted(backend_keys(cfg.backend.name)))})" for key in extra]
 
 
 def _named_files(cfg: DictConfig) -> list[tuple[str, str]]:
@@ -117,7 +105,7 @@ def _agreement_problems(cfg: DictConfig) -> list[str]:
 
 def check_inputs(cfg: DictConfig) -> None:
     """Raise one ConfigError listing every problem found, or return."""
-    problems = _backend_problems(cfg) + _missing_files(cfg)
+    problems = _missing_files(cfg)
     try:
         problems += _agreement_problems(cfg)
     except (ValueError, OSError) as exc:  # a spec or model that cannot be read: say which
