@@ -141,3 +141,27 @@ def test_a_signal_while_a_stage_imports_its_libraries_still_restores_its_outputs
             moved.rename(built / "artifacts" / "export")
         shutil.rmtree(moved, ignore_errors=True)
     assert up_to_date(built)
+
+
+def test_a_signal_landing_in_a_weakref_callback_interrupts_without_a_traceback(tmp_path):
+    # Python swallows an exception raised in a weakref callback and prints `Exception ignored in ...`
+    # (as users saw on their first Ctrl-C): the stage machinery re-delivers the signal instead
+    code = (
+        "import os, signal, time, weakref\n"
+        "from stages.pipeline import outputs\n"
+        "outputs.unwind_on_signals()\n"
+        "class Thing: pass\n"
+        "def callback(_):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # arrives while the callback runs\n"
+        "    sum(range(1000))\n"
+        "thing = Thing()\n"
+        "ref = weakref.ref(thing, callback)\n"
+        "try:\n"
+        "    del thing\n"
+        "    for _ in range(400):\n"
+        "        time.sleep(0.005)\n"
+        "    print('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n")
+    result = run([sys.executable, "-c", code], Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "interrupted" and result.stderr == ""

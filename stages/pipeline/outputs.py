@@ -7,7 +7,9 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -24,11 +26,22 @@ def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
     raise_if_interrupted()
 
 
+def _on_unraisable(unraisable) -> None:
+    """A signal's KeyboardInterrupt that landed in a weakref callback or a __del__, where Python swallows
+    it and prints `Exception ignored in ...`: say nothing, and deliver the signal again a moment later,
+    when the main thread is most likely back in ordinary code, so the stage still unwinds at once."""
+    if _received and unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        threading.Timer(0.01, os.kill, (os.getpid(), _received[-1])).start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def unwind_on_signals(held=()) -> None:
     """SIGINT and SIGTERM unwind the stage (finally blocks run, temp dirs go); `held`, signals that
     arrived before, are raised by the next raise_if_interrupted()."""
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    sys.unraisablehook = _on_unraisable
     _received.extend(held)
 
 
