@@ -27,7 +27,7 @@ def fingerprint(stage: str) -> str:
                    for path in stage_code(stage))
 
 
-def run(cfg: DictConfig) -> None:  # noqa: ARG001 - reads no parameters, only the code
+def run(cfg: DictConfig | None) -> None:  # noqa: ARG001 - reads no parameters, only the code
     with staged_dir(project_path(CODE_DIR)) as out:
         for stage in PIPELINE_STAGES:
             text = fingerprint(stage)
@@ -36,4 +36,4 @@ def run(cfg: DictConfig) -> None:  # noqa: ARG001 - reads no parameters, only th
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("code", __doc__, run))
+    sys.exit(run_stage("code", __doc__, run, reads_config=False))

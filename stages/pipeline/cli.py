@@ -26,8 +26,10 @@ EXAMPLE_OVERRIDES = {
 }
 
 
-def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
-              argv: list[str] | None = None) -> int:
+def run_stage(stage: str, description: str, run: Callable[[DictConfig | None], None],
+              argv: list[str] | None = None, reads_config: bool = True) -> int:
+    """The stage's command line. A stage that reads no parameter (reads_config=False, the `code` stage)
+    runs whatever params.yaml holds: a wrong value is the validate stage's to report."""
     parser = argparse.ArgumentParser(
         prog=f"python -m stages.{stage}", description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -42,11 +44,10 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig], None],
     unwind_on_signals(HELD_SIGNALS)
     try:
         raise_if_interrupted()  # a signal held while the stage imported its libraries
-        cfg = config.load(args.overrides, args.params)
         if args.cfg:
-            print(OmegaConf.to_yaml(cfg), end="")
+            print(OmegaConf.to_yaml(config.load(args.overrides, args.params)), end="")
             return 0
-        run(cfg)
+        run(config.load(args.overrides, args.params) if reads_config else None)
         return 0
     except KeyboardInterrupt:
         return _interrupted(stage)
