@@ -4,7 +4,8 @@ The schema's own checks (types, unknown keys, the backend's keys, ranges, cross-
 config.validate's, made by every stage; this module adds what needs the files.
 
 Inputs that a stage of this pipeline writes (the bundled sample's data and model) need not exist yet:
-their stage makes them, and the stage that reads them checks them again when it runs."""
+their stage makes them, and the agreement checks apply to them from the next run on, once they exist
+(export checks the model's input against the spec on every run)."""
 from __future__ import annotations
 
 from pathlib import Path
