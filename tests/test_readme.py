@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +35,8 @@ class Block:
     def commands(self) -> list[str]:
         """Shell commands: continuations joined, comments and blank lines dropped."""
         joined = re.sub(r"\\\n\s*", " ", self.text)
-        found = []
-        for line in joined.splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                found.append(line.split(" #", 1)[0].strip() if "#" in line else line.strip())
-        return found
+        commands = (line.split(" #", 1)[0].strip() for line in joined.splitlines())
+        return [command for command in commands if command and not command.startswith("#")]
 
 
 def readme_blocks() -> list[Block]:

@@ -18,6 +18,7 @@ from .kitti_metric import ClassTally, EvaluationConfig, average_precision, evalu
 from .postprocessing import Clustering, Detections, clustering_config
 from .postprocessing import detect as detect_one
 from .preprocessing import EVALUATION_RESAMPLE, image_size, iter_batches, list_images
+from .spec_facts import target_classes
 
 
 class ValidationSetError(ValueError):
@@ -37,7 +38,7 @@ class EvaluationSetup:
 
 
 def evaluation_setup(spec: Spec, width: int, height: int) -> EvaluationSetup:
-    classes = [m.value.value for m in spec.find("cost_function_config.target_classes[*].name", strict=False)]
+    classes = target_classes(spec)
     if not classes:
         raise ValidationSetError(f"{spec.source}: the spec has no cost_function_config.target_classes, which name "
                                  "the model's classes in the order of its outputs")

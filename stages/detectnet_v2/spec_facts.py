@@ -37,8 +37,25 @@ def _int(spec: Spec, path: str, default: int | None = None) -> int:
         raise ValueError(f"{spec.source}: {path} is {value!r}, not a number") from None
 
 
+PREPROCESSING = "augmentation_config.preprocessing"
+
+
+def target_classes(spec: Spec) -> list[str]:
+    """cost_function_config.target_classes by name: the model's classes, in the order of its outputs."""
+    return [m.value.value for m in spec.find("cost_function_config.target_classes[*].name", strict=False)]
+
+
+def input_chw(spec: Spec) -> tuple[int, int, int] | None:
+    """(channels, height, width) the spec preprocesses images to; None when it gives no width or height."""
+    if _scalar(spec, f"{PREPROCESSING}.output_image_width") is None or \
+            _scalar(spec, f"{PREPROCESSING}.output_image_height") is None:
+        return None
+    return (_int(spec, f"{PREPROCESSING}.output_image_channel", 3), _int(spec, f"{PREPROCESSING}.output_image_height"),
+            _int(spec, f"{PREPROCESSING}.output_image_width"))
+
+
 def facts(spec: Spec) -> SpecFacts:
-    pre = "augmentation_config.preprocessing"
+    pre = PREPROCESSING
     batch_size = _int(spec, "training_config.batch_size_per_gpu")
     if batch_size <= 0:
         raise ValueError(f"{spec.source}: training_config.batch_size_per_gpu is {batch_size}; it must be positive")

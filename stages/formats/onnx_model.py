@@ -30,10 +30,15 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return model
 
 
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """The model's real inputs: older exporters also list every initializer as a graph input."""
+    initializers = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in initializers]
+
+
 def input_chw(model: onnx.ModelProto) -> tuple[int | None, ...]:
     """(C, H, W) of the model's image input; None where a dimension is not fixed."""
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    inputs = graph_inputs(model)
     dims = [d.dim_value if d.HasField("dim_value") else None
             for d in (inputs[0].type.tensor_type.shape.dim if inputs else [])]
     return tuple(dims[1:4]) if len(dims) == 4 else (None, None, None)
@@ -67,11 +72,11 @@ def export_model(source: str | Path, target: str | Path, input_name: str | None 
         raise ModelError(f"model file {source} has no tensor named {', '.join(map(repr, missing))}")
     _rename(model, renames)
 
-    graph_inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+    input_names = [i.name for i in graph_inputs(model)]
     graph_outputs = [o.name for o in model.graph.output]
-    if graph_inputs != [TAO_INPUT] or sorted(graph_outputs) != sorted(TAO_OUTPUTS):
+    if input_names != [TAO_INPUT] or sorted(graph_outputs) != sorted(TAO_OUTPUTS):
         raise ModelError(
-            f"model file {source} has inputs {graph_inputs} and outputs {graph_outputs}; DetectNet_v2 needs "
+            f"model file {source} has inputs {input_names} and outputs {graph_outputs}; DetectNet_v2 needs "
             f"input {TAO_INPUT!r} and outputs {list(TAO_OUTPUTS)} (set model.input_name / model.output_names "
             f"to map other names)")
     chw = input_chw(model)

@@ -20,9 +20,9 @@ log = logging.getLogger("stages")
 
 # an override each stage's --help shows: one of the parameters that stage reads (`code` reads none)
 EXAMPLE_OVERRIDES = {
-    "validate": "convert.max_batch_size=4", "sample": "sample.val_images=8", "calibration_tensorfile": "calibration.max_batches=4", "export": "export=int8",
-    "convert": "convert.max_batch_size=4", "evaluate": "evaluate.max_map_drop=0.05",
-    "triton": "triton.instances=2",
+    "validate": "convert.max_batch_size=4", "sample": "sample.val_images=8",
+    "calibration_tensorfile": "calibration.max_batches=4", "export": "export=int8",
+    "convert": "convert.max_batch_size=4", "evaluate": "evaluate.max_map_drop=0.05", "triton": "triton.instances=2",
 }
 
 

@@ -178,9 +178,10 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
             shown = ", ".join("null" if c is None else str(c) for c in choices)
             raise ConfigError(f"{source}: config key {key} is {value!r}; expected one of {shown}")
     backend_keys = set(yaml.safe_load((CONF_DIR / "backend" / f"{cfg.backend.name}.yaml").read_text()))
-    for key in sorted(set(cfg.backend) - backend_keys):  # conf/backend/<name>.yaml lists what that backend reads
-        raise ConfigError(f"{source}: config key backend.{key} is not read by backend {cfg.backend.name} (it reads "
-                          f"{', '.join(sorted(backend_keys))})")
+    unread = sorted(set(cfg.backend) - backend_keys)  # conf/backend/<name>.yaml lists what that backend reads
+    if unread:
+        raise ConfigError(f"{source}: config key backend.{unread[0]} is not read by backend {cfg.backend.name} "
+                          f"(it reads {', '.join(sorted(backend_keys))})")
     for key in _POSITIVE:
         value = OmegaConf.select(cfg, key)
         if value is None or value <= 0:

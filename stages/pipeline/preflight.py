@@ -37,25 +37,17 @@ def _missing_files(cfg: DictConfig) -> list[str]:
 
 
 def _spec_classes_and_input(spec_path: Path) -> tuple[list[str], tuple[int, int, int] | None]:
+    from ..detectnet_v2.spec_facts import input_chw, target_classes
     from ..spec import Spec
 
     spec = Spec.load(spec_path)
-
-    def scalar(path):
-        found = spec.find(path, strict=False)
-        return int(float(found[0].value.value)) if found else None
-
-    classes = [m.value.value for m in spec.find("cost_function_config.target_classes[*].name", strict=False)]
-    pre = "augmentation_config.preprocessing"
-    width, height = scalar(f"{pre}.output_image_width"), scalar(f"{pre}.output_image_height")
-    channels = scalar(f"{pre}.output_image_channel") or 3
-    return classes, (channels, height, width) if width and height else None
+    return target_classes(spec), input_chw(spec)
 
 
 def _model_shapes(model_path: Path, cfg: DictConfig) -> dict[str, tuple]:
     """{'input', 'coverage', 'bbox'}: the dimensions after the batch (None where not fixed) of the model's
     tensors that become TAO's input_1, output_cov/Sigmoid and output_bbox/BiasAdd."""
-    from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS, load_model
+    from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS, graph_inputs, load_model
 
     model = load_model(model_path)
     values = {v.name: v for v in [*model.graph.input, *model.graph.output, *model.graph.value_info]}
@@ -63,7 +55,7 @@ def _model_shapes(model_path: Path, cfg: DictConfig) -> dict[str, tuple]:
               "bbox": cfg.model.bbox_output or TAO_OUTPUTS[1]}
     missing = [f"{role} {name!r}" for role, name in wanted.items() if name not in values]
     if missing:
-        inputs = [i.name for i in model.graph.input if i.name not in {x.name for x in model.graph.initializer}]
+        inputs = [i.name for i in graph_inputs(model)]
         raise ConfigError(
             f"model.file {model_path.relative_to(PROJECT) if PROJECT in model_path.parents else model_path} has no "
             f"{', '.join(missing)} (its inputs: {inputs}, outputs: {[o.name for o in model.graph.output]}); "
