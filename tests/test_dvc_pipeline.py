@@ -99,9 +99,10 @@ def _changed_deps(project) -> dict[str, dict[str, str]]:
 
 def test_committed_dvc_lock_records_the_committed_code(tmp_path):
     # a clone must find dvc.lock true to its code, or `dvc pull` hands it outputs of other code
-    copy_tracked_files(tmp_path, lambda name: name.startswith(("stages/", ".dvc", "dvc.", "params.yaml")))
+    copy_tracked_files(tmp_path, lambda name: name.startswith(("stages/", "environment/", ".dvc", "dvc.",
+                                                               "params.yaml")))
     run(["git", "init", "-q"], tmp_path)
-    assert "stages" not in _changed_deps(tmp_path).get("code", {}), "run `make repro` and commit dvc.lock"
+    assert not _changed_deps(tmp_path).get("code"), "run `make repro` and commit dvc.lock"
     run([sys.executable, "-m", "stages.code", "--params", "params.yaml"], tmp_path)
     stale = {stage: [path for path in deps if path.startswith("artifacts/code/")]
              for stage, deps in _changed_deps(tmp_path).items()}

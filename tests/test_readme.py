@@ -78,6 +78,8 @@ RUN = {
     "conf/config.yaml          defaults list + spec, sample, calibration, convert, evaluate sections":
         "test_the_config_menu_lists_the_groups_and_options_of_conf",
     "conf/              Hydra config groups (the menu above)": "test_the_layout_names_files_that_exist",
+    "make lock upgrade=tqdm       # tqdm to the newest version pyproject.toml allows; every other pin stays":
+        "test_environment.test_the_readme_upgrade_commands_rerun_exactly_the_stages_that_run_the_package",
 }
 
 # Blocks not run here, each with the reason

@@ -4,7 +4,11 @@ for each pipeline stage; the layering tests check DESIGN.md's import rules with 
 from __future__ import annotations
 
 import ast
+import sys
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
 
 from .backends import STEP_PACKAGES
 from .config import PROJECT
@@ -45,22 +49,72 @@ def imports_of(name: str) -> set[str]:
 
 def code_of(*roots: str) -> list[Path]:
     """The project files that importing `roots` can load (the packages they sit in included), sorted."""
+    return sorted(_walk(roots)[0])
+
+
+def _walk(roots) -> tuple[set[Path], set[str]]:
+    """(the project files importing `roots` can load, the top-level names of other modules they import)."""
     seen: set[Path] = set()
+    others: set[str] = set()
     todo = list(roots)
     while todo:
         name = todo.pop()
         path = module_file(name)
-        if path is None or path in seen:
+        if path is None:
+            top = name.split(".")[0]
+            if top and top != "stages" and top not in sys.stdlib_module_names:
+                others.add(top)
+            continue
+        if path in seen:
             continue
         seen.add(path)
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))] + sorted(imports_of(name))
-    return sorted(seen)
+    return seen, others
+
+
+# Imported by stages but never making an output's bytes: DVC only puts back outputs after a failure
+# (restore.py). Counting it would tie every stage to DVC's hundred dependencies.
+NOT_PRODUCERS = {"dvc"}
+
+
+def distributions_of(*roots: str) -> dict[str, str]:
+    """{distribution: installed version} of every installed package importing `roots` can load: those
+    their imports name, and what those require in turn (extras aside), NOT_PRODUCERS left out. Modules
+    that are not installed (TensorRT here, imported only where it runs) are left out too."""
+    by_module = metadata.packages_distributions()
+    todo = sorted({dist for module in _walk(roots)[1] - NOT_PRODUCERS for dist in by_module.get(module, ())})
+    found: dict[str, str] = {}
+    while todo:
+        name = todo.pop()
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        key = dist.metadata["Name"].lower().replace("_", "-").replace(".", "-")
+        if key in found:
+            continue
+        found[key] = dist.version
+        for text in dist.requires or ():
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return dict(sorted(found.items()))
+
+
+def stage_roots(stage: str) -> list[str]:
+    """The modules pipeline stage `stage` runs: its own, and the step module of that name in each backend
+    package, which `backends.step` imports by name at run time."""
+    steps = [f"stages.{package}.{stage}" for package in sorted(set(STEP_PACKAGES.values()))
+             if module_file(f"stages.{package}.{stage}") is not None]
+    return [f"stages.{stage}", *steps]
 
 
 def stage_code(stage: str) -> list[Path]:
-    """The files pipeline stage `stage` can run: its module, and the step module of that name in each
-    backend package, which `backends.step` imports by name at run time."""
-    steps = [f"stages.{package}.{stage}" for package in sorted(set(STEP_PACKAGES.values()))
-             if module_file(f"stages.{package}.{stage}") is not None]
-    return code_of(f"stages.{stage}", *steps)
+    """The files pipeline stage `stage` can run."""
+    return code_of(*stage_roots(stage))
+
+
+def stage_packages(stage: str) -> dict[str, str]:
+    """The installed packages (and versions) pipeline stage `stage` can run."""
+    return distributions_of(*stage_roots(stage))
