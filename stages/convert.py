@@ -1,6 +1,7 @@
 """Stage `convert`: the inference engine convert.engine asks for (onnxruntime or TensorRT), verified
-against the fp32 model on validation images; the comparison and timings are DVC metrics, with the
-platform (artifacts/platform.json) the engine was built for and is valid on."""
+against the fp32 model on validation images. Its report (artifacts/reports/convert.json: the
+comparison, timings and the platform the engine was built for and is valid on) becomes DVC metrics
+through the `metrics` stage."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from .detectnet_v2.spec_facts import facts
 from .pipeline import backends, platform
 from .pipeline.cli import log_to_file, run_stage
-from .pipeline.config import CALIBRATION_DIR, ENGINE_DIR, EXPORT_DIR, METRICS_FILE, RESOLVED_SPEC, project_path
+from .pipeline.config import CALIBRATION_DIR, ENGINE_DIR, EXPORT_DIR, CONVERT_REPORT, RESOLVED_SPEC, project_path
 from .pipeline.outputs import staged_dir, write_text_atomically
 from .spec import Spec
 
@@ -23,8 +24,8 @@ def run(cfg: DictConfig) -> None:
     with staged_dir(project_path(ENGINE_DIR)) as out, log_to_file(out / "convert.log"):
         metrics = step.run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(EXPORT_DIR), out)
     metrics["platform"] = platform.describe(built_for)  # the machines this engine is valid on, in one column
-    # after the engine is in place: metrics never describe an engine that was not kept
-    write_text_atomically(project_path(METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
+    # after the engine is in place: a report never describes an engine that was not kept
+    write_text_atomically(project_path(CONVERT_REPORT), json.dumps(metrics, indent=2) + "\n")
 
 
 if __name__ == "__main__":

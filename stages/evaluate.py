@@ -1,8 +1,10 @@
 """Stage `evaluate`: does the deployed engine still detect? KITTI AP per class of the engine and of the
 fp32 exported model (the reference) on the spec's validation set, decoded and clustered as TAO does,
-as DVC metrics; precision-recall curves per class and detections drawn on a few images, as DVC plots;
-and a gate: the stage fails when the engine's mAP drops more than evaluate.max_map_drop below the
-reference's."""
+in artifacts/reports/evaluate.json (the `metrics` stage publishes it as DVC metrics); precision-recall
+curves per class and detections drawn on a few images, as DVC plots; and a gate: when the engine's mAP
+drops more than evaluate.max_map_drop below the reference's, the stage fails (on_gate_failure=stop) or
+records the verdict `"gate": "fail"` (record), so that a comparison of experiments shows each one's
+own figures and verdict."""
 from __future__ import annotations
 
 import json
@@ -18,7 +20,7 @@ from .detectnet_v2.evaluation import ModelResult, Sample, evaluation_setup, trut
 from .detectnet_v2.spec_facts import SpecFacts, facts
 from .pipeline import backends, platform
 from .pipeline.cli import log_to_file, run_stage
-from .pipeline.config import (CALIBRATION_DIR, ENGINE_DIR, EVALUATE_METRICS_FILE, EVALUATION_DIR, EXPORT_DIR,
+from .pipeline.config import (CALIBRATION_DIR, ENGINE_DIR, EVALUATE_REPORT, EVALUATION_DIR, EXPORT_DIR,
                               RESOLVED_SPEC, project_path)
 from .pipeline.errors import StageError
 from .pipeline.outputs import staged_dir, write_text_atomically
@@ -62,13 +64,19 @@ def run(cfg: DictConfig) -> None:
         write_plots(out, results, samples[:cfg.evaluate.draw_images])
     engine, reference = summary(results["engine"].aps), summary(results["reference"].aps)
     drop = round(reference["mAP"] - engine["mAP"], 6)
+    limit = cfg.evaluate.max_map_drop
+    verdict = "off" if limit is None else "pass" if drop <= limit else "fail"
     metrics = {"engine": {"precision": cfg.export.data_type, **engine}, "reference": reference,
-               "mAP_drop": drop, "images": len(samples)}
-    write_text_atomically(project_path(EVALUATE_METRICS_FILE), json.dumps(metrics, indent=2) + "\n")
+               "mAP_drop": drop, "gate": verdict, "images": len(samples)}
+    write_text_atomically(project_path(EVALUATE_REPORT), json.dumps(metrics, indent=2) + "\n")
     log.info("evaluate: mAP %.4f (%s engine) vs %.4f (fp32 model) on %d images: %s",
              engine["mAP"], cfg.export.data_type, reference["mAP"], len(samples),
              ", ".join(f"{name} {ap:.3f}" for name, ap in engine["AP"].items()))
-    gate(cfg, engine, reference, drop)
+    if verdict == "fail":
+        failed = gate_failure(cfg, engine, reference, drop)
+        if cfg.evaluate.on_gate_failure == "stop":
+            raise failed
+        log.warning("evaluate: gate failed, recorded (evaluate.on_gate_failure=record): %s", failed)
 
 
 def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample]) -> None:
@@ -92,16 +100,14 @@ def file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def gate(cfg: DictConfig, engine: dict, reference: dict, drop: float) -> None:
+def gate_failure(cfg: DictConfig, engine: dict, reference: dict, drop: float) -> StageError:
     limit = cfg.evaluate.max_map_drop
-    if limit is None or drop <= limit:
-        return
     worst = max(reference["AP"], key=lambda name: reference["AP"][name] - engine["AP"][name])
-    raise StageError(
+    return StageError(
         f"the {cfg.export.data_type} engine's mAP is {engine['mAP']:.4f}, {drop:.4f} below the fp32 model's "
         f"{reference['mAP']:.4f}, more than evaluate.max_map_drop {limit}; {worst} lost most "
         f"(AP {reference['AP'][worst]:.4f} -> {engine['AP'][worst]:.4f}). The figures are in "
-        f"{EVALUATE_METRICS_FILE}. Try another calibration (backend.calibration_method, more export.batches) "
+        f"{EVALUATE_REPORT}. Try another calibration (backend.calibration_method, more export.batches) "
         "or precision, or raise evaluate.max_map_drop (null turns the gate off)")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+from importlib import metadata
 
 import pytest
 import yaml
@@ -59,11 +60,12 @@ def test_exp_run_with_a_config_group_and_a_key(project):
     run(["git", "add", "-A"], project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], project)
     result = run(["dvc", "exp", "run", "-S", "export=int8", "-S", "convert.max_batch_size=4"], project)
-    assert ran(result.stdout) == ["validate", "export", "convert", "evaluate", "triton"]
+    assert ran(result.stdout) == ["validate", "export", "convert", "evaluate", "metrics", "triton"]
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["export"]["data_type"] == "int8" and params["convert"]["max_batch_size"] == 4
     metrics = json.loads((project / "metrics/convert.json").read_text())
-    assert metrics["precision"] == "int8" and metrics["max_batch_size"] == 4 and "max_batch" in metrics["latency_ms"]
+    assert metrics["precision"] == "int8" and metrics["max_batch_size"] == 4
+    assert "max_batch" in json.loads((project / "metrics/timings.json").read_text())["latency_ms"]
 
     diff = run(["dvc", "params", "diff", "--json"], project).stdout
     changed = json.loads(diff)["params.yaml"]
@@ -118,10 +120,10 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
     assert stages["calibration_tensorfile"]["outs"] == [config.CALIBRATION_DIR]
     assert stages["export"]["outs"] == [config.EXPORT_DIR]
-    assert stages["convert"]["outs"] == [config.ENGINE_DIR]
-    assert stages["convert"]["metrics"] == [config.METRICS_FILE]
-    assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR]
-    assert stages["evaluate"]["metrics"] == [config.EVALUATE_METRICS_FILE]
+    assert stages["convert"]["outs"] == [config.ENGINE_DIR, config.CONVERT_REPORT]
+    assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR, config.EVALUATE_REPORT]
+    assert stages["metrics"]["metrics"] == [{path: {"cache": False}} for path in
+                                            (config.METRICS_FILE, config.TIMINGS_FILE, config.EVALUATE_METRICS_FILE)]
     assert stages["triton"]["outs"] == [config.TRITON_DIR]
     assert list(stages) == ["code", "validate", PROBE, *PIPELINE_STAGES[1:]]
 
@@ -174,12 +176,17 @@ def test_dvc_reads_its_yaml_files_with_the_c_parser():
 
 def fingerprinted(stage: str) -> set[str]:
     from stages.code import fingerprint
-    return {line.split("  ", 1)[1] for line in fingerprint(stage).splitlines()}
+    return {line.split("  ", 1)[1] for line in fingerprint(stage).splitlines() if "  " in line}
+
+
+def fingerprinted_packages(stage: str) -> dict[str, str]:
+    from stages.code import fingerprint
+    return dict(line.split("==") for line in fingerprint(stage).splitlines() if "==" in line)
 
 
 def test_the_code_stage_depends_on_all_code_and_each_stage_on_its_fingerprint():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["code"]["deps"] == ["stages"]
+    assert stages["code"]["deps"] == ["stages", "environment"]
     for stage in PIPELINE_STAGES:
         code_deps = [d for d in stages[stage]["deps"] if d.startswith(("stages", "artifacts/code"))]
         assert code_deps == [f"artifacts/code/{stage}.sha256"], stage
@@ -210,11 +217,32 @@ def test_a_fingerprint_names_each_file_with_its_sha256():
     import hashlib
 
     from stages.code import fingerprint
-    lines = fingerprint("sample").splitlines()
+    lines = [line for line in fingerprint("sample").splitlines() if "  " in line]
     assert lines == sorted(lines, key=lambda line: line.split("  ", 1)[1])
     for line in lines:
         digest, path = line.split("  ", 1)
         assert digest == hashlib.sha256((ROOT / path).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("stage", PIPELINE_STAGES)
+def test_a_fingerprint_names_every_installed_package_the_stage_loads_at_its_version(stage):
+    # the oracle is Python's import system again: the distributions of every module importing the stage loads
+    modules = [f"stages.{package}{stage}" for package in ("", "open_backend.", "tao_backend.")
+               if (ROOT / f"stages/{package.replace('.', '/')}{stage}.py").is_file()]
+    probe = (f"import importlib, json, sys\nfrom importlib import metadata\nat_start = set(sys.modules)\n"
+             f"for name in {modules!r}: importlib.import_module(name)\n"
+             "by_module = metadata.packages_distributions()\n"
+             "print(json.dumps(sorted({d for n in set(sys.modules) - at_start for d in by_module.get(n.split('.')[0], ())})))")
+    loaded = {name.lower().replace("_", "-").replace(".", "-") for name in json.loads(run([sys.executable, "-c", probe],
+                                                                                          ROOT).stdout)}
+    # the project itself (its files are the fingerprint's other lines), and what a package imports when it
+    # happens to be installed without requiring it, for a feature no output depends on: attrs (omegaconf:
+    # attrs classes as configs) and colorama (tqdm: Windows consoles)
+    loaded -= {"detectnet-deploy", "attrs", "colorama"}
+    listed = fingerprinted_packages(stage)
+    assert sorted(loaded - set(listed)) == []
+    for name, version in listed.items():
+        assert version == metadata.version(name), name
 
 
 @pytest.mark.parametrize("edited, expected", [
@@ -222,7 +250,7 @@ def test_a_fingerprint_names_each_file_with_its_sha256():
     ("stages/bundled_sample/model.py", ["code", "sample"]),
     # sample's output comes out byte-identical: DVC stops there, but the others run the edited file
     ("stages/pipeline/errors.py", ["code", "validate", "sample", "calibration_tensorfile", "export", "convert",
-                                   "evaluate", "triton"]),
+                                   "evaluate", "metrics", "triton"]),
 ])
 def test_a_code_change_reruns_exactly_the_stages_that_run_it(project, edited, expected):
     with (project / edited).open("a") as source:

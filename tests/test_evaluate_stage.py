@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT, env_for, project_for, records, run, set_params
 from stages import bundled_sample
-from stages.pipeline.config import EVALUATE_METRICS_FILE
+from stages.pipeline.config import EVALUATE_METRICS_FILE, EVALUATE_REPORT
 
 
 def stage(project, name, check=True, env=None):
@@ -18,12 +18,12 @@ def stage(project, name, check=True, env=None):
 
 
 def metrics(project) -> dict:
-    return json.loads((project / EVALUATE_METRICS_FILE).read_text())
+    return json.loads((project / EVALUATE_REPORT).read_text())
 
 
 def test_the_metrics_have_stable_keys_whatever_the_params(built_project):
     found = metrics(built_project)
-    assert set(found) == {"engine", "reference", "mAP_drop", "images"}
+    assert set(found) == {"engine", "reference", "mAP_drop", "gate", "images"}
     assert set(found["engine"]) == {"precision", "mAP", "AP"} and set(found["reference"]) == {"mAP", "AP"}
     assert list(found["engine"]["AP"]) == list(found["reference"]["AP"]) == list(bundled_sample.CLASSES)
 
@@ -41,7 +41,7 @@ def test_the_metrics_say_what_was_evaluated(built_project):
 def test_dvc_shows_the_evaluation_as_metrics(built_project):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], built_project).stdout)
     text = json.dumps(shown)
-    assert EVALUATE_METRICS_FILE in text and "mAP_drop" in text
+    assert EVALUATE_METRICS_FILE in text and "mAP_drop" in text and '"gate"' in text
 
 
 def install_engine(project, detects: bool) -> None:
@@ -68,10 +68,11 @@ def test_an_engine_that_lost_its_accuracy_fails_the_gate_with_the_figures(projec
     message = result.stderr.strip().splitlines()[-1]
     found = metrics(project_copy)  # written all the same, so the numbers are visible
     assert found["engine"]["mAP"] == 0 and found["mAP_drop"] == found["reference"]["mAP"] > 0.02
+    assert found["gate"] == "fail"
     assert message.startswith("error: evaluate: the int8 engine's mAP is ")
     assert f"{found['engine']['mAP']:.4f}" in message and f"{found['reference']['mAP']:.4f}" in message
     assert f"{found['mAP_drop']:.4f} below" in message and "evaluate.max_map_drop 0.02" in message
-    assert "lost most" in message and EVALUATE_METRICS_FILE in message
+    assert "lost most" in message and EVALUATE_REPORT in message
 
 
 def test_an_engine_that_detects_what_the_model_detects_passes_the_gate(project_copy):
@@ -80,13 +81,24 @@ def test_an_engine_that_detects_what_the_model_detects_passes_the_gate(project_c
     stage(project_copy, "evaluate")
     found = metrics(project_copy)
     assert found["mAP_drop"] == 0 and found["engine"]["AP"] == found["reference"]["AP"]
+    assert found["gate"] == "pass"
 
 
 def test_the_gate_turned_off_lets_any_drop_pass(project_copy):
     install_engine(project_copy, detects=False)
     set_params(project_copy, evaluate__max_map_drop=None)
     stage(project_copy, "evaluate")
-    assert metrics(project_copy)["mAP_drop"] > 0.02
+    assert metrics(project_copy)["mAP_drop"] > 0.02 and metrics(project_copy)["gate"] == "off"
+
+
+def test_a_failed_gate_can_be_recorded_instead_of_stopping_for_a_comparison(project_copy):
+    install_engine(project_copy, detects=False)
+    set_params(project_copy, evaluate__max_map_drop=0.02, evaluate__on_gate_failure="record")
+    result = stage(project_copy, "evaluate")
+    found = metrics(project_copy)
+    assert found["gate"] == "fail" and found["engine"]["mAP"] == 0 and found["mAP_drop"] > 0.02
+    assert "gate failed, recorded (evaluate.on_gate_failure=record)" in result.stderr
+    assert "lost most" in result.stderr
 
 
 def test_the_validation_set_can_be_named_in_the_config(project_copy):
@@ -131,7 +143,7 @@ def test_a_tao_evaluation_without_results_fails_clearly(tmp_path, fake_bin):
         stage(project, name, env=env)
     result = stage(project, "evaluate", check=False, env={**env, "FAKE_TAO_FAIL": "detectnet_v2 evaluate"})
     assert result.returncode == 1 and "detectnet_v2 failed (exit 1)" in result.stderr
-    assert not (project / "artifacts/evaluation").exists() and not (project / EVALUATE_METRICS_FILE).exists()
+    assert not (project / "artifacts/evaluation").exists() and not (project / EVALUATE_REPORT).exists()
 
 
 def test_dvc_yaml_runs_evaluate_on_what_it_reads():

@@ -84,10 +84,24 @@ def test_tao_backends_build_tensorrt_engines_named_by_image_or_launcher_and_gpu(
     if backend == "tao_launcher" and not _has("nvidia-tao"):
         pytest.skip("nvidia-tao (the launcher) is not installed: make setup installs it")
     params = params_file(tmp_path, backend, **keys)
-    record = json.loads(probe(tmp_path, params, PATH=bin_with_nvidia_smi(fake_bin), FAKE_GPUS=T4).stdout)
+    record = json.loads(probe(tmp_path, params, PATH=bin_with_nvidia_smi(fake_bin), FAKE_GPUS=T4,
+                              FAKE_TAO_RECORD=str(tmp_path / "calls.jsonl")).stdout)
     # convert.engine applies to the open backend only: TAO builds TensorRT engines
     assert record == {"backend": backend, "engine": "tensorrt", "builder": builder,
                       "gpus": [{"name": "Tesla T4", "compute_capability": "7.5"}]}
+
+
+def test_the_launcher_recorded_is_the_one_on_path_asked_for_its_version(tmp_path, fake_bin):
+    """Not the launcher package the tests import: with no `tao` on PATH there is no launcher version."""
+    params = params_file(tmp_path, "tao_launcher", converter="tao-converter")
+    bare = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
+    record = json.loads(probe(tmp_path, params, PATH=bare).stdout)
+    assert record["builder"] == {"converter": "tao-converter", "launcher": None}
+    calls = tmp_path / "calls.jsonl"
+    with_tao = json.loads(probe(tmp_path, params, PATH=bin_with_nvidia_smi(fake_bin), FAKE_GPUS=T4,
+                                FAKE_TAO_RECORD=str(calls)).stdout)
+    assert with_tao["builder"]["launcher"] == metadata.version("nvidia-tao")  # what `tao info` printed
+    assert [json.loads(line)["argv"] for line in calls.read_text().splitlines()] == [["info"]]
 
 
 def _has(distribution: str) -> bool:
@@ -151,13 +165,13 @@ def test_a_stage_run_by_hand_refuses_another_platforms_record(project_copy):
     record = project_copy / "artifacts/platform.json"
     record.chmod(0o644)  # DVC checks outputs out read-only when it links them from its cache
     record.write_text(json.dumps({"backend": "open", "engine": "onnxruntime", "builder": {"onnxruntime": "0.1.0"}}))
-    before = (project_copy / "metrics/convert.json").read_bytes()
+    before = (project_copy / "artifacts/reports/convert.json").read_bytes()
     for stage in ("convert", "evaluate"):
         result = run([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], project_copy, check=False)
         assert result.returncode == 1, stage
         assert ("platform.json describes a onnxruntime engine by onnxruntime 0.1.0 on the CPU, but this machine has "
                 f"a onnxruntime engine by onnxruntime {metadata.version('onnxruntime')}") in result.stderr
-    assert (project_copy / "metrics/convert.json").read_bytes() == before
+    assert (project_copy / "artifacts/reports/convert.json").read_bytes() == before
 
 
 def test_tensorrt_asked_for_where_it_is_missing_fails_convert_with_the_platform_named(project_copy):

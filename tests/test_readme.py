@@ -57,6 +57,10 @@ def block(key: str) -> Block:
     return found
 
 
+DAG = "dvc dag --dot | grep -- '->' | grep -v '^\"code\"'   # \"export\" -> \"convert\": what feeds what"
+COMPARISON = ("dvc exp run --queue -S export=int8 -S 'backend.calibration_method=entropy,minmax,percentile' "
+              "-S evaluate.on_gate_failure=record")
+
 # Blocks run or checked by a test here, by their first line
 RUN = {
     "dvc repro                                         # run what changed (nothing, the second time)":
@@ -78,6 +82,8 @@ RUN = {
     "conf/config.yaml          defaults list + spec, sample, calibration, convert, evaluate sections":
         "test_the_config_menu_lists_the_groups_and_options_of_conf",
     "conf/              Hydra config groups (the menu above)": "test_the_layout_names_files_that_exist",
+    DAG: "test_the_dag_command_tells_the_story_in_100_columns",
+    COMPARISON: "test_sharing_and_queue.test_the_readme_comparison_shows_each_experiment_with_its_own_figures",
     "make lock upgrade=tqdm       # tqdm to the newest version pyproject.toml allows; every other pin stays":
         "test_environment.test_the_readme_upgrade_commands_rerun_exactly_the_stages_that_run_the_package",
 }
@@ -89,9 +95,6 @@ SKIPPED = {
         "the full sample: test_the_experiment_commands runs the same dvc repro on a small one)",
     "code ──> (each stage's code fingerprint, to every stage below)":
         "a drawing of the stages; test_dvc_pipeline checks dvc.yaml's stages and their order",
-    "dvc exp run --queue -S export=int8 -S 'backend.calibration_method=entropy,minmax,percentile'":
-        "four queued experiments (about a minute on 2 cores); the queue's workspaces are tested by "
-        "test_sharing_and_queue, each calibration method by test_calibration",
     "import numpy as np, tritonclient.http as http":
         "needs a Triton server: test_triton starts one and sends this request through tritonclient",
     "IMG=data/sample/validation/image_2/000000.png":
@@ -120,6 +123,16 @@ def bash(command: str, project: Path, **kw):
 
 
 # ----------------------------------------------------------------- the blocks run here
+
+def test_the_dag_command_tells_the_story_in_100_columns():
+    [command] = block(DAG).commands()
+    edges = bash(command, ROOT).stdout.splitlines()
+    assert edges and all(len(line) <= 100 for line in edges)
+    assert not [line for line in edges if line.startswith('"code"')]
+    for edge in ('"calibration_tensorfile" -> "export"', '"export" -> "convert"', '"convert" -> "evaluate"',
+                 '"evaluate" -> "metrics"', '"platform" -> "convert"', '"convert" -> "triton"'):
+        assert f"{edge};" in edges, edge
+
 
 def test_the_experiment_commands(tmp_path):
     project = make_project(tmp_path / "project", SMALL_SAMPLE)

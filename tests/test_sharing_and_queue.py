@@ -7,6 +7,7 @@ import re
 import subprocess
 import time
 
+import pytest
 import yaml
 
 from conftest import SMALL_SAMPLE, make_project, ran, run
@@ -43,16 +44,27 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
     run([*GIT, "commit", "-qm", "built"], first)
     second = tmp_path / "elsewhere" / "second"
     run(["git", "clone", "-q", str(first), str(second)], tmp_path)
+    # a fresh clone, no remote, nothing run: HEAD's metrics are in git, so DVC reads them
+    shown = run(["dvc", "metrics", "show", "--json"], second)
+    assert "failed" not in shown.stderr.lower()
+    figures = json.loads(shown.stdout)
+    assert figures["workspace"]["data"]["metrics/evaluate.json"]["data"]["engine"]["precision"] == "int8"
     run(["dvc", "repro", "--force"], second)  # rebuilt from scratch, at another path, with an empty cache
+    diff = run(["dvc", "metrics", "diff", "HEAD", "--json"], second)
+    assert "failed to load" not in diff.stderr
+    # the figures are the same as the commit's; only the timings moved
+    changed = run(["git", "status", "--porcelain", "metrics"], second).stdout.split()[1::2]
+    assert set(changed) <= {"metrics/timings.json"}
 
-    def outputs(project):  # every stage output's hash; convert's metrics hold timings, so they differ
+    def outputs(project):  # every stage output's hash; convert's report holds timings, so they differ
         stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
         return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
-                if o["path"] != "metrics/convert.json"}
+                if o["path"] not in ("artifacts/reports/convert.json", "metrics/timings.json")}
     assert outputs(second) == outputs(first)
     assert sorted(outputs(first)) == ["artifacts/calibration", "artifacts/code", "artifacts/engine",
                                       "artifacts/evaluation", "artifacts/export", "artifacts/platform.json",
-                                      "artifacts/triton", "artifacts/validated.txt", "data/sample",
+                                      "artifacts/reports/evaluate.json", "artifacts/triton",
+                                      "artifacts/validated.txt", "data/sample", "metrics/convert.json",
                                       "metrics/evaluate.json", "models/sample"]
 
 
@@ -76,47 +88,87 @@ def test_a_corrupted_file_in_the_remote_is_detected_on_pull(tmp_path):
                 and p.stat().st_size == len(corrupted) and p.read_bytes() == corrupted]
 
 
-def test_queued_experiments_in_parallel_match_one_by_one(tmp_path):
-    project = make_project(tmp_path / "project", SMALL_SAMPLE)
+def wait_for_the_queue(project) -> str:
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project, timeout=120).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"the queue did not finish:\n{status}")
+
+
+def experiments(project) -> dict[str, dict]:
+    """{experiment name: {"params": ..., "metrics": {file: data}}} from `dvc exp show --json`."""
+    found = {}
+    for commit in json.loads(run(["dvc", "exp", "show", "--json"], project).stdout):
+        for exp in commit.get("experiments") or []:
+            data = exp["revs"][0]["data"]
+            found[exp["name"]] = {"params": data["params"]["params.yaml"]["data"],
+                                  "metrics": {path: m["data"] for path, m in data["metrics"].items()}}
+    return found
+
+
+def test_the_readme_comparison_shows_each_experiment_with_its_own_figures(tmp_path):
+    """README's comparison, run as written, on a project whose gate fails any drop at all (max_map_drop 0),
+    so that some verdicts are `fail` whatever the CPU. Each row shows that experiment's own mAP and its
+    verdict; the queued runs, two at a time, match runs made one by one."""
+    project = make_project(tmp_path / "project", SMALL_SAMPLE + ["evaluate.max_map_drop=0"])
     run(["dvc", "repro"], project)
     run([*GIT, "add", "-A"], project)
     run([*GIT, "commit", "-qm", "baseline"], project)
-    variants = ["fp32", "fp16", "int8"]
     one_by_one = {}
-    for variant in variants:
-        run(["dvc", "exp", "run", "-S", f"export={variant}", "-n", f"seq-{variant}"], project)
-        one_by_one[variant] = json.loads((project / "metrics/convert.json").read_text())
+    for name, overrides in (("seq-fp16", ["export=fp16"]), ("seq-minmax", ["export=int8",
+                                                                           "backend.calibration_method=minmax"])):
+        run(["dvc", "exp", "run", "-n", name, *(a for o in overrides for a in ("-S", o))], project)
+        one_by_one[name] = json.loads((project / "metrics/convert.json").read_text())
     run(["git", "checkout", "--", "."], project)
-    for variant in variants:
-        run(["dvc", "exp", "run", "--queue", "-S", f"export={variant}", "-n", f"par-{variant}"], project)
+
+    from test_readme import COMPARISON, block
+    commands = block(COMPARISON).commands()
+    assert len(commands) == 5
+    queue_int8, queue_fp16, start, status, show = commands
+    for command in (queue_int8, queue_fp16):
+        run(["bash", "-c", command], project)
     # The workers run detached and keep whatever output they were given: not a pipe we wait on.
-    run(["dvc", "queue", "start", "-j", "2"], project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        capture_output=False, timeout=120)
+    run(["bash", "-c", start], project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, capture_output=False,
+        timeout=120)
     try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            status = run(["dvc", "queue", "status"], project, timeout=120).stdout
-            if not re.search(r"\b(Queued|Running)\b", status):
-                break
-            time.sleep(2)
+        assert status == "dvc queue status"
+        final = wait_for_the_queue(project)
     finally:
         run(["dvc", "queue", "stop", "--kill"], project, check=False, timeout=120)
-    assert status.count("Success") == 3, status
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    parallel = {}
-    for commit in shown:
-        for exp in commit.get("experiments") or []:
-            name = exp.get("name") or ""
-            if name.startswith("par-"):
-                data = exp["revs"][0]["data"]
-                parallel[name[4:]] = data["metrics"]["metrics/convert.json"]["data"]
-    assert set(parallel) == set(variants)
-    for variant in variants:
-        ours, theirs = parallel[variant], one_by_one[variant]
-        assert ours["precision"] == theirs["precision"] == variant
+    assert final.count("Success") == 4, final
+    table = run(["bash", "-c", show], project, env={"COLUMNS": "250"}).stdout
+
+    found = experiments(project)
+    queued = {name: exp for name, exp in found.items() if not name.startswith("seq-")}
+    assert sorted((e["params"]["export"]["data_type"], e["params"]["backend"]["calibration_method"])
+                  for e in queued.values()) == [("fp16", "entropy"), ("int8", "entropy"), ("int8", "minmax"),
+                                                ("int8", "percentile")]
+    baseline = json.loads((project / "metrics/evaluate.json").read_text())
+    for name, exp in queued.items():
+        evaluation = exp["metrics"]["metrics/evaluate.json"]
+        # its own figures: its precision, a drop that is its own reference minus its own engine, its verdict
+        assert evaluation["engine"]["precision"] == exp["params"]["export"]["data_type"], name
+        assert evaluation["mAP_drop"] == pytest.approx(evaluation["reference"]["mAP"] - evaluation["engine"]["mAP"],
+                                                       abs=2e-6)
+        assert evaluation["gate"] == ("fail" if evaluation["mAP_drop"] > 0 else "pass"), name
+        [row] = [line for line in table.splitlines() if f"[{name}]" in line]
+        assert evaluation["gate"] in row.split() and exp["params"]["backend"]["calibration_method"] in row.split()
+        assert "Failed" not in row
+    assert baseline["engine"]["precision"] == "fp32"
+    # the two one-by-one runs and their queued twins built the same engines
+    twins = {"seq-fp16": ("fp16", "entropy"), "seq-minmax": ("int8", "minmax")}
+    for sequential, (data_type, method) in twins.items():
+        [twin] = [e for e in queued.values() if (e["params"]["export"]["data_type"],
+                                                 e["params"]["backend"]["calibration_method"]) == (data_type, method)]
+        ours, theirs = twin["metrics"]["metrics/convert.json"], one_by_one[sequential]
         assert ours["engine_size_bytes"] == theirs["engine_size_bytes"]
         for output, figures in theirs["outputs"].items():
             assert abs(ours["outputs"][output]["cosine_similarity"] - figures["cosine_similarity"]) < 1e-6
-            assert abs(ours["outputs"][output]["max_abs_error"] - figures["max_abs_error"]) < 1e-5
+    logs = run(["dvc", "queue", "logs", next(iter(queued))], project).stdout
+    assert "evaluate: 8/8 images in" in logs  # progress as whole lines, not a terminal's redrawn bar
+    assert "\r" not in logs and not [line for line in logs.splitlines() if line and not line.strip()]
     leftovers = [p for p in (project / "artifacts").iterdir() if p.name.endswith(".partial")]
     assert leftovers == []

@@ -92,6 +92,22 @@ def test_missing_tao_names_the_executable_and_the_other_backends(tmp_path):
     assert not (project / "artifacts" / "calibration").exists()
 
 
+@pytest.mark.parametrize("backend, executable", [("tao", "detectnet_v2"), ("tao_launcher", "tao"),
+                                                 ("tao_docker", "docker")])
+def test_a_missing_tool_is_reported_before_a_missing_key(tmp_path, fake_bin, backend, executable):
+    """Run by hand with neither TAO nor its key: the first thing to fix is said first."""
+    project = project_for(tmp_path, backend)
+    env = {k: v for k, v in env_for(fake_bin, tmp_path).items() if k != "TAO_KEY"}
+    stage(project, "sample", env)
+    stage(project, "calibration_tensorfile", env)  # with the tools: it takes no key
+    without = {**{k: v for k, v in os.environ.items() if k != "TAO_KEY"},
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin"}
+    result = run([sys.executable, "-m", "stages.export", "--params", "params.yaml"], project, check=False, env=without)
+    assert result.returncode == 1
+    assert f"backend={backend} needs the executable '{executable}', which is not on PATH" in result.stderr
+    assert "TAO key" not in result.stderr
+
+
 def test_missing_key_is_a_clear_error_only_where_a_key_is_needed(tmp_path, fake_bin):
     project = project_for(tmp_path, "tao")
     env = {k: v for k, v in env_for(fake_bin, tmp_path).items() if k != "TAO_KEY"}
@@ -289,7 +305,8 @@ def test_a_tao_tool_that_dies_under_dvc_leaves_the_previous_engine_in_place(tmp_
     project = project_for(tmp_path, "tao")
     env = env_for(fake_bin, tmp_path)
     run(["dvc", "repro"], project, env=env)
-    before = {path: (project / path).read_bytes() for path in ("artifacts/engine/model.engine", "metrics/convert.json")}
+    before = {path: (project / path).read_bytes() for path in ("artifacts/engine/model.engine",
+                                                                "artifacts/reports/convert.json")}
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["convert"]["workspace_mib"] = 2048
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

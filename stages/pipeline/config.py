@@ -20,17 +20,24 @@ CONF_DIR = PROJECT / "conf"
 CODE_DIR = "artifacts/code"  # one fingerprint of its code per pipeline stage, written by the `code` stage
 VALIDATED_FILE = "artifacts/validated.txt"  # the `validate` stage's mark: the same bytes while the config is valid
 PLATFORM_FILE = "artifacts/platform.json"  # what engines depend on beyond their inputs (the `platform` stage)
-PIPELINE_STAGES = ("validate", "sample", "calibration_tensorfile", "export", "convert", "evaluate", "triton")
+PIPELINE_STAGES = ("validate", "sample", "calibration_tensorfile", "export", "convert", "evaluate", "metrics",
+                   "triton")
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
 EVALUATION_DIR = "artifacts/evaluation"
 TRITON_DIR = "artifacts/triton"  # the Triton model repository
+# convert's and evaluate's reports: cached outputs, so that DVC's run-cache restores those stages whole
+CONVERT_REPORT, EVALUATE_REPORT = "artifacts/reports/convert.json", "artifacts/reports/evaluate.json"
+# what the `metrics` stage publishes from them, in git: figures that should be identical apart from timings
 METRICS_FILE, EVALUATE_METRICS_FILE = "metrics/convert.json", "metrics/evaluate.json"
+TIMINGS_FILE = "metrics/timings.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 PIPELINE_OUTPUTS = (CODE_DIR, VALIDATED_FILE, PLATFORM_FILE, SAMPLE_DATA, SAMPLE_MODELS, CALIBRATION_DIR, EXPORT_DIR,
-                    ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, METRICS_FILE, EVALUATE_METRICS_FILE)
+                    ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, CONVERT_REPORT, EVALUATE_REPORT, METRICS_FILE,
+                    EVALUATE_METRICS_FILE, TIMINGS_FILE)
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 ENGINE_KINDS = ("onnxruntime", "tensorrt")  # convert.engine: what the open backend builds
+GATE_FAILURE_ACTIONS = ("stop", "record")  # evaluate.on_gate_failure
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
 TRITON_ENGINE_BACKENDS = ("python", "auto")  # triton.engine_backend: how Triton runs the engine
 
@@ -118,6 +125,7 @@ class EvaluateSection:
     label_dir: Optional[str] = None
     batch_size: int = 8
     max_map_drop: Optional[float] = 0.02
+    on_gate_failure: str = "stop"
     draw_images: int = 4
 
 
@@ -196,6 +204,9 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
     if cfg.evaluate.max_map_drop is not None and not 0 <= cfg.evaluate.max_map_drop <= 1:
         raise ConfigError(f"{source}: config key evaluate.max_map_drop must be between 0 and 1 (a drop in mAP), "
                           f"or null to turn the gate off; got {cfg.evaluate.max_map_drop}")
+    if cfg.evaluate.on_gate_failure not in GATE_FAILURE_ACTIONS:
+        raise ConfigError(f"{source}: config key evaluate.on_gate_failure is {cfg.evaluate.on_gate_failure!r}; "
+                          f"expected one of {', '.join(GATE_FAILURE_ACTIONS)}")
     if cfg.sample.input_width % 16 or cfg.sample.input_height % 16:
         raise ConfigError(f"{source}: config keys sample.input_width/input_height must be multiples of 16")
     if cfg.export.data_type == "int8" and cfg.export.cal_source is None:

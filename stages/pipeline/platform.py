@@ -9,6 +9,7 @@ metadata (no imports of the packages) and one `nvidia-smi` query where a GPU mat
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from importlib import metadata
@@ -20,6 +21,7 @@ from .errors import StageError
 # python3-libnvinfer registers `tensorrt`)
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13", "tensorrt_cu12")
 GPU_QUERY = ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"]
+LAUNCHER_QUERY = ["info"]  # `tao info` prints `toolkit_version: 5.5.0` among the launcher's config
 
 
 def version_of(*distributions: str) -> str | None:
@@ -32,22 +34,45 @@ def version_of(*distributions: str) -> str | None:
     return None
 
 
+def query(argv: list[str], why: str) -> str | None:
+    """The output of a one-line query whose output is parsed here (not a TAO step: tao_backend.runners
+    runs those); None where its executable is not on PATH."""
+    if shutil.which(argv[0]) is None:
+        return None
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StageError(f"`{' '.join(argv)}` could not run: {exc}") from None
+    if result.returncode != 0:
+        said = " ".join((result.stdout + result.stderr).split()) or "nothing"
+        raise StageError(f"`{' '.join(argv)}` exited {result.returncode} ({said}): {why}")
+    return result.stdout
+
+
+def launcher_version(launcher: str) -> str | None:
+    """The TAO version of the launcher on PATH (backend.launcher, `tao`), as it reports it: its version
+    picks TAO's images. None where there is none. Never the launcher package the tests import: that
+    one is not on PATH."""
+    argv = [launcher, *LAUNCHER_QUERY]
+    output = query(argv, "the TAO version an engine is built with cannot be known; fix the launcher")
+    if output is None:
+        return None
+    found = re.search(r"^toolkit_version:\s*(\S+)", output, re.M)
+    if not found:
+        raise StageError(f"`{' '.join(argv)}` printed no toolkit_version line: "
+                         f"{' '.join(output.split())[:200] or 'nothing'}")
+    return found[1]
+
+
 def gpus() -> list[dict[str, str]]:
     """The GPUs nvidia-smi lists, in its order (device 0 first: the one TensorRT builds on unless
     CUDA_VISIBLE_DEVICES says otherwise); [] where nvidia-smi is not installed."""
-    if shutil.which(GPU_QUERY[0]) is None:
+    output = query(GPU_QUERY, "the GPU an engine is built for cannot be known; fix the driver or take "
+                              "nvidia-smi off PATH")
+    if output is None:
         return []
-    # A one-line query whose output is parsed here, not a TAO command: tao_backend.runners runs those.
-    try:
-        result = subprocess.run(GPU_QUERY, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise StageError(f"`{' '.join(GPU_QUERY)}` could not run: {exc}") from None
-    if result.returncode != 0:
-        said = " ".join((result.stdout + result.stderr).split()) or "nothing"
-        raise StageError(f"`{' '.join(GPU_QUERY)}` exited {result.returncode} ({said}): the GPU an engine "
-                         "is built for cannot be known; fix the driver or take nvidia-smi off PATH")
     found = []
-    for number, line in enumerate(result.stdout.splitlines(), 1):
+    for number, line in enumerate(output.splitlines(), 1):
         if not line.strip():
             continue
         name, _, capability = line.rpartition(",")
@@ -77,7 +102,7 @@ def probe(params: dict) -> dict:
     elif name == "tao_docker":  # the image fixes TAO's and TensorRT's versions
         builder = {"converter": backend.get("converter"), "image": backend.get("image")}
     else:  # tao_launcher: the launcher's version picks the images (its config.json)
-        builder = {"converter": backend.get("converter"), "launcher": version_of("nvidia-tao")}
+        builder = {"converter": backend.get("converter"), "launcher": launcher_version(backend.get("launcher") or "tao")}
     return {"backend": name, "engine": "tensorrt", "builder": builder, "gpus": gpus()}
 
 

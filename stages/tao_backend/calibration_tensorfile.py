@@ -12,7 +12,7 @@ from .runners import check_written, runner_for
 
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> None:  # noqa: ARG001
-    runner = runner_for(cfg.backend)
+    runner = runner_for(cfg.backend, "detectnet_v2")
     command = argv.calibration_tensorfile(runner.spec(spec_path, output.parent), runner.path(output),
                                           cfg.calibration.max_batches, cfg.calibration.use_validation_set)
     runner.run(command, output.parent / "tao.log")

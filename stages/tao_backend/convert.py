@@ -12,7 +12,8 @@ from .runners import RunnerError, check_written, load_key, runner_for
 
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out: Path) -> dict:
-    runner, c, data_type = runner_for(cfg.backend), cfg.convert, cfg.export.data_type
+    tool = "tao-converter" if cfg.backend.converter == "tao-converter" else "detectnet_v2"  # gen_trt_engine
+    runner, c, data_type = runner_for(cfg.backend, tool), cfg.convert, cfg.export.data_type
     model = exported / f"model.{cfg.backend.export_format}"
     if not model.is_file():
         raise RunnerError(f"{model} does not exist: run the export stage with this backend first")

@@ -31,7 +31,7 @@ def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_di
     engine = engine_dir / "model.engine"
     if not engine.is_file():
         raise RunnerError(f"{engine} does not exist: run the convert stage with this backend first")
-    runner = runner_for(cfg.backend)
+    runner = runner_for(cfg.backend, "detectnet_v2")
     command = argv.evaluate(runner.spec(spec_path, out), runner.path(engine), runner.path(image_dir),
                             runner.path(label_dir), runner.path(out), cfg.evaluate.batch_size)
     runner.run(command, out / "tao.log")

@@ -18,7 +18,7 @@ from .runners import RunnerError, check_written, load_key, runner_for
 
 
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path, out: Path) -> None:
-    runner, key, e = runner_for(cfg.backend), load_key(cfg.backend), cfg.export
+    runner, key, e = runner_for(cfg.backend, "detectnet_v2"), load_key(cfg.backend), cfg.export
     exported = out / f"model.{cfg.backend.export_format}"
     calibration = {}
     if e.data_type == "int8":

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,12 @@ def _mask(text: str, secrets: Sequence[Secret]) -> str:
     return text
 
 
+def not_on_path(executable: str, backend: str) -> "RunnerError":
+    others = ", ".join(f"backend={b}" for b in BACKENDS if b != backend)
+    return RunnerError(f"backend={backend} needs the executable {executable!r}, which is not on PATH; "
+                       f"install it (or run inside the TAO container), or choose another backend: {others}")
+
+
 def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None = None,
                 secrets: Sequence[Secret] = (), backend: str = "tao") -> None:
     """Run argv (a list; Secret elements are passed for real and printed as ***), streaming its
@@ -75,10 +82,7 @@ def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None = Non
                                    env={**os.environ, **(env or {})}, cwd=PROJECT, text=True,
                                    errors="replace", bufsize=1)
     except FileNotFoundError:
-        others = ", ".join(f"backend={b}" for b in BACKENDS if b != backend)
-        raise RunnerError(f"backend={backend} needs the executable {render(argv)[0]!r}, which is not on PATH; "
-                          f"install it (or run inside the TAO container), or choose another backend: {others}") \
-            from None
+        raise not_on_path(render(argv)[0], backend) from None
     try:
         with open(log_path, "a", encoding="utf-8") as log_file:
             log_file.write(f"$ {shown}\n")
@@ -127,6 +131,10 @@ class Runner:
 
     def __init__(self, backend: DictConfig):
         self.backend = backend
+
+    def executable(self, tool: str) -> str:
+        """What must be on PATH to run TAO's `tool` this way."""
+        return tool
 
     def path(self, host_path: str | Path) -> str:
         return str(host_path)
@@ -206,6 +214,9 @@ class LauncherRunner(_Mounted):
 
     name = "tao_launcher"
 
+    def executable(self, tool: str) -> str:
+        return self.backend.get("launcher") or "tao"
+
     def docker_options(self) -> dict:
         options = _plain(self.backend.get("docker_options"))
         for key in options:
@@ -261,6 +272,9 @@ class DockerRunner(_Mounted):
 
     name = "tao_docker"
 
+    def executable(self, tool: str) -> str:
+        return "docker"
+
     def command(self, argv: list) -> tuple[list, dict[str, str]]:
         b = self.backend
         key_var = b.get("key_env") or "TAO_KEY"
@@ -292,6 +306,12 @@ class DockerRunner(_Mounted):
         run_command(docker, log_path, env, [*keys, *secrets], self.name)
 
 
-def runner_for(backend: DictConfig) -> Runner:
+def runner_for(backend: DictConfig, tool: str) -> Runner:
+    """The runner of this backend, once what runs `tool` (TAO's command itself, the launcher or
+    docker) is known to be on PATH: a missing tool is said before anything else, the key included."""
     kinds = {"tao": Runner, "tao_launcher": LauncherRunner, "tao_docker": DockerRunner}
-    return kinds[backend.name](backend)
+    runner = kinds[backend.name](backend)
+    executable = runner.executable(tool)
+    if shutil.which(executable) is None:
+        raise not_on_path(executable, runner.name)
+    return runner
