@@ -5,18 +5,20 @@ paragraph naming the key, before DVC touches the engine, the metrics or the plot
 
 It checks the schema (types, unknown keys anywhere, ranges, min <= opt <= max batch sizes), the
 backend's keys, that the files the config names exist, and that the model, the spec and
-dataset.classes agree. Its output holds the same bytes whenever the config is valid, so the stages
-after it re-run only for the parameters they read."""
+dataset.classes agree. It writes artifacts/validated.txt, the same bytes whenever the config is valid,
+and each stage's slice of the config (artifacts/params/<stage>.json: the keys config.STAGE_PARAMS
+lists for it), which the stage depends on: DVC re-runs a stage only when a key it reads changed."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
 from omegaconf import DictConfig
 
 from .pipeline.cli import run_stage
-from .pipeline.config import VALIDATED_FILE, project_path
-from .pipeline.outputs import write_text_atomically
+from .pipeline.config import PARAMS_DIR, STAGE_PARAMS, VALIDATED_FILE, project_path, stage_params
+from .pipeline.outputs import staged_dir, write_text_atomically
 from .pipeline.preflight import check_inputs
 
 log = logging.getLogger("stages.validate")
@@ -26,6 +28,9 @@ MARK = "params.yaml passed every check of `python -m stages.validate`\n"
 
 def run(cfg: DictConfig) -> None:  # the schema was checked when the config was loaded
     check_inputs(cfg)
+    with staged_dir(project_path(PARAMS_DIR)) as out:
+        for stage in STAGE_PARAMS:
+            (out / f"{stage}.json").write_text(json.dumps(stage_params(cfg, stage), indent=1) + "\n")
     write_text_atomically(project_path(VALIDATED_FILE), MARK)
     log.info("validate: the config is valid")
 

@@ -38,9 +38,11 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
     ("sample.seed=8", list(PIPELINE_STAGES)),
     # an fp32 export does not read the tensorfile: its output comes out byte-identical, so DVC stops there
     ("calibration.max_batches=2", ["validate", "calibration_tensorfile", "export"]),
-    ("export.gen_ds_config=false", ["validate", "export", "convert"]),
-    ("convert.verify_images=4", ["validate", "convert"]),
+    ("export.gen_ds_config=false", ["validate", "export", "convert", "metrics"]),
+    ("convert.verify_images=4", ["validate", "convert", "metrics"]),
     ("evaluate.batch_size=4", ["validate", "evaluate"]),
+    # how export calibrates is export's alone: never the tensorfile (and an fp32 export stops there)
+    ("backend.calibration_method=minmax", ["validate", "export"]),
 ])
 def test_a_param_change_reruns_exactly_its_stage_and_downstream(project, override, expected):
     # validate reads every key, and its output does not change while the config is valid
@@ -53,7 +55,11 @@ def test_a_calibration_change_reaches_convert_through_an_int8_export(tmp_path):
     run(["dvc", "repro"], project)
     run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, "export=int8", "calibration.max_batches=2"], project)
     assert ran(run(["dvc", "repro"], project).stdout) == ["validate", "calibration_tensorfile", "export", "convert",
-                                                          "evaluate", "triton"]
+                                                          "evaluate", "metrics", "triton"]
+    run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, "export=int8", "calibration.max_batches=2",
+         "backend.calibration_method=minmax"], project)
+    assert ran(run(["dvc", "repro"], project).stdout) == ["validate", "export", "convert", "evaluate", "metrics",
+                                                          "triton"]
 
 
 def test_exp_run_with_a_config_group_and_a_key(project):
@@ -182,6 +188,39 @@ def fingerprinted(stage: str) -> set[str]:
 def fingerprinted_packages(stage: str) -> dict[str, str]:
     from stages.code import fingerprint
     return dict(line.split("==") for line in fingerprint(stage).splitlines() if "==" in line)
+
+
+def test_each_stage_depends_on_its_slice_of_the_config_and_lists_no_params():
+    from stages.pipeline.config import PARAMS_DIR, STAGE_PARAMS
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(STAGE_PARAMS) == set(PIPELINE_STAGES) - {"validate", "metrics"}
+    for stage in STAGE_PARAMS:
+        assert f"{PARAMS_DIR}/{stage}.json" in stages[stage]["deps"], stage
+        assert "params" not in stages[stage], stage
+    assert stages["validate"]["params"] == [{"params.yaml": None}]
+
+
+def test_a_stage_that_reads_a_key_it_does_not_list_fails_naming_it(tmp_path):
+    from stages.pipeline.config import for_stage, load
+    masked = for_stage(load(params=ROOT / "params.yaml"), "calibration_tensorfile")
+    assert masked.backend.name == "open" and masked.calibration.max_batches > 0
+    with pytest.raises(Exception, match="calibration_method"):
+        masked.backend.calibration_method  # noqa: B018 - the read is the test
+    with pytest.raises(Exception, match="evaluate"):
+        masked.evaluate  # noqa: B018
+
+
+@pytest.mark.parametrize("stage", ["sample", "calibration_tensorfile", "export", "convert", "evaluate", "triton"])
+def test_every_key_a_stage_lists_is_named_in_its_code(stage):
+    # the other half of "exactly what it reads": a listed key that no file the stage runs names is stale
+    from stages.pipeline.config import STAGE_PARAMS
+    from stages.pipeline.imports import stage_code
+    code = "".join(path.read_text() for path in stage_code(stage) if path.name != "config.py")
+    for entry in STAGE_PARAMS[stage]:
+        if entry.startswith("-"):
+            continue
+        name = entry.split(".")[-1]
+        assert f".{name}" in code or f'"{name}"' in code, f"{stage} lists {entry}, which its code never names"
 
 
 def test_the_code_stage_depends_on_all_code_and_each_stage_on_its_fingerprint():

@@ -10,6 +10,7 @@ import sys
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from .. import HELD_SIGNALS
 from . import config
@@ -47,7 +48,15 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig | None], N
         if args.cfg:
             print(OmegaConf.to_yaml(config.load(args.overrides, args.params)), end="")
             return 0
-        run(config.load(args.overrides, args.params) if reads_config else None)
+        cfg = config.load(args.overrides, args.params) if reads_config else None
+        if cfg is not None and stage in config.STAGE_PARAMS:
+            cfg = config.for_stage(cfg, stage)
+        try:
+            run(cfg)
+        except (ConfigAttributeError, ConfigKeyError) as exc:  # a read of a key the stage does not list
+            raise StageError(f"read config key {exc.full_key}, which config.STAGE_PARAMS[{stage!r}] "
+                             "(stages/pipeline/config.py) does not list: list it there, so that DVC re-runs "
+                             "this stage when it changes") from None
         return 0
     except KeyboardInterrupt:
         return _interrupted(stage)

@@ -20,6 +20,7 @@ CONF_DIR = PROJECT / "conf"
 CODE_DIR = "artifacts/code"  # one fingerprint of its code per pipeline stage, written by the `code` stage
 VALIDATED_FILE = "artifacts/validated.txt"  # the `validate` stage's mark: the same bytes while the config is valid
 PLATFORM_FILE = "artifacts/platform.json"  # what engines depend on beyond their inputs (the `platform` stage)
+PARAMS_DIR = "artifacts/params"  # each stage's slice of params.yaml, written by the `validate` stage
 PIPELINE_STAGES = ("validate", "sample", "calibration_tensorfile", "export", "convert", "evaluate", "metrics",
                    "triton")
 SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
@@ -38,6 +39,24 @@ PIPELINE_OUTPUTS = (CODE_DIR, VALIDATED_FILE, PLATFORM_FILE, SAMPLE_DATA, SAMPLE
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 ENGINE_KINDS = ("onnxruntime", "tensorrt")  # convert.engine: what the open backend builds
 GATE_FAILURE_ACTIONS = ("stop", "record")  # evaluate.on_gate_failure
+
+# What each stage reads of the config, one place for both ends: the `validate` stage writes each stage's
+# slice of params.yaml (PARAMS_DIR/<stage>.json), which dvc.yaml makes the stage's dependency in place of
+# `params:`, so DVC re-runs a stage only when a key it reads changed; and the stage is handed only these
+# keys, so reading another fails at once, in every test, instead of going unnoticed. A section listed
+# whole may leave keys out with "-key". DVC's own `params:` cannot: it lists keys, and a key one backend's
+# config lacks is an error there.
+CALIBRATION_ONLY = ("-backend.calibration_method", "-backend.percentile", "-backend.skip_zeros",
+                    "-backend.trt_version")  # how export calibrates: nothing before it, nothing after the cache
+STAGE_PARAMS = {
+    "sample": ("sample",),
+    "calibration_tensorfile": ("spec", "calibration", "export.cal_source", "export.data_type",
+                               "backend", *CALIBRATION_ONLY),
+    "export": ("export", "model", "dataset.classes", "backend"),
+    "convert": ("convert", "export.data_type", "export.batch_size", "export.batches", "backend", *CALIBRATION_ONLY),
+    "evaluate": ("evaluate", "export.data_type", "convert.engine", "backend", *CALIBRATION_ONLY),
+    "triton": ("triton", "convert.max_batch_size", "convert.engine", "backend", *CALIBRATION_ONLY),
+}
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the three steps
 TRITON_ENGINE_BACKENDS = ("python", "auto")  # triton.engine_backend: how Triton runs the engine
 
@@ -268,6 +287,43 @@ def load(overrides: list[str] | tuple[str, ...] = (), params: str | Path | None 
                               "drop --params, or use `dvc exp run -S ...`")
         return load_params(params)
     return validate(compose(overrides), "conf/")
+
+
+def _listed(key: str, entries: tuple[str, ...]) -> bool:
+    def under(entry: str) -> bool:
+        return key == entry or key.startswith(entry + ".")
+    return any(under(e) for e in entries if not e.startswith("-")) and \
+        not any(under(e[1:]) for e in entries if e.startswith("-"))
+
+
+def stage_params(cfg: DictConfig, stage: str) -> dict[str, Any]:
+    """The keys STAGE_PARAMS lists for `stage`, flattened ({'export.data_type': 'int8', ...}), sorted."""
+    from omegaconf import OmegaConf
+
+    flat = flatten(OmegaConf.to_container(cfg, resolve=True))
+    return {key: flat[key] for key in sorted(flat) if _listed(key, STAGE_PARAMS[stage])}
+
+
+def for_stage(cfg: DictConfig, stage: str) -> DictConfig:
+    """The config as `stage` may read it: only what STAGE_PARAMS lists; reading another key raises."""
+    from omegaconf import OmegaConf
+
+    def keep(tree: Any, prefix: str) -> Any:
+        if not isinstance(tree, dict) or not tree:
+            return tree
+        kept = {}
+        for key, value in tree.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            below = [e.lstrip("-") for e in STAGE_PARAMS[stage] if e.lstrip("-").startswith(path + ".")]
+            if below and isinstance(value, dict):  # part of it listed, or listed less some keys
+                kept[key] = keep(value, path)
+            elif _listed(path, STAGE_PARAMS[stage]):
+                kept[key] = value
+        return kept
+
+    masked = OmegaConf.create(keep(OmegaConf.to_container(cfg, resolve=True), ""))
+    OmegaConf.set_struct(masked, True)
+    return masked
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
