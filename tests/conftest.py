@@ -190,15 +190,33 @@ def fake_bin(tmp_path):
 def project_for(tmp_path, backend, extra=()):
     """A small int8 project for a TAO backend, with the TFRecords TAO's spec names."""
     project = make_project(tmp_path / "project", SMALL_SAMPLE + [f"backend={backend}", "export=int8", *extra])
-    # TAO reads TFRecords: give the spec's tfrecords globs something to match
+    # TAO reads TFRecords: give the spec's tfrecords globs something to match. In conf/, so that
+    # `dvc exp run -S ...`, which composes conf/ afresh, keeps it.
     import yaml
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["spec"]["references"]["/workspace/tao-experiments/data/tfrecords"] = "tfrecords"
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dataset = project / "conf" / "dataset" / "sample.yaml"
+    data = yaml.safe_load(dataset.read_text())
+    data["references"]["/workspace/tao-experiments/data/tfrecords"] = "tfrecords"
+    dataset.write_text(yaml.safe_dump(data, sort_keys=False))
+    run([sys.executable, "-m", "stages.params"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "TFRecords for TAO"], project)
     for fold in ("kitti_trainval", "kitti_val"):
         (project / "tfrecords" / fold).mkdir(parents=True)
         (project / "tfrecords" / fold / "shard-00000-of-00001").write_bytes(b"records")
     return project
+
+
+def secrets_in(project: Path, secrets: list[bytes], allowed=(".dvc/config.local",)) -> list[str]:
+    """Where a secret (the TAO key, a remote's key file path, its contents, a passphrase) lies in a
+    project: any file (outputs, logs, params.yaml, dvc.lock, DVC's cache and temp files) and its git
+    history. `allowed`: the git-ignored file whose job is to hold credentials."""
+    import subprocess
+    found = [p.relative_to(project).as_posix() for p in sorted(project.rglob("*"))
+             if p.is_file() and ".git" not in p.parts and p.relative_to(project).as_posix() not in allowed
+             and any(secret in p.read_bytes() for secret in secrets)]
+    history = subprocess.run(["git", "log", "-p", "--all"], cwd=project, capture_output=True).stdout
+    if any(secret in history for secret in secrets):
+        found.append("(git history)")
+    return found
 
 
 def env_for(fake_bin, tmp_path, **more):

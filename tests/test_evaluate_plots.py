@@ -71,7 +71,7 @@ def integrating(project_copy):
 
 
 def test_a_curves_area_is_the_integrate_ap(integrating):
-    aps = json.loads((integrating / "metrics/evaluate.json").read_text())
+    aps = json.loads((integrating / "artifacts/reports/evaluate.json").read_text())  # evaluate run by hand
     for name in bundled_sample.CLASSES:
         found = curve(integrating / CURVES / f"{name}.csv")
         for model in ("engine", "reference"):

@@ -82,6 +82,8 @@ RUN = {
     "conf/config.yaml          defaults list + spec, sample, calibration, convert, evaluate sections":
         "test_the_config_menu_lists_the_groups_and_options_of_conf",
     "conf/              Hydra config groups (the menu above)": "test_the_layout_names_files_that_exist",
+    "dvc remote add -d team ssh://deploy@gpu-host.example/srv/dvc-remote   # .dvc/config: the URL, committed":
+        "test_ssh_remote.join_remote, in every test of a real SSH server",
     DAG: "test_the_dag_command_tells_the_story_in_100_columns",
     COMPARISON: "test_sharing_and_queue.test_the_readme_comparison_shows_each_experiment_with_its_own_figures",
     "make lock upgrade=tqdm       # tqdm to the newest version pyproject.toml allows; every other pin stays":

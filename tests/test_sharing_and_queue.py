@@ -48,7 +48,7 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
     shown = run(["dvc", "metrics", "show", "--json"], second)
     assert "failed" not in shown.stderr.lower()
     figures = json.loads(shown.stdout)
-    assert figures["workspace"]["data"]["metrics/evaluate.json"]["data"]["engine"]["precision"] == "int8"
+    assert figures[""]["data"]["metrics/evaluate.json"]["data"]["engine"]["precision"] == "int8"  # "": the workspace
     run(["dvc", "repro", "--force"], second)  # rebuilt from scratch, at another path, with an empty cache
     diff = run(["dvc", "metrics", "diff", "HEAD", "--json"], second)
     assert "failed to load" not in diff.stderr

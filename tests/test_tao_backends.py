@@ -14,7 +14,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import KEY, ROOT, env_for, project_for, records, run
+from conftest import KEY, ROOT, env_for, project_for, records, run, secrets_in
 from stages.spec import Spec, path_values
 from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret
@@ -59,7 +59,7 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     assert "tlt-model-key=YOUR_TAO_KEY" in nvinfer
     assert "cluster-mode=1" in nvinfer and "[class-attrs-2]" in nvinfer  # the spec's DBSCAN, added to TAO's file
     assert "[TAO] running detectnet_v2 export" in (project / "artifacts/export/tao.log").read_text()
-    assert json.loads((project / "metrics/convert.json").read_text())["engine"] == "tensorrt"
+    assert json.loads((project / "artifacts/reports/convert.json").read_text())["engine"] == "tensorrt"
 
 
 def failed_export(tmp_path, fake_bin, backend):
@@ -237,9 +237,7 @@ def test_the_key_appears_nowhere_after_a_full_run(tmp_path, fake_bin, backend, s
     result = run(["dvc", "repro"], project, env=env)
     printed = result.stdout + result.stderr
     assert KEY not in printed
-    leaks = [str(p.relative_to(project)) for p in project.rglob("*")
-             if p.is_file() and ".git" not in p.parts and KEY.encode() in p.read_bytes()]
-    assert leaks == []
+    assert secrets_in(project, [KEY.encode()]) == []
     assert (project / "dvc.lock").is_file() and (project / "metrics/convert.json").is_file()
 
 

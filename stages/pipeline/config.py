@@ -50,8 +50,7 @@ CALIBRATION_ONLY = ("-backend.calibration_method", "-backend.percentile", "-back
                     "-backend.trt_version")  # how export calibrates: nothing before it, nothing after the cache
 STAGE_PARAMS = {
     "sample": ("sample",),
-    "calibration_tensorfile": ("spec", "calibration", "export.cal_source", "export.data_type",
-                               "backend", *CALIBRATION_ONLY),
+    "calibration_tensorfile": ("spec", "calibration", "backend", *CALIBRATION_ONLY),
     "export": ("export", "model", "dataset.classes", "backend"),
     "convert": ("convert", "export.data_type", "export.batch_size", "export.batches", "backend", *CALIBRATION_ONLY),
     "evaluate": ("evaluate", "export.data_type", "convert.engine", "backend", *CALIBRATION_ONLY),
