@@ -75,8 +75,9 @@ def test_no_nvidia_smi_means_no_gpu_found_and_tensorrt_missing_means_no_version(
 
 @pytest.mark.parametrize("backend, keys, builder", [
     ("tao", {"converter": "tao-converter"}, {"converter": "tao-converter", "tensorrt": None}),
-    ("tao_docker", {"converter": "gen_trt_engine", "image": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-tf1.15.5"},
-     {"converter": "gen_trt_engine", "image": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-tf1.15.5"}),
+    ("tao_docker", {"converter": "gen_trt_engine", "images": {"tf1": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-tf1.15.5",
+                                                             "deploy": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-deploy"}},
+     {"converter": "gen_trt_engine", "image": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-deploy"}),  # builds the engine
     ("tao_launcher", {"converter": "tao-converter"}, {"converter": "tao-converter", "launcher": "6.26.3"}),
 ])
 def test_tao_backends_build_tensorrt_engines_named_by_image_or_launcher_and_gpu(tmp_path, fake_bin, backend, keys,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import KEY, ROOT, env_for, project_for, records, run, secrets_in
+from conftest import KEY, ROOT, env_for, project_for, records, run, secrets_in, set_params
 from stages.spec import Spec, path_values
 from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret
@@ -200,6 +200,35 @@ def test_a_failure_the_launcher_reports_as_success_fails_the_stage(tmp_path, fak
     assert not (project / "artifacts" / "export").exists()
 
 
+@pytest.mark.parametrize("converter", ["tao-converter", "gen_trt_engine"])
+def test_docker_runs_each_step_in_tao_5s_image_for_it(tmp_path, fake_bin, converter):
+    """TAO 5: calibration_tensorfile, export and tao-converter in the TF1 image; TAO Deploy's
+    gen_trt_engine and evaluate in the deploy image."""
+    project = project_for(tmp_path, "tao_docker")
+    set_params(project, backend__converter=converter)
+    env = env_for(fake_bin, tmp_path)
+    for name in ("sample", "calibration_tensorfile", "export", "platform", "convert", "evaluate"):
+        stage(project, name, env)
+    tf1, deploy = "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-tf1.15.5", "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-deploy"
+    ran_in = []
+    for call in (c for c in records(tmp_path) if c["tool"] == "docker"):
+        argv = call["argv"]
+        image = next(a for a in argv if a in (tf1, deploy))
+        inner = argv[argv.index(image) + 5:]  # after IMAGE sh -c SCRIPT sh
+        ran_in.append((" ".join(inner[:2]) if inner[0] == "detectnet_v2" else inner[0], image))
+    convert = ("detectnet_v2 gen_trt_engine", deploy) if converter == "gen_trt_engine" else ("tao-converter", tf1)
+    assert ran_in == [("detectnet_v2 calibration_tensorfile", tf1), ("detectnet_v2 export", tf1), convert,
+                      ("detectnet_v2 evaluate", deploy)]
+    built_by = json.loads((project / "artifacts/platform.json").read_text())["builder"]["image"]
+    assert built_by == convert[1]
+
+
+def test_docker_without_the_image_for_a_step_names_the_key(tmp_path):
+    from stages.tao_backend.runners import image_for
+    with pytest.raises(RunnerError, match=r"backend.images.deploy is not set.*detectnet_v2 evaluate"):
+        image_for(OmegaConf.create({"images": {"tf1": "img"}}), ["detectnet_v2", "evaluate", "-e", "spec"])
+
+
 def test_docker_passes_the_key_by_name_and_expands_it_inside(tmp_path, fake_bin):
     project = project_for(tmp_path, "tao_docker")
     env = env_for(fake_bin, tmp_path)
@@ -260,7 +289,7 @@ def test_paths_outside_every_mount_are_refused(tmp_path):
 def test_longest_mount_wins(tmp_path):
     (tmp_path / "data").mkdir()
     mounts = [{"source": str(tmp_path), "destination": "/w"}, {"source": str(tmp_path / "data"), "destination": "/d"}]
-    runner = DockerRunner(OmegaConf.create({"mounts": mounts, "image": "img"}))
+    runner = DockerRunner(OmegaConf.create({"mounts": mounts, "images": {"tf1": "img", "deploy": "img"}}))
     assert runner.path(tmp_path / "data" / "a") == "/d/a"
     assert runner.path(tmp_path / "data2" / "a") == "/w/data2/a"
 

@@ -4,6 +4,7 @@ engine where TensorRT and a GPU are (asked for elsewhere, an error). Plus the ve
 the fp32 model."""
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
 import time
@@ -17,6 +18,8 @@ import onnx
 from ..formats.calibration_cache import check_cache_names, read_cache
 from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
 from ..pipeline.config import DATA_TYPES, ENGINE_KINDS
+
+log = logging.getLogger("stages.convert")
 
 
 def tensorrt_available() -> str | None:
@@ -83,9 +86,34 @@ def _build_onnxruntime(request: EngineRequest) -> None:
     _save_optimized(model, request.output)
 
 
+QDQ_PER_CHANNEL_OPSET = 13  # QuantizeLinear/DequantizeLinear take `axis` (per-channel scales) from opset 13
+
+
+def with_per_channel_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """(the model at an opset whose QDQ nodes take per-channel scales, True), upgrading an older one (TAO 4
+    exported opset 11, TAO 5 opset 12); where the graph cannot be upgraded, (the model, False): its
+    weights are then quantized per tensor, which every opset reads."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), QDQ_PER_CHANNEL_OPSET)
+    if opset >= QDQ_PER_CHANNEL_OPSET:
+        return model, True
+    from onnx import version_converter
+    try:
+        upgraded = version_converter.convert_version(model, QDQ_PER_CHANNEL_OPSET)
+        onnx.checker.check_model(upgraded)
+    except Exception as exc:  # the converter has no adapter for some op of this graph
+        log.warning("int8: the model's opset %d cannot be upgraded to %d (%s): its weights are quantized "
+                    "per tensor, not per channel as TensorRT does", opset, QDQ_PER_CHANNEL_OPSET,
+                    str(exc).strip().splitlines()[-1][:200])
+        return model, False
+    log.info("int8: the model's opset %d upgraded to %d, for per-channel weight scales", opset,
+             QDQ_PER_CHANNEL_OPSET)
+    return upgraded, True
+
+
 def quantize_with_cache(model: onnx.ModelProto, cache: Path) -> onnx.ModelProto:
     """INT8 QDQ model whose activation scales are exactly the cache's (symmetric, zero point 0);
-    weights are quantized per channel, as TensorRT does."""
+    weights are quantized per channel, as TensorRT does, where the model's opset allows it
+    (with_per_channel_qdq)."""
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
@@ -93,6 +121,7 @@ def quantize_with_cache(model: onnx.ModelProto, cache: Path) -> onnx.ModelProto:
 
     _, scales = read_cache(cache)
     check_cache_names(cache, scales, model)
+    model, per_channel = with_per_channel_qdq(model)
     # A convolution whose input has no range stays in float, as TensorRT keeps such layers.
     unranged = [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] not in scales]
     ranges = {name: TensorData(lowest=np.float32(-s * 127.0), highest=np.float32(s * 127.0))
@@ -102,7 +131,7 @@ def quantize_with_cache(model: onnx.ModelProto, cache: Path) -> onnx.ModelProto:
         onnx.save(model, str(path))
         shaped = load_model_with_shape_infer(path)
     quantizer = QDQQuantizer(
-        shaped, per_channel=True, reduce_range=False, weight_qType=QuantType.QInt8,
+        shaped, per_channel=per_channel, reduce_range=False, weight_qType=QuantType.QInt8,
         activation_qType=QuantType.QInt8, tensors_range=TensorsData(CalibrationMethod.MinMax, ranges),
         nodes_to_quantize=[], nodes_to_exclude=unranged,
         # TensorRT fuses Conv with the Add/ReLU/Sigmoid after it, so INT8 data flows into each

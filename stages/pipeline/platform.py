@@ -99,8 +99,10 @@ def probe(params: dict) -> dict:
         builder = {"tensorrt": version_of(*TENSORRT_DISTRIBUTIONS)}
     elif name == "tao":  # TAO's commands on PATH, inside its container: that container's TensorRT builds
         builder = {"converter": backend.get("converter"), "tensorrt": version_of(*TENSORRT_DISTRIBUTIONS)}
-    elif name == "tao_docker":  # the image fixes TAO's and TensorRT's versions
-        builder = {"converter": backend.get("converter"), "image": backend.get("image")}
+    elif name == "tao_docker":  # the image that builds the engine fixes TAO's and TensorRT's versions
+        images = backend.get("images") or {}
+        builder = {"converter": backend.get("converter"),
+                   "image": images.get("deploy" if backend.get("converter") == "gen_trt_engine" else "tf1")}
     else:  # tao_launcher: the launcher's version picks the images (its config.json)
         builder = {"converter": backend.get("converter"), "launcher": launcher_version(backend.get("launcher") or "tao")}
     return {"backend": name, "engine": "tensorrt", "builder": builder, "gpus": gpus()}

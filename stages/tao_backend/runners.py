@@ -238,7 +238,7 @@ class LauncherRunner(_Mounted):
         variable that the launcher's own shell expands, so it is not on the launcher's command line."""
         b = self.backend
         tool, *args = argv
-        deploy = tool == "detectnet_v2" and args[:1] in (["gen_trt_engine"], ["evaluate"])  # TAO Deploy's tasks
+        deploy = is_deploy_task(argv)
         group = b.get("deploy_task_group" if deploy else "model_task_group")
         command = [b.get("launcher") or "tao", *([group] if group else []), LAUNCHER_TASKS.get(tool, tool)]
         env: dict[str, str] = {}
@@ -266,9 +266,9 @@ _EXPAND_KEY = ('n=$#; for a do if [ "$a" = "' + KEY_ARGUMENT + '" ]; then a="${'
 
 
 class DockerRunner(_Mounted):
-    """`backend=tao_docker`: `docker run` of the TAO image with the same mounts. The key travels as
-    an environment variable, named on the command line and expanded inside the container, so its
-    value is never on the host's process list."""
+    """`backend=tao_docker`: `docker run` of TAO's image for the step (image_for) with the same mounts.
+    The key travels as an environment variable, named on the command line and expanded inside the
+    container, so its value is never on the host's process list."""
 
     name = "tao_docker"
 
@@ -297,13 +297,29 @@ class DockerRunner(_Mounted):
             docker += ["-e", key_var]
         docker += ["-w", self.path(PROJECT)]
         docker += [str(o) for o in (b.get("docker_args") or [])]
-        docker += [str(b.image), "sh", "-c", _EXPAND_KEY % key_var, "sh", *inner]
+        docker += [image_for(b, argv), "sh", "-c", _EXPAND_KEY % key_var, "sh", *inner]
         return docker, env
 
     def run(self, argv: list, log_path: Path, secrets: Sequence[Secret] = ()) -> None:
         docker, env = self.command(argv)
         keys = [a for a in argv if isinstance(a, Secret)]
         run_command(docker, log_path, env, [*keys, *secrets], self.name)
+
+
+def is_deploy_task(argv: Sequence) -> bool:
+    """TAO Deploy's tasks (TAO 5+: the deploy image, `tao deploy ...`); the others are TAO's TF1 ones."""
+    tool, *args = [str(a) for a in argv]
+    return tool == "detectnet_v2" and args[:1] in (["gen_trt_engine"], ["evaluate"])
+
+
+def image_for(backend: DictConfig, argv: Sequence) -> str:
+    """backend=tao_docker: the image that runs `argv`, backend.images.deploy or backend.images.tf1."""
+    which = "deploy" if is_deploy_task(argv) else "tf1"
+    image = (backend.get("images") or {}).get(which)
+    if not image:
+        raise RunnerError(f"config key backend.images.{which} is not set: the image that runs "
+                          f"`{' '.join(str(a) for a in argv[:2])}` (TAO 5: ...-tf1.15.5 and ...-deploy)")
+    return str(image)
 
 
 def runner_for(backend: DictConfig, tool: str) -> Runner:
