@@ -62,7 +62,8 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
                 if o["path"] not in ("artifacts/reports/convert.json", "metrics/timings.json")}
     assert outputs(second) == outputs(first)
     assert sorted(outputs(first)) == ["artifacts/calibration", "artifacts/code", "artifacts/engine",
-                                      "artifacts/evaluation", "artifacts/export", "artifacts/platform.json",
+                                      "artifacts/evaluation", "artifacts/export", "artifacts/params",
+                                      "artifacts/platform.json",
                                       "artifacts/reports/evaluate.json", "artifacts/triton",
                                       "artifacts/validated.txt", "data/sample", "metrics/convert.json",
                                       "metrics/evaluate.json", "models/sample"]
