@@ -4,6 +4,7 @@ for each pipeline stage; the layering tests check DESIGN.md's import rules with 
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +25,8 @@ def module_file(name: str) -> Path | None:
     return None
 
 
-def imports_of(name: str) -> set[str]:
+@functools.cache  # one run reads each module once, though every stage's walk passes through it
+def imports_of(name: str) -> frozenset[str]:
     """What module `name` imports, function-level imports included, relative ones made absolute; for
     `from X import Y` both X and X.Y (Y may be a module)."""
     path = module_file(name)
@@ -44,7 +46,7 @@ def imports_of(name: str) -> set[str]:
                 ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
+    return frozenset(found)
 
 
 def code_of(*roots: str) -> list[Path]:
@@ -82,24 +84,34 @@ def distributions_of(*roots: str) -> dict[str, str]:
     """{distribution: installed version} of every installed package importing `roots` can load: those
     their imports name, and what those require in turn (extras aside), NOT_PRODUCERS left out. Modules
     that are not installed (TensorRT here, imported only where it runs) are left out too."""
-    by_module = metadata.packages_distributions()
+    by_module = _packages_distributions()
     todo = sorted({dist for module in _walk(roots)[1] - NOT_PRODUCERS for dist in by_module.get(module, ())})
     found: dict[str, str] = {}
     while todo:
-        name = todo.pop()
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
+        described = _distribution(todo.pop())
+        if described is None or described[0] in found:
             continue
-        key = dist.metadata["Name"].lower().replace("_", "-").replace(".", "-")
-        if key in found:
-            continue
-        found[key] = dist.version
-        for text in dist.requires or ():
-            requirement = Requirement(text)
-            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
-                todo.append(requirement.name)
+        key, version, requires = described
+        found[key] = version
+        todo += requires
     return dict(sorted(found.items()))
+
+
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+@functools.cache
+def _distribution(name: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """(canonical name, version, the names it requires, extras aside) of an installed distribution."""
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+    requires = tuple(requirement.name for requirement in map(Requirement, dist.requires or ())
+                     if requirement.marker is None or requirement.marker.evaluate({"extra": ""}))
+    return dist.metadata["Name"].lower().replace("_", "-").replace(".", "-"), dist.version, requires
 
 
 def stage_roots(stage: str) -> list[str]:
