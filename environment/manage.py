@@ -158,7 +158,7 @@ def install_locked(uv: Path, lock: Path, *, python: Path, target: Path | None = 
     if target is not None:
         argv += ["--target", str(target)]
     argv += [str(lock)] if sync else ["-r", str(lock)]
-    run(argv, f"install {lock.relative_to(lock.parent.parent.parent) if ROOT in lock.parents else lock}")
+    run(argv, f"install {lock.relative_to(ROOT) if lock.is_relative_to(ROOT) else lock}")
 
 
 def install(venv: Path) -> None:

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from stages.serving.server import free_port
+
 SSHD = "/usr/sbin/sshd"
 HOW_TO_INSTALL = ("needs OpenSSH's sshd, run as root (it switches to the logged-in user): "
                   "`apt-get install openssh-server`, as .ci/run does")
@@ -24,12 +26,6 @@ def unavailable() -> str | None:
     if os.geteuid() != 0:
         return f"not root: {HOW_TO_INSTALL}"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..pipeline.config import TRITON_DIR, project_path
 from ..pipeline.errors import StageError
 
-TRITON_HOME = Path(sys.prefix) / "triton"  # pip install --target .venv/triton nvidia-pytriton==0.7.0
+TRITON_HOME = Path(sys.prefix) / "triton"  # nvidia-pytriton 0.7.0, installed there by make setup (triton.txt)
 SERVER = TRITON_HOME / "pytriton" / "tritonserver"
 MODEL_ENV = Path(sys.prefix) / "triton-env"  # where the Python models run (repository.VENV_FROM_MODEL)
 SHM_BYTES = 64 << 20
