@@ -1,7 +1,9 @@
 """Stage `calibration_tensorfile`: resolve the TAO spec (map its container paths, apply the value
-overrides, check every input exists) and write the calibration TensorFile from its images."""
+overrides, check every input exists) and write the calibration TensorFile from its images; none when
+export.calibration_cache gives the int8 scales (no image is read for calibration then)."""
 from __future__ import annotations
 
+import logging
 import sys
 
 from omegaconf import DictConfig
@@ -19,7 +21,12 @@ def run(cfg: DictConfig) -> None:
     step = backends.step(cfg, "calibration_tensorfile")  # imported before any output is staged
     with staged_dir(project_path(CALIBRATION_DIR)) as out, log_to_file(out / "calibration_tensorfile.log"):
         spec.write(out / RESOLVED_SPEC)
-        step.run(cfg, facts(spec), out / RESOLVED_SPEC, out / TENSORFILE)
+        if cfg.export.calibration_cache:
+            logging.getLogger("stages").info(
+                "export.calibration_cache %s gives the int8 scales: no calibration tensorfile made, no image read",
+                cfg.export.calibration_cache)
+        else:
+            step.run(cfg, facts(spec), out / RESOLVED_SPEC, out / TENSORFILE)
 
 
 if __name__ == "__main__":

@@ -123,7 +123,9 @@ def copy_tracked_files(dest: Path, wanted) -> None:
 
 def make_project(dest: Path, overrides=SMALL_SAMPLE) -> Path:
     """A copy of this project's tracked files in a fresh git repo, params.yaml composed with overrides."""
+    import numba_kernels
     copy_tracked_files(dest, lambda name: not name.startswith(("tests/", "bench/")))
+    numba_kernels.copy_into(dest)  # compiled once per session, not once per project
     for stray in ("dvc.lock", *(p.relative_to(dest) for p in (dest / "metrics").glob("*.json"))):
         (dest / stray).unlink(missing_ok=True)  # what this checkout's runs wrote
     _bake_into_conf(dest / "conf" / "config.yaml", overrides)

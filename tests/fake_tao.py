@@ -79,7 +79,8 @@ def tao_tool(tool, args):
     elif tool == "detectnet_v2" and args[0] == "export":
         out = Path(option(args, "-o"))
         shutil.copyfile(option(args, "-m"), out)  # the input is ONNX already
-        if "--cal_cache_file" in args:
+        if "--cal_cache_file" in args and not Path(option(args, "--cal_cache_file")).exists():
+            # TensorRT's calibrators read an existing cache instead of calibrating
             Path(option(args, "--cal_cache_file")).write_text("TRT-8601-EntropyCalibration2\ninput_1: 3c010a14\n")
         if "--gen_ds_config" in args:
             config = f"net-scale-factor=0.00392156862745098\ntlt-model-key={key}\n"

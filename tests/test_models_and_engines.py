@@ -1,6 +1,8 @@
 """The sample model, TAO-style export, and engines built from the exported model."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -198,3 +200,32 @@ def test_tensorrt_asked_for_where_it_is_missing_is_an_error_not_a_fallback(expor
     with pytest.raises(ValueError, match=f"convert.engine is tensorrt, but TensorRT cannot build here: {reason}"):
         build_engine(EngineRequest(exported / "model.onnx", "fp16", tmp_path / "model.engine", kind="tensorrt"))
     assert not (tmp_path / "model.engine").exists()
+
+
+def detector_with_heads(path, cov_channels: int, bbox_channels: int, stride: int = 16):
+    """input_1 (N,3,64,96) -> two convolutions of `stride`, as DetectNet_v2's outputs are named."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.ones((c, 3, stride, stride), np.float32) * 0.01, f"w{i}")
+               for i, c in enumerate((cov_channels, bbox_channels))]
+    nodes = [helper.make_node("Conv", ["input_1", "w0"], ["cov"], strides=[stride] * 2),
+             helper.make_node("Sigmoid", ["cov"], ["output_cov/Sigmoid"]),
+             helper.make_node("Conv", ["input_1", "w1"], ["output_bbox/BiasAdd"], strides=[stride] * 2)]
+    grid = [64 // stride, 96 // stride]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["N", 3, 64, 96])],
+                              [helper.make_tensor_value_info("output_cov/Sigmoid", TensorProto.FLOAT, ["N", cov_channels, *grid]),
+                               helper.make_tensor_value_info("output_bbox/BiasAdd", TensorProto.FLOAT,
+                                                             ["N", bbox_channels, *grid])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+@pytest.mark.parametrize("cov, bbox, stride, message", [
+    (2, 5, 16, "its output output_bbox/BiasAdd has 5 channels and output_cov/Sigmoid 2: DetectNet_v2 has 4 box "
+               "channels per coverage channel"),
+    (2, 8, 8, "its output output_cov/Sigmoid has a 8x12 grid, but its 64x96 input gives DetectNet_v2 a 4x6 grid"),
+])
+def test_a_model_whose_outputs_are_not_detectnet_v2s_is_refused_by_export(tmp_path, cov, bbox, stride, message):
+    detector_with_heads(tmp_path / "model.onnx", cov, bbox, stride)
+    with pytest.raises(ModelError, match=f"is not a DetectNet_v2 model: {re.escape(message)}"):
+        export_model(tmp_path / "model.onnx", tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()

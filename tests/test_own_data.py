@@ -20,6 +20,7 @@ dataset:
     /workspace/tao-experiments/detectnet_v2: mymodels
   classes: [car, cyclist, pedestrian]
 model:
+  root: mymodels
   file: mymodels/detector.onnx
   input_name: image
   cov_output: coverage

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -29,8 +30,9 @@ class Block:
 
     @property
     def key(self) -> str:
-        """The block's first line: how the lists below name it."""
-        return self.text.splitlines()[0].strip()
+        """The block's first line, or its second after Hydra's package header: how the lists below name it."""
+        lines = self.text.splitlines()
+        return lines[1].strip() if lines[0].startswith("# @package") and len(lines) > 1 else lines[0].strip()
 
     def commands(self) -> list[str]:
         """Shell commands: continuations joined, comments and blank lines dropped."""
@@ -73,7 +75,9 @@ RUN = {
         "test_the_experiment_commands",
     "dvc remote add -d shared /mnt/team/dvc-remote      # a local or network directory":
         "test_the_experiment_commands",
-    "# @package _global_": "test_the_own_data_example",
+    "# conf/experiment/mine.yaml (the line above must stay the first: Hydra reads it only there)": "test_the_own_data_example",
+    "# conf/experiment/trafficcamnet.yaml: an NGC model and its cache, judged on your own images": "test_the_ngc_cache_example",
+    "dvc add data/traffic models/trafficcamnet": "test_the_ngc_cache_example",
     "dvc add data/kitti models/mine                    # version your data and model with DVC":
         "test_the_own_data_example",
     "# list every path-bearing field: FIELD_PATH<TAB>LINE<TAB>VALUE": "test_the_own_data_example",
@@ -210,7 +214,7 @@ def test_the_own_data_example(tmp_path):
         pytest.skip(f"{SHARED_SPECS} is absent: NVIDIA's tutorial specs are not here")
     project = make_project(tmp_path / "project", SMALL_SAMPLE)
     _kitti_like(project)
-    config = block("# @package _global_")
+    config = block("# conf/experiment/mine.yaml (the line above must stay the first: Hydra reads it only there)")
     second_line = config.text.splitlines()[1]
     target = re.search(r"conf/experiment/\w+\.yaml", second_line).group(0)  # where the example says it goes
     (project / target).write_text(config.text)
@@ -236,6 +240,54 @@ def test_the_own_data_example(tmp_path):
     bash(commands[1], project)
     resolved = (project / "resolved_spec.txt").read_text()
     assert str(project / "data/kitti") in resolved and "batch_size_per_gpu: 8" in resolved
+
+
+def test_the_ngc_cache_example(tmp_path):
+    """NGC's way: a TAO 5 ONNX and the cache TensorRT 10.3 made on NVIDIA's images; the user's own images
+    are for judging only: the training images here are not images at all, so any calibration that read
+    one would fail."""
+    import onnx
+
+    from stages import bundled_sample
+    from stages.bundled_sample.tao_shaped import as_tao_export
+    from stages.formats.calibration_cache import read_cache
+    from tao_family import TENSORRT_OWN_NAMES, Member, write_ngc_cache
+
+    project = make_project(tmp_path / "project", SMALL_SAMPLE)
+    config = block("# conf/experiment/trafficcamnet.yaml: an NGC model and its cache, judged on your own images")
+    settings = yaml.safe_load(config.text)
+    (project / re.search(r"conf/experiment/\w+\.yaml", config.text).group(0)).write_text(config.text)
+    classes, model = tuple(settings["dataset"]["classes"]), project / settings["model"]["file"]
+    ngc = Member("trafficcamnet", 12, classes, 960, 544, train_images=24)
+    data = project / settings["dataset"]["root"]
+    bundled_sample.write_dataset(data, {"training": 8, "validation": 8}, 5, (960, 544), classes=classes)
+    bundled_sample.write_spec(project / settings["dataset"]["spec"], 960, 544, 4, classes)
+    for image in (data / "training/image_2").iterdir():
+        image.write_bytes(b"not an image: calibration must not read it")
+    model.parent.mkdir(parents=True)
+    bundled_sample.write_dataset(tmp_path / "nvidia", {"training": ngc.train_images}, 6, (960, 544), classes=classes)
+    bundled_sample.fit_model(tmp_path / "plain.onnx", tmp_path / "nvidia/training", classes, 960, 544, ngc.widths)
+    onnx.save(as_tao_export(onnx.load(tmp_path / "plain.onnx"), ngc.opset), model)
+    cache = model.with_suffix(".txt")
+    scales = write_ngc_cache(model, ngc, cache)
+
+    for command in block("dvc add data/traffic models/trafficcamnet").commands():
+        bash(command, project)
+    assert json.loads((project / "metrics/convert.json").read_text())["precision"] == "int8"
+    assert not (project / "artifacts/calibration/calibration.tensor").exists()
+    log = (project / "artifacts/export/export.log").read_text()
+    assert f"{len(TENSORRT_OWN_NAMES)} of its names match no tensor of the model" in log
+    assert all(name in log for name in TENSORRT_OWN_NAMES)
+    header, used = read_cache(project / "artifacts/export/calibration.bin")
+    assert header == "TRT-100300-EntropyCalibration2" and used["input_1"] == scales["input_1:0"]
+    engine = onnx.load(project / "artifacts/engine/model.onnx")
+    quantize = next(n for n in engine.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input_1")
+    [scale] = [i for i in engine.graph.initializer if i.name == quantize.input[1]]
+    assert onnx.numpy_helper.to_array(scale) == np.float32(scales["input_1:0"])  # exactly the cache's scale
+
+    cache.write_text(cache.read_text().replace("TRT-100300", "TRT-100301"))  # a new cache: export re-runs
+    status = json.loads(run(["dvc", "status", "--json"], project).stdout)
+    assert "export" in status
 
 
 # ----------------------------------------------------------------- the blocks checked against the code

@@ -343,3 +343,26 @@ def test_a_tao_tool_that_dies_under_dvc_leaves_the_previous_engine_in_place(tmp_
     assert {path: (project / path).read_bytes() for path in before} == before
     status = json.loads(run(["dvc", "status", "--json"], project, env=env).stdout)
     assert [c for entries in status.values() for c in entries if isinstance(c, dict) and "changed outs" in c] == []
+
+
+NGC_CACHE = "TRT-100300-EntropyCalibration2\ninput_1: 3c010a14\nconv1/BiasAdd: 3d0b7086\nONNXTRT_Broadcast_output: 3c8954aa\n"
+
+
+@pytest.mark.parametrize("converter, cache_flag", [("tao-converter", "-c"), ("gen_trt_engine", "--cal_cache_file")])
+def test_a_given_calibration_cache_goes_to_tao_as_it_is_and_no_image_is_read(tmp_path, fake_bin, converter,
+                                                                            cache_flag):
+    project = project_for(tmp_path, "tao")
+    (project / "models" / "ngc_int8.txt").write_text(NGC_CACHE)
+    set_params(project, model__root="models", export__calibration_cache="models/ngc_int8.txt",
+               backend__converter=converter)
+    env = env_for(fake_bin, tmp_path)
+    for name in ("validate", "sample", "calibration_tensorfile", "export", "platform", "convert"):
+        stage(project, name, env)
+    calls = records(tmp_path)
+    assert [c["argv"][0] for c in calls if c["tool"] == "detectnet_v2"][:1] == ["export"]  # no calibration_tensorfile
+    assert not (project / "artifacts/calibration/calibration.tensor").exists()
+    export = calls[0]["argv"]
+    assert "--cal_data_file" not in export and "--cal_image_dir" not in export and "--batches" not in export
+    assert (project / "artifacts/export/calibration.bin").read_text() == NGC_CACHE  # bit for bit
+    convert = calls[-1]["argv"]
+    assert convert[convert.index(cache_flag) + 1] == str(project / "artifacts/export/calibration.bin")

@@ -17,7 +17,7 @@ import numpy as np
 from ..detectnet_v2.grid import STRIDE, cell_centres, encode_box, grid_shape
 from ..detectnet_v2.preprocessing import image_size, iter_batches, list_images
 from ..formats.kitti_labels import read_labels
-from .model import HEAD_KERNEL, backbone, build_model, feature_depth
+from .model import HEAD_KERNEL, Widths, backbone, build_model, feature_depth
 from .spec import COV_RADII, MIN_RADIUS_CELLS
 
 LOGIT = 4.0  # the coverage head's regression targets: +LOGIT on covered cells, -LOGIT elsewhere
@@ -90,7 +90,7 @@ def _logistic_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float
 
 
 def fit_model(path: Path, split: Path, classes: tuple[str, ...], width: int, height: int,
-              base_width: int = 16, seed: int = 0, progress=None) -> FitReport:
+              base_width: Widths = 16, seed: int = 0, progress=None) -> FitReport:
     """Write to `path` the sample model fitted to the KITTI split `split` (image_2/, label_2/)."""
     import onnxruntime as ort
 

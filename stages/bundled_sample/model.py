@@ -6,6 +6,7 @@ the heads are random (`build_model`) or fitted to data (fit.py)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Tuple, Union
 
 import numpy as np
 import onnx
@@ -51,13 +52,27 @@ class _GraphBuilder:
         return self.op("Relu", f"{name}_relu", [self.op("Add", f"{name}_add", [y, shortcut])])
 
 
-def feature_depth(base_width: int) -> int:
-    """Channels of FEATURES: the last stage (4w), and the average and max pools of stages 1 (2w) and 2 (4w)."""
-    return 4 * base_width + 2 * (2 * base_width) + 2 * (4 * base_width)
+Widths = Union[int, Tuple[int, int, int, int]]
 
 
-def _backbone(g: _GraphBuilder, base_width: int, scale: np.ndarray, shift: np.ndarray) -> str:
-    channels = [base_width, base_width * 2, base_width * 4, base_width * 4]
+def stage_widths(base_width: Widths) -> tuple[int, int, int, int]:
+    """Channels of conv1 and of the three stages: (w, 2w, 4w, 4w) for a base width w, or as given (a
+    pruned model's odd counts)."""
+    if isinstance(base_width, int):
+        return base_width, 2 * base_width, 4 * base_width, 4 * base_width
+    if len(base_width) != 4 or min(base_width) < 1:
+        raise ValueError(f"stage widths must be 4 positive channel counts, got {base_width}")
+    return tuple(int(w) for w in base_width)
+
+
+def feature_depth(base_width: Widths) -> int:
+    """Channels of FEATURES: the last stage, and the average and max pools of stages 1 and 2."""
+    _, stage1, stage2, stage3 = stage_widths(base_width)
+    return stage3 + 2 * stage1 + 2 * stage2
+
+
+def _backbone(g: _GraphBuilder, base_width: Widths, scale: np.ndarray, shift: np.ndarray) -> str:
+    channels = stage_widths(base_width)
     x = g.op("Relu", "conv1_relu", [g.conv("conv1", TAO_INPUT, 3, channels[0], 7, 2)])
     stages = []
     for stage, (cin, cout) in enumerate(zip(channels, channels[1:]), start=1):
@@ -98,7 +113,7 @@ def _model(g: _GraphBuilder, width: int, height: int, outputs: list[tuple[str, i
     return model
 
 
-def backbone(width: int, height: int, base_width: int = 16, seed: int = 0) -> onnx.ModelProto:
+def backbone(width: int, height: int, base_width: Widths = 16, seed: int = 0) -> onnx.ModelProto:
     """The graph up to FEATURES (unstandardized), its only output: what the heads are fitted on. The
     same seed gives build_model's backbone."""
     g = _GraphBuilder(seed)
@@ -108,7 +123,7 @@ def backbone(width: int, height: int, base_width: int = 16, seed: int = 0) -> on
 
 
 def build_model(path: Path, width: int, height: int, num_classes: int = len(CLASSES),
-                base_width: int = 16, seed: int = 0, batch: int | str = 1, heads: dict | None = None) -> None:
+                base_width: Widths = 16, seed: int = 0, batch: int | str = 1, heads: dict | None = None) -> None:
     """A DetectNet_v2 model: input_1 (N,3,H,W) -> backbone -> output_cov/Sigmoid (N,C,H/16,W/16) and
     output_bbox/BiasAdd (N,4C,H/16,W/16). Random heads, or `heads` as fit.py makes them: {"scale", "shift"
     (per FEATURES channel), "output_cov" and "output_bbox": (kernel, bias)}. The same seed gives the same backbone."""

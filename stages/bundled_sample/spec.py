@@ -10,7 +10,7 @@ from .dataset import CLASSES
 # The share of each box, around its centre, that the coverage targets cover (TAO's bbox_rasterizer_config
 # cov_radius_x/y, NVIDIA's KITTI values), at least MIN_RADIUS_CELLS cells each way (bbox_min_radius):
 # the sample model is fitted to exactly these targets.
-COV_RADII = {"car": 0.4, "cyclist": 1.0, "pedestrian": 1.0}
+COV_RADII = {"car": 0.4, "cyclist": 1.0, "pedestrian": 1.0, "road_sign": 1.0, "bicycle": 1.0, "person": 1.0}
 MIN_RADIUS_CELLS = 1.0
 # How the sample model's raw outputs are clustered (postprocessing_config). TAO's DBSCAN weighs each box
 # by its coverage and needs a coverage mass of dbscan_min_samples (1) around a core box; eps 0.5 joins
@@ -178,8 +178,8 @@ bbox_rasterizer_config {{
 """
 
 
-def write_spec(path: Path, width: int, height: int, batch_size: int) -> None:
+def write_spec(path: Path, width: int, height: int, batch_size: int, classes: tuple[str, ...] = CLASSES) -> None:
     sections = {section: "".join(block.format(name=name, radius=COV_RADII[name], min_radius=MIN_RADIUS_CELLS,
-                                              **CLUSTERING) for name in CLASSES).rstrip("\n")
+                                              **CLUSTERING) for name in classes).rstrip("\n")
                 for section, block in CLASS_BLOCKS.items()}
     path.write_text(SPEC_TEMPLATE.format(width=width, height=height, batch_size=batch_size, **sections))

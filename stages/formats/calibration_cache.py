@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -39,6 +40,12 @@ def write_cache(path: str | Path, amax: Mapping[str, float], method: str = "entr
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def write_scales(path: str | Path, header: str, scales: Mapping[str, float]) -> None:
+    """A cache of these scales, bit for bit (a float32 read by read_cache packs back to the same bits)."""
+    lines = [header] + [f"{name}: {struct.pack('>f', np.float32(scale)).hex()}" for name, scale in scales.items()]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
 _HEADER = re.compile(r"TRT-\d+-\w+\Z")
 _ENTRY = re.compile(r"(.+): ([0-9a-fA-F]{8})\Z")
 
@@ -65,6 +72,41 @@ def read_cache(path: str | Path) -> tuple[str, dict[str, float]]:
             raise CalibrationCacheError(f"{path}:{number}: scale of {m.group(1)!r} is {scale}, not a positive number")
         scales[m.group(1)] = scale
     return lines[0].strip(), scales
+
+
+@dataclass(frozen=True)
+class CacheOnModel:
+    """A cache's scales under the names of one model's tensors."""
+    scales: dict[str, float]  # by the model's tensor names
+    ignored: list[str]  # the cache's names that match no tensor of the model, as TensorRT ignores them
+    convolutions: int  # the model's convolutions
+    covered: int  # of which the cache gives the input a scale
+
+
+def map_onto_model(path: str | Path, scales: Mapping[str, float], model: onnx.ModelProto, model_name: str,
+                   renames: Mapping[str, str] | None = None) -> CacheOnModel:
+    """The scales of a cache made for the model before `renames` ({old name: new name}, export's) onto
+    `model`: a cache that TensorRT made for the original model (NGC's, under tf2onnx's `input_1:0` names,
+    plus names of TensorRT's own layers). Refuses one that scales no convolution's input: made for
+    another model."""
+    renames = renames or {}
+    known = set(calibration_tensor_names(model))
+    mapped, ignored = {}, []
+    for name, scale in scales.items():
+        target = renames.get(name, name)
+        if target in known:
+            mapped[target] = scale
+        else:
+            ignored.append(name)
+    convolutions = [n for n in model.graph.node if n.op_type == "Conv"]
+    covered = sum(1 for n in convolutions if n.input[0] in mapped)
+    if not covered:
+        examples = ", ".join(repr(n) for n in list(scales)[:3])
+        raise CalibrationCacheError(
+            f"{path}: scales none of the {len(convolutions)} convolution inputs of {model_name}: {len(mapped)} of "
+            f"its {len(scales)} tensor names match a tensor of the model (its names: {examples}, ...). Is it the "
+            "calibration cache of another model?")
+    return CacheOnModel(mapped, ignored, len(convolutions), covered)
 
 
 def check_cache_names(path: str | Path, scales: Mapping[str, float], model: onnx.ModelProto) -> None:

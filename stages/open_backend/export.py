@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
-from ..formats.calibration_cache import write_cache
+from ..formats.calibration_cache import map_onto_model, read_cache, write_cache, write_scales
 from ..formats.deepstream import write_deepstream_config
 from ..formats.tensorfile import describe, read_batches
 from ..pipeline.config import project_path
@@ -47,13 +47,32 @@ def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path):
     return iter_batches(images, export.batch_size, facts.width, facts.height, cfg.backend.workers), count
 
 
+def _scales_from_cache(cfg: DictConfig, exported, renames: dict, out: Path) -> None:
+    """The given cache's scales under the exported model's names (export renamed the input and outputs):
+    what TensorRT would take from it for the original model. No image is read."""
+    given = project_path(cfg.export.calibration_cache)
+    header, scales = read_cache(given)
+    on_model = map_onto_model(cfg.export.calibration_cache, scales, exported, cfg.model.file, renames)
+    write_scales(out / "calibration.bin", header, on_model.scales)
+    moved = ", ".join(f"{old} -> {new}" for old, new in renames.items() if old in scales)
+    log.info("calibration cache: %d scales from the given %s (%s)%s, no calibration; they scale the input of %d "
+             "of the model's %d convolutions", len(on_model.scales), cfg.export.calibration_cache, header,
+             f", renamed as export renamed the tensors ({moved})" if moved else "", on_model.covered,
+             on_model.convolutions)
+    if on_model.ignored:
+        log.info("calibration cache: %d of its names match no tensor of the model and are ignored, as TensorRT "
+                 "ignores them: %s", len(on_model.ignored), ", ".join(on_model.ignored))
+
+
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path, out: Path) -> None:
     names = {onnx_model.TAO_OUTPUTS[0]: cfg.model.cov_output, onnx_model.TAO_OUTPUTS[1]: cfg.model.bbox_output}
     exported = out / "model.onnx"
-    onnx_model.export_model(model, exported, cfg.model.input_name, names,
-                           (facts.channels, facts.height, facts.width), facts.source)
+    model_proto = onnx_model.export_model(model, exported, cfg.model.input_name, names,
+                                          (facts.channels, facts.height, facts.width), facts.source)
     log.info("exported %s -> %s (%s)", cfg.model.file, exported.name, cfg.export.data_type)
-    if cfg.export.data_type == "int8":
+    if cfg.export.data_type == "int8" and cfg.export.calibration_cache:
+        _scales_from_cache(cfg, model_proto, onnx_model.tao_renames(cfg.model.input_name, names), out)
+    elif cfg.export.data_type == "int8":
         batches, count = _calibration_batches(cfg, facts, tensorfile)
         with progress(count, "calibration") as bar:
             amax = int8_calibration.collect_ranges(exported, batches, cfg.backend.calibration_method,

@@ -50,7 +50,7 @@ CALIBRATION_ONLY = ("-backend.calibration_method", "-backend.percentile", "-back
                     "-backend.trt_version")  # how export calibrates: nothing before it, nothing after the cache
 STAGE_PARAMS = {
     "sample": ("sample",),
-    "calibration_tensorfile": ("spec", "calibration", "backend", *CALIBRATION_ONLY),
+    "calibration_tensorfile": ("spec", "calibration", "export.calibration_cache", "backend", *CALIBRATION_ONLY),
     "export": ("export", "model", "dataset.classes", "backend"),
     "convert": ("convert", "export.data_type", "export.batch_size", "export.batches", "backend", *CALIBRATION_ONLY),
     "evaluate": ("evaluate", "export.data_type", "convert.engine", "backend", *CALIBRATION_ONLY),
@@ -74,6 +74,7 @@ class DatasetSection:
 
 @dataclass
 class ModelSection:
+    root: str = "???"
     file: str = "???"
     input_name: Optional[str] = None
     cov_output: Optional[str] = None
@@ -112,6 +113,7 @@ class CalibrationSection:
 @dataclass
 class ExportSection:
     data_type: str = "fp32"
+    calibration_cache: Optional[str] = None
     cal_source: Optional[str] = None
     cal_image_dir: Optional[str] = None
     batches: int = 10
@@ -227,7 +229,10 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
                           f"expected one of {', '.join(GATE_FAILURE_ACTIONS)}")
     if cfg.sample.input_width % 16 or cfg.sample.input_height % 16:
         raise ConfigError(f"{source}: config keys sample.input_width/input_height must be multiples of 16")
-    if cfg.export.data_type == "int8" and cfg.export.cal_source is None:
+    if cfg.export.calibration_cache and cfg.export.data_type != "int8":
+        raise ConfigError(f"{source}: config key export.calibration_cache is set, but export.data_type is "
+                          f"{cfg.export.data_type}: a calibration cache deploys int8 (-S export=int8)")
+    if cfg.export.data_type == "int8" and cfg.export.cal_source is None and not cfg.export.calibration_cache:
         raise ConfigError(f"{source}: config key export.cal_source: int8 needs a calibration source "
                           "(tensorfile, image_dir or training_data); TAO would calibrate on random data")
     if cfg.export.cal_source == "image_dir" and not cfg.export.cal_image_dir:

@@ -21,7 +21,10 @@ def _made_by_the_pipeline(path: Path) -> bool:
 
 def _named_files(cfg: DictConfig) -> list[tuple[str, str]]:
     """(config key, path) of every input file or directory the config names."""
-    named = [("dataset.root", cfg.dataset.root), ("spec.file", cfg.spec.file), ("model.file", cfg.model.file)]
+    named = [("dataset.root", cfg.dataset.root), ("spec.file", cfg.spec.file), ("model.root", cfg.model.root),
+             ("model.file", cfg.model.file)]
+    if cfg.export.calibration_cache:
+        named.append(("export.calibration_cache", cfg.export.calibration_cache))
     named += [(f"spec.references[{ref}]", real) for ref, real in cfg.spec.references.items()]
     named += [(f"evaluate.{key}", cfg.evaluate[key]) for key in ("image_dir", "label_dir") if cfg.evaluate[key]]
     if cfg.export.cal_source == "image_dir" and cfg.export.cal_image_dir:
@@ -34,6 +37,33 @@ def _named_files(cfg: DictConfig) -> list[tuple[str, str]]:
 def _missing_files(cfg: DictConfig) -> list[str]:
     return [f"config key {key} names {value}, which does not exist" for key, value in _named_files(cfg)
             if not _made_by_the_pipeline(project_path(value)) and not project_path(value).exists()]
+
+
+def _outside_model_root(cfg: DictConfig) -> list[str]:
+    """The export stage's DVC dependency is model.root: a model file or cache outside it would change
+    without DVC noticing."""
+    root = project_path(cfg.model.root).resolve()
+    named = [("model.file", cfg.model.file)]
+    if cfg.export.calibration_cache:
+        named.append(("export.calibration_cache", cfg.export.calibration_cache))
+    return [f"config key {key} names {value}, which is not inside model.root {cfg.model.root} (the folder DVC "
+            "tracks for the export stage): put it there, or set model.root to a folder that holds it"
+            for key, value in named if root != project_path(value).resolve()
+            and root not in project_path(value).resolve().parents]
+
+
+def _check_cache(cfg: DictConfig) -> None:
+    """A given calibration cache must parse, and scale some convolution input of an ONNX model.file
+    (raises CalibrationCacheError, a ValueError, naming the file and line or the counts)."""
+    from ..formats.calibration_cache import map_onto_model, read_cache
+    from ..formats.onnx_model import load_model
+
+    cache, model = project_path(cfg.export.calibration_cache), project_path(cfg.model.file)
+    if not cache.is_file():
+        return
+    _, scales = read_cache(cache)
+    if model.suffix == ".onnx" and model.is_file():  # the names TensorRT matches: the model file's own
+        map_onto_model(cfg.export.calibration_cache, scales, load_model(model), cfg.model.file)
 
 
 def _spec_classes_and_input(spec_path: Path) -> tuple[list[str], tuple[int, int, int] | None]:
@@ -98,9 +128,11 @@ def _agreement_problems(cfg: DictConfig) -> list[str]:
 
 def check_inputs(cfg: DictConfig) -> None:
     """Raise one ConfigError listing every problem found, or return."""
-    problems = _missing_files(cfg)
+    problems = _missing_files(cfg) + _outside_model_root(cfg)
     try:
         problems += _agreement_problems(cfg)
+        if cfg.export.calibration_cache:
+            _check_cache(cfg)
     except (ValueError, OSError) as exc:  # a spec or model that cannot be read: say which
         problems.append(str(exc))
     if problems:

@@ -117,13 +117,21 @@ def calibration_tensorfile(spec: str, output: str, max_batches: int, use_validat
 
 def export(model: str, key: Secret, output: str, export_cfg, spec: str | None = None,
            cal_data_file: str | None = None, cal_image_dir: str | None = None,
-           cal_cache_file: str | None = None, engine_file: str | None = None) -> list:
-    """detectnet_v2 export -m MODEL -k KEY -o OUT [--data_type ...] [...]"""
+           cal_cache_file: str | None = None, engine_file: str | None = None, cache_given: bool = False) -> list:
+    """detectnet_v2 export -m MODEL -k KEY -o OUT [--data_type ...] [...]. cache_given: cal_cache_file
+    already holds the scales (export.calibration_cache): TensorRT's calibrator reads it and draws no batch,
+    so no calibration data is passed."""
     e = export_cfg
     argv = ["detectnet_v2", "export", "-m", _path("model.file", model), "-k", key,
             "-o", _path("export.output", output),
             "--data_type", _choice("export.data_type", e.data_type, DATA_TYPES)]
-    if e.data_type == "int8":
+    if e.data_type == "int8" and cache_given:
+        if not cal_cache_file:
+            raise ArgvError("config key export.calibration_cache: the given cache must be passed as --cal_cache_file")
+        if cal_data_file or cal_image_dir:
+            raise ArgvError("config key export.calibration_cache: with a given cache, no calibration data is read")
+        _opt(argv, "--cal_cache_file", "export.calibration_cache", cal_cache_file, _path)
+    elif e.data_type == "int8":
         if not (cal_data_file or cal_image_dir):
             raise ArgvError("config key export.cal_source: int8 export needs a tensorfile or an image "
                             "directory (TAO would silently calibrate on random data)")

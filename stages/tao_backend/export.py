@@ -3,6 +3,7 @@ DeepStream config it writes scrubbed of the key, with the spec's clustering adde
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -21,7 +22,13 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
     runner, key, e = runner_for(cfg.backend, "detectnet_v2"), load_key(cfg.backend), cfg.export
     exported = out / f"model.{cfg.backend.export_format}"
     calibration = {}
-    if e.data_type == "int8":
+    if e.data_type == "int8" and e.calibration_cache:
+        # TensorRT reads an existing cache instead of calibrating: TAO gets a copy of the given one, as it is
+        given = project_path(e.calibration_cache)
+        read_cache(given)  # a cache that does not parse stops here, with its file and line
+        shutil.copyfile(given, out / "calibration.bin")
+        calibration.update(cal_cache_file=runner.path(out / "calibration.bin"), cache_given=True)
+    elif e.data_type == "int8":
         calibration["cal_cache_file"] = runner.path(out / "calibration.bin")
         if e.cal_source == "tensorfile":
             if not tensorfile.is_file():
