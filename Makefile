@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+WORKERS ?= 2
 
 .PHONY: help setup lock test test-cpu-paths repro params serve bench clean
 .DEFAULT_GOAL := help
@@ -21,8 +22,8 @@ $(STAMP): pyproject.toml Makefile environment/manage.py environment/uv.txt $(wil
 lock: ## refresh the lock from pyproject.toml and environment/*.in (make lock upgrade=PACKAGE: move one package)
 	$(PYTHON) environment/manage.py lock $(foreach p,$(upgrade),--upgrade $(p))
 
-test: setup ## run the test suite
-	$(PY) -m pytest -q
+test: setup ## run the test suite (on WORKERS processes, 2 by default: a test file per worker at a time)
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
 test-cpu-paths: setup ## run the test suite on other CPUs' kernels, one path at a time (tests/cpu_paths.py)
 	$(PY) tests/cpu_paths.py

@@ -15,11 +15,19 @@ from stages.pipeline.config import PIPELINE_STAGES
 STAGES = ["code", *PIPELINE_STAGES]
 
 
-@pytest.fixture
-def project(tmp_path):
-    project = make_project(tmp_path / "project")
+@pytest.fixture(scope="module")
+def built_fp32(tmp_path_factory):
+    """The small project after `dvc repro` at fp32 (shared by this module; never modified)."""
+    project = make_project(tmp_path_factory.mktemp("built_fp32") / "project")
     run(["dvc", "repro"], project)
     return project
+
+
+@pytest.fixture
+def project(built_fp32, tmp_path):
+    """A private copy of built_fp32: git repo, DVC cache and outputs, as if this test had built it."""
+    import shutil
+    return pathlib.Path(shutil.copytree(built_fp32, tmp_path / "project", symlinks=True))
 
 
 def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
