@@ -46,7 +46,8 @@ def main(argv: list[str]) -> int:
     verdicts = {}
     for name in names:
         print(f"== tests on the {name} path: {' '.join(f'{k}={v!r}' for k, v in PATHS[name].items())}", flush=True)
-        verdicts[name] = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        verdicts[name] = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2",
+                                         "--dist", "loadfile"],  # as `make test` runs it
                                         cwd=ROOT, env={**os.environ, **PATHS[name]}).returncode
     for name, code in verdicts.items():
         print(f"{name}: {'passed' if code == 0 else f'FAILED (pytest exit {code})'}")

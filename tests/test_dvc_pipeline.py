@@ -58,9 +58,8 @@ def test_a_param_change_reruns_exactly_its_stage_and_downstream(project, overrid
     assert ran(run(["dvc", "repro"], project).stdout) == expected
 
 
-def test_a_calibration_change_reaches_convert_through_an_int8_export(tmp_path):
-    project = make_project(tmp_path / "project", SMALL_SAMPLE + ["export=int8"])
-    run(["dvc", "repro"], project)
+def test_a_calibration_change_reaches_convert_through_an_int8_export(project_copy):
+    project = project_copy  # the small project, built with export=int8
     run([sys.executable, "-m", "stages.params", *SMALL_SAMPLE, "export=int8", "calibration.max_batches=2"], project)
     assert ran(run(["dvc", "repro"], project).stdout) == ["validate", "calibration_tensorfile", "export", "convert",
                                                           "evaluate", "metrics", "triton"]

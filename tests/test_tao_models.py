@@ -113,14 +113,14 @@ def test_the_int8_engine_of_an_older_opset_has_per_channel_weights(runs, member)
 def test_a_fitted_tao_shaped_model_detects_and_the_same_one_with_random_heads_does_not(runs):
     fitted = report(runs, TAO5, "fp32", "evaluate")["reference"]["mAP"]
     random = report(runs, RANDOM, "fp32", "evaluate")["reference"]["mAP"]
-    assert fitted > 0.6 and random < 0.1, (fitted, random)  # measured: 0.79 and 0.00
+    assert fitted > 0.6 and random < 0.1, (fitted, random)  # measured: 0.71 and 0.00
 
 
 def test_the_int8_engine_of_the_fitted_tao_5_model_passes_the_default_gate(runs):
     """Judged by mAP (evaluate.max_map_drop, 0.02 by default), on the fp32 model's own validation images;
     the coverage cosine of convert.json is a diagnostic only."""
     evaluation = report(runs, TAO5, "int8", "evaluate")
-    assert evaluation["gate"] == "pass", evaluation  # measured: drop 0.003 (0.7936 -> 0.7908)
+    assert evaluation["gate"] == "pass", evaluation  # measured: drop 0.002 (0.7076 -> 0.7053)
     assert evaluation["reference"]["mAP"] - evaluation["engine"]["mAP"] <= 0.02
 
 
