@@ -229,3 +229,20 @@ def test_a_model_whose_outputs_are_not_detectnet_v2s_is_refused_by_export(tmp_pa
     with pytest.raises(ModelError, match=f"is not a DetectNet_v2 model: {re.escape(message)}"):
         export_model(tmp_path / "model.onnx", tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_a_model_whose_outputs_are_a_classifiers_is_refused_by_export(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.ones((3 * 64 * 96, 10), np.float32), "w")
+    nodes = [helper.make_node("Flatten", ["input_1"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+             helper.make_node("Sigmoid", ["logits"], ["output_cov/Sigmoid"]),
+             helper.make_node("Identity", ["logits"], ["output_bbox/BiasAdd"])]
+    graph = helper.make_graph(nodes, "classifier", [helper.make_tensor_value_info("input_1", TensorProto.FLOAT,
+                                                                                 ["N", 3, 64, 96])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 10])
+                               for name in ("output_cov/Sigmoid", "output_bbox/BiasAdd")], [weights])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), tmp_path / "model.onnx")
+    with pytest.raises(ModelError, match=re.escape("is not a DetectNet_v2 model: its outputs have shapes "
+                                                   "output_cov/Sigmoid (?, 10) and output_bbox/BiasAdd (?, 10)")):
+        export_model(tmp_path / "model.onnx", tmp_path / "out.onnx")
