@@ -15,6 +15,8 @@ from .pipeline.config import CALIBRATION_DIR, RESOLVED_SPEC, TENSORFILE, project
 from .pipeline.outputs import staged_dir
 from .pipeline.resolved_spec import resolve_spec
 
+log = logging.getLogger("stages.calibration_tensorfile")
+
 
 def run(cfg: DictConfig) -> None:
     spec = resolve_spec(cfg)
@@ -22,9 +24,8 @@ def run(cfg: DictConfig) -> None:
     with staged_dir(project_path(CALIBRATION_DIR)) as out, log_to_file(out / "calibration_tensorfile.log"):
         spec.write(out / RESOLVED_SPEC)
         if cfg.export.calibration_cache:
-            logging.getLogger("stages").info(
-                "export.calibration_cache %s gives the int8 scales: no calibration tensorfile made, no image read",
-                cfg.export.calibration_cache)
+            log.info("export.calibration_cache %s gives the int8 scales: no calibration tensorfile made, no image "
+                     "read", cfg.export.calibration_cache)
         else:
             step.run(cfg, facts(spec), out / RESOLVED_SPEC, out / TENSORFILE)
 

@@ -10,7 +10,6 @@ artifacts/ and metrics/ in runs/NAME/. Exits with the first failing stage's stat
 from __future__ import annotations
 
 import argparse
-import os
 import runpy
 import shlex
 import shutil
@@ -69,5 +68,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     sys.exit(main())

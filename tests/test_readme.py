@@ -275,6 +275,8 @@ def test_the_ngc_cache_example(tmp_path):
         bash(command, project)
     assert json.loads((project / "metrics/convert.json").read_text())["precision"] == "int8"
     assert not (project / "artifacts/calibration/calibration.tensor").exists()
+    assert "no calibration tensorfile made, no image read" in (
+        project / "artifacts/calibration/calibration_tensorfile.log").read_text()
     log = (project / "artifacts/export/export.log").read_text()
     assert f"{len(TENSORRT_OWN_NAMES)} of its names match no tensor of the model" in log
     assert all(name in log for name in TENSORRT_OWN_NAMES)
