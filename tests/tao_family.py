@@ -110,9 +110,8 @@ def write_ngc_cache(model: Path, member: Member, path: Path, images: int = 16, s
     data the user does not have (here: other images of the member's kind, drawn with another seed), under
     the ONNX model's own tensor names (`input_1:0`, ...), plus names of TensorRT's own layers. Returns
     its scales by name."""
-    import struct
-
     from stages.detectnet_v2.preprocessing import iter_batches, list_images
+    from stages.formats.calibration_cache import write_scales
     from stages.open_backend.int8_calibration import collect_ranges
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -122,6 +121,5 @@ def write_ngc_cache(model: Path, member: Member, path: Path, images: int = 16, s
         amax = collect_ranges(model, batches, member.calibration_method)
     scales = {name: float(np.float32(value / 127.0)) for name, value in amax.items() if value > 0}
     scales.update({name: 0.0421 for name in TENSORRT_OWN_NAMES})
-    lines = [header] + [f"{name}: {struct.pack('>f', np.float32(s)).hex()}" for name, s in scales.items()]
-    path.write_text("\n".join(lines) + "\n")
+    write_scales(path, header, scales)
     return {name: float(np.float32(s)) for name, s in scales.items()}

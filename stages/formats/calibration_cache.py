@@ -28,16 +28,12 @@ def calibration_tensor_names(model: onnx.ModelProto) -> list[str]:
     return inputs + [o for node in model.graph.node for o in node.output if o]
 
 
-def _scale_hex(amax: float) -> str:
-    scale = amax / 127.0 if amax > 0 else 1.0 / 127.0  # a tensor that is always 0 is exact at any scale
-    return struct.pack(">f", np.float32(scale)).hex()
-
-
 def write_cache(path: str | Path, amax: Mapping[str, float], method: str = "entropy",
                 trt_version: int = DEFAULT_TRT_VERSION) -> None:
-    lines = [f"TRT-{trt_version}-{CALIBRATOR_NAMES[method]}"]
-    lines += [f"{name}: {_scale_hex(value)}" for name, value in amax.items()]
-    Path(path).write_text("\n".join(lines) + "\n")
+    """The cache of these dynamic ranges (scale amax / 127), as TensorRT's `method` calibrator writes it."""
+    # a tensor that is always 0 is exact at any scale
+    write_scales(path, f"TRT-{trt_version}-{CALIBRATOR_NAMES[method]}",
+                 {name: value / 127.0 if value > 0 else 1.0 / 127.0 for name, value in amax.items()})
 
 
 def write_scales(path: str | Path, header: str, scales: Mapping[str, float]) -> None:

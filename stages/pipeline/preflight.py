@@ -19,12 +19,18 @@ def _made_by_the_pipeline(path: Path) -> bool:
     return any(path == PROJECT / out or PROJECT / out in path.parents for out in PIPELINE_OUTPUTS)
 
 
+def _model_files(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(config key, path) of the files the export stage reads from model.root: the model, a given cache."""
+    named = [("model.file", cfg.model.file)]
+    if cfg.export.calibration_cache:
+        named.append(("export.calibration_cache", cfg.export.calibration_cache))
+    return named
+
+
 def _named_files(cfg: DictConfig) -> list[tuple[str, str]]:
     """(config key, path) of every input file or directory the config names."""
     named = [("dataset.root", cfg.dataset.root), ("spec.file", cfg.spec.file), ("model.root", cfg.model.root),
-             ("model.file", cfg.model.file)]
-    if cfg.export.calibration_cache:
-        named.append(("export.calibration_cache", cfg.export.calibration_cache))
+             *_model_files(cfg)]
     named += [(f"spec.references[{ref}]", real) for ref, real in cfg.spec.references.items()]
     named += [(f"evaluate.{key}", cfg.evaluate[key]) for key in ("image_dir", "label_dir") if cfg.evaluate[key]]
     if cfg.export.cal_source == "image_dir" and cfg.export.cal_image_dir:
@@ -43,13 +49,9 @@ def _outside_model_root(cfg: DictConfig) -> list[str]:
     """The export stage's DVC dependency is model.root: a model file or cache outside it would change
     without DVC noticing."""
     root = project_path(cfg.model.root).resolve()
-    named = [("model.file", cfg.model.file)]
-    if cfg.export.calibration_cache:
-        named.append(("export.calibration_cache", cfg.export.calibration_cache))
     return [f"config key {key} names {value}, which is not inside model.root {cfg.model.root} (the folder DVC "
             "tracks for the export stage): put it there, or set model.root to a folder that holds it"
-            for key, value in named if root != project_path(value).resolve()
-            and root not in project_path(value).resolve().parents]
+            for key, value in _model_files(cfg) if not project_path(value).resolve().is_relative_to(root)]
 
 
 def _check_cache(cfg: DictConfig) -> None:
