@@ -9,6 +9,8 @@ every project with its files. On another machine numba finds the CPU differs and
 cache is an optimisation, never a result."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import shutil
 import tempfile
@@ -20,6 +22,21 @@ ROOT = Path(__file__).resolve().parents[1]
 PATTERNS = ("*.nbi", "*.nbc")
 
 
+@contextlib.contextmanager
+def _checkout_lock(mode: int):
+    """Each pytest-xdist worker compiles in this checkout: one writes its caches at a time, and no worker
+    copies them while another writes (numba replaces each file whole, but an index and its data files
+    are separate files)."""
+    path = ROOT / "stages" / "__pycache__" / "numba_kernels.lock"  # ignored by git and by DVC
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, mode)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @functools.cache
 def compiled() -> list[Path]:
     """Compile this checkout's kernels (once per session) and list their cache files."""
@@ -27,20 +44,22 @@ def compiled() -> list[Path]:
     from stages.detectnet_v2.postprocessing import Clustering, cluster
     from stages.open_backend.int8_calibration import collect_ranges
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with _checkout_lock(fcntl.LOCK_EX), tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         bundled_sample.build_model(model, 32, 32, base_width=2, seed=0, batch="N")
         batch = np.random.default_rng(0).random((2, 3, 32, 32), np.float32)
         for method in ("entropy", "percentile"):
             collect_ranges(model, [batch, batch], method)
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float64)
-    cluster(boxes, np.array([0.9, 0.8, 0.7]), Clustering(dbscan_eps=0.5, dbscan_min_samples=0.1))
+        boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float64)
+        cluster(boxes, np.array([0.9, 0.8, 0.7]), Clustering(dbscan_eps=0.5, dbscan_min_samples=0.1))
     return [p for pattern in PATTERNS for p in (ROOT / "stages").rglob(f"__pycache__/{pattern}")]
 
 
 def copy_into(project: Path) -> None:
     """Give a copy of this checkout's stages/ the compiled kernels (its sources keep their times)."""
-    for cache in compiled():
-        target = project / cache.relative_to(ROOT)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(cache, target)
+    caches = compiled()
+    with _checkout_lock(fcntl.LOCK_SH):
+        for cache in caches:
+            target = project / cache.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(cache, target)
