@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import numpy as np
 import onnx
@@ -10,9 +11,10 @@ import pytest
 
 from stages import bundled_sample
 from stages.detectnet_v2.inference import OnnxRunner
-from stages.formats.calibration_cache import CalibrationCacheError, write_cache
+from stages.formats.calibration_cache import write_cache
+from stages.formats.deployable_onnx import write_for_export
 from stages.formats.onnx_model import ModelError, export_model
-from stages.open_backend.engines import EngineRequest, build_engine, cosine, tensorrt_available
+from stages.open_backend.engines import EngineRequest, build_engine, cosine
 from stages.open_backend.int8_calibration import collect_ranges
 
 
@@ -88,118 +90,58 @@ def run_engine(path, batch):
     return OnnxRunner(path)(batch)
 
 
+def export_folder(exported, folder, data_type, amax=None, high_precision="fp16", model=None):
+    """An export folder as the export stage leaves it: model.onnx, for int8 the cache of `amax`, and the
+    deployable ONNX of the precision."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model or exported / "model.onnx", folder / "model.onnx")
+    if data_type == "int8":
+        write_cache(folder / "calibration.bin", amax)
+    write_for_export(folder, data_type, high_precision, amax)
+    return folder
+
+
+def ranges(exported, seeds=range(3), method="entropy"):
+    return collect_ranges(exported / "model.onnx", (images(seed) for seed in seeds), method)
+
+
 @pytest.mark.parametrize("data_type", ["fp32", "fp16"])
 def test_float_engines_match_the_model(exported, tmp_path, data_type):
+    folder = export_folder(exported, tmp_path / "export", data_type, ranges(exported, method="minmax"))
     engine = tmp_path / f"{data_type}.onnx"
-    assert build_engine(EngineRequest(exported / "model.onnx", data_type, engine)) == "onnxruntime"
+    build_engine(EngineRequest(folder, data_type, engine))
     for got, want in zip(run_engine(engine, images()), run_engine(exported / "model.onnx", images())):
         assert cosine(got, want) > 0.9999
 
 
 def test_int8_engine_uses_the_cache(exported, tmp_path):
-    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(3)), "entropy")
-    write_cache(tmp_path / "good.bin", amax)
-    write_cache(tmp_path / "coarse.bin", {k: v * 40 for k, v in amax.items()})
-    good, coarse = tmp_path / "good.onnx", tmp_path / "coarse.onnx"
-    build_engine(EngineRequest(exported / "model.onnx", "int8", good, tmp_path / "good.bin"))
-    build_engine(EngineRequest(exported / "model.onnx", "int8", coarse, tmp_path / "coarse.bin"))
+    amax = ranges(exported)
+    good = export_folder(exported, tmp_path / "good", "int8", amax)
+    coarse = export_folder(exported, tmp_path / "coarse", "int8", {k: v * 40 for k, v in amax.items()})
+    build_engine(EngineRequest(good, "int8", tmp_path / "good.onnx"))
+    build_engine(EngineRequest(coarse, "int8", tmp_path / "coarse.onnx"))
     reference = run_engine(exported / "model.onnx", images(9))
-    good_out, coarse_out = run_engine(good, images(9)), run_engine(coarse, images(9))
+    good_out, coarse_out = run_engine(tmp_path / "good.onnx", images(9)), run_engine(tmp_path / "coarse.onnx", images(9))
     assert all(cosine(g, r) >= 0.99 for g, r in zip(good_out, reference))
     # scales 40x too coarse must hurt: the engine really quantizes with the cache's numbers
     assert max(np.abs(c - r).max() for c, r in zip(coarse_out, reference)) > \
         3 * max(np.abs(g - r).max() for g, r in zip(good_out, reference))
 
 
-def at_opset(source, dest, opset: int):
-    """The model as TAO 4 (opset 11) or TAO 5 (opset 12) export it: its ops (Conv, Relu, Add, Mul, pools,
-    Concat, Sigmoid) mean the same at those opsets."""
-    model = onnx.load(source)
-    model.opset_import[0].version = opset
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, dest)
-    return dest
+def test_int8_without_its_deployable_onnx_is_an_error_naming_the_file(exported, tmp_path):
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copyfile(exported / "model.onnx", folder / "model.onnx")
+    with pytest.raises(ValueError, match=f"{folder / 'model.int8.onnx'} does not exist: run the export stage with "
+                                         "export=int8 first"):
+        build_engine(EngineRequest(folder, "int8", tmp_path / "e.onnx"))
 
 
-def per_channel_dequantizers(engine) -> int:
-    return sum(1 for n in onnx.load(engine).graph.node
-               if n.op_type == "DequantizeLinear" and any(a.name == "axis" for a in n.attribute))
-
-
-@pytest.mark.parametrize("opset", [11, 12])
-def test_an_int8_engine_of_a_tao_opset_is_valid_and_the_same_as_at_opset_13(exported, tmp_path, opset, caplog):
-    """Per-channel weight scales need QDQ nodes of opset 13; an older export is upgraded first (before,
-    onnxruntime refused the engine: "Unrecognized attribute: axis for operator DequantizeLinear")."""
-    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(2)), "entropy")
-    write_cache(tmp_path / "cache.bin", amax)
-    older = at_opset(exported / "model.onnx", tmp_path / f"opset{opset}.onnx", opset)
-    caplog.set_level("INFO")
-    build_engine(EngineRequest(older, "int8", tmp_path / "older.onnx", tmp_path / "cache.bin"))
-    build_engine(EngineRequest(exported / "model.onnx", "int8", tmp_path / "current.onnx", tmp_path / "cache.bin"))
-    assert f"the model's opset {opset} upgraded to 13, for per-channel weight scales" in caplog.text
-    assert per_channel_dequantizers(tmp_path / "older.onnx") > 0
-    for got, want in zip(run_engine(tmp_path / "older.onnx", images(5)), run_engine(tmp_path / "current.onnx",
-                                                                                    images(5))):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-
-
-def test_a_graph_the_converter_cannot_upgrade_gets_per_tensor_weights_and_says_so(exported, tmp_path, caplog,
-                                                                                 monkeypatch):
-    # onnx's version converter lacks adapters for some ops; no small DetectNet_v2 graph lacks one, so
-    # the converter is made to fail as it does there (onnx raises from its C++ adapter lookup)
-    from onnx import version_converter
-
-    def no_adapter(model, target):
-        raise RuntimeError("adapter_lookup: Assertion `false` failed: No Adapter For Current Version $11 for Foo")
-    monkeypatch.setattr(version_converter, "convert_version", no_adapter)
-    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(2)), "entropy")
-    write_cache(tmp_path / "cache.bin", amax)
-    older = at_opset(exported / "model.onnx", tmp_path / "opset11.onnx", 11)
-    build_engine(EngineRequest(older, "int8", tmp_path / "engine.onnx", tmp_path / "cache.bin"))
-    assert "cannot be upgraded to 13" in caplog.text and "quantized per tensor" in caplog.text
-    assert per_channel_dequantizers(tmp_path / "engine.onnx") == 0
-    for got, want in zip(run_engine(tmp_path / "engine.onnx", images(5)), run_engine(older, images(5))):
-        assert cosine(got, want) >= 0.99, cosine(got, want)  # per-tensor weights: coarser, the same detector
-
-
-def test_int8_engine_keeps_convolutions_without_a_range_in_float(exported, tmp_path):
-    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(2)), "entropy")
-    write_cache(tmp_path / "partial.bin", {"input_1": amax["input_1"]})  # only the first conv's input
-    engine = tmp_path / "partial.onnx"
-    build_engine(EngineRequest(exported / "model.onnx", "int8", engine, tmp_path / "partial.bin"))
-    quantized = [n for n in onnx.load(engine).graph.node if n.op_type in ("QLinearConv", "QuantizeLinear")]
-    assert quantized
-    for got, want in zip(run_engine(engine, images()), run_engine(exported / "model.onnx", images())):
-        assert cosine(got, want) > 0.999
-
-
-def test_int8_engine_rejects_a_cache_with_foreign_names(exported, tmp_path):
-    (tmp_path / "bad.bin").write_text("TRT-8601-EntropyCalibration2\nblock_9z/Relu: 3c010204\n")
-    with pytest.raises(CalibrationCacheError, match=r"'block_9z/Relu' \(line 2\)"):
-        build_engine(EngineRequest(exported / "model.onnx", "int8", tmp_path / "e.onnx", tmp_path / "bad.bin"))
-
-
-def test_int8_without_a_cache_is_an_error(exported, tmp_path):
-    with pytest.raises(ValueError, match="int8 conversion needs the calibration cache"):
-        build_engine(EngineRequest(exported / "model.onnx", "int8", tmp_path / "e.onnx"))
-
-
-def test_tensorrt_engine_builds_when_tensorrt_and_a_gpu_are_present(exported, tmp_path):
-    reason = tensorrt_available()
-    if reason:
-        pytest.skip(f"TensorRT path not testable here: {reason}")
-    engine = tmp_path / "model.engine"
-    assert build_engine(EngineRequest(exported / "model.onnx", "fp16", engine, kind="tensorrt")) == "tensorrt"
-    assert engine.stat().st_size > 0
-
-
-def test_tensorrt_asked_for_where_it_is_missing_is_an_error_not_a_fallback(exported, tmp_path):
-    reason = tensorrt_available()
-    if reason is None:
-        pytest.skip("TensorRT is usable here: nothing is missing")
-    with pytest.raises(ValueError, match=f"convert.engine is tensorrt, but TensorRT cannot build here: {reason}"):
-        build_engine(EngineRequest(exported / "model.onnx", "fp16", tmp_path / "model.engine", kind="tensorrt"))
-    assert not (tmp_path / "model.engine").exists()
+def test_the_implicit_route_is_tensorrts_not_onnxruntimes(exported, tmp_path):
+    folder = export_folder(exported, tmp_path / "export", "fp32")
+    with pytest.raises(ValueError, match="convert.quantization is implicit, TensorRT's route"):
+        build_engine(EngineRequest(folder, "fp32", tmp_path / "e.onnx", quantization="implicit"))
+    assert not (tmp_path / "e.onnx").exists()
 
 
 def detector_with_heads(path, cov_channels: int, bbox_channels: int, stride: int = 16):

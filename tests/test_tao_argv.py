@@ -6,8 +6,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from stages.pipeline.commands import Secret, masked, render
 from stages.tao_backend import argv as A
-from stages.tao_backend.argv import ArgvError, Secret, masked, render
+from stages.tao_backend.argv import ArgvError
 
 KEY = Secret("s3cr3t-key")
 

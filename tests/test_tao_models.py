@@ -102,12 +102,26 @@ def test_each_triton_repository_serves_the_models_shape_and_classes(runs, member
 
 
 @pytest.mark.parametrize("member", [m for m in FAMILY if m.opset < 13], ids=lambda m: m.name)
-def test_the_int8_engine_of_an_older_opset_has_per_channel_weights(runs, member):
-    """TAO 4 and 5 export opsets 11 and 12, whose DequantizeLinear takes no `axis`: upgraded, not refused."""
+def test_the_int8_deployable_of_an_older_opset_has_per_channel_weights(runs, member):
+    """TAO 4 and 5 export opsets 11 and 12, whose DequantizeLinear takes no `axis` (13) and no fp16 scale
+    (19): upgraded, not refused."""
     artifacts = runs / f"{member.name}-int8" / "artifacts"
-    assert f"the model's opset {member.opset} upgraded to 13" in (artifacts / "engine" / "convert.log").read_text()
-    engine = onnx.load(artifacts / "engine" / "model.onnx")
-    assert any(a.name == "axis" for n in engine.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute)
+    assert "model.int8.onnx: explicit INT8 at opset 19" in (artifacts / "export" / "export.log").read_text()
+    for path in (artifacts / "export" / "model.int8.onnx", artifacts / "engine" / "model.onnx"):
+        model = onnx.load(path)
+        assert any(a.name == "axis" for n in model.graph.node if n.op_type == "DequantizeLinear" for a in n.attribute)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+@pytest.mark.parametrize("member", FAMILY, ids=lambda m: m.name)
+def test_each_deployable_onnx_follows_tensorrts_rules(runs, member, precision):
+    from stages.formats.deployable_onnx import deployable_file, lint, quantized_convolutions
+
+    exported = runs / f"{member.name}-{precision}" / "artifacts" / "export"
+    model = onnx.load(exported / deployable_file(precision))
+    assert lint(model, precision) == []
+    if precision == "int8":  # a computed cache scales every convolution's input
+        assert len(quantized_convolutions(model)) == sum(n.op_type == "Conv" for n in model.graph.node)
 
 
 def test_a_fitted_tao_shaped_model_detects_and_the_same_one_with_random_heads_does_not(runs):

@@ -1,15 +1,26 @@
-"""DeepStream's nvinfer configuration for a DetectNet_v2 model, as TAO export's --gen_ds_config
-writes it, plus the clustering of the spec's postprocessing_config, so that DeepStream's parser
-clusters DetectNet_v2's grid as the spec says. Never the key: DeepStream configs say KEY_PLACEHOLDER
-instead."""
+"""DeepStream's nvinfer configuration for a DetectNet_v2 model, plus the clustering of the spec's
+postprocessing_config, so that DeepStream's parser clusters DetectNet_v2's grid as the spec says. Two
+routes, one file each:
+
+  nvinfer_config.txt           implicit, TAO's --gen_ds_config way: model.onnx, network-mode 1 (INT8) with
+                               int8-calib-file, or 2 (FP16): DeepStream up to 9.2 on TensorRT 8.6/10.
+  nvinfer_config.explicit.txt  explicit: the deployable ONNX (model.int8.onnx, model.fp16.onnx) with
+                               `strongly-typed=1`, which DeepStream 9.2's nvinfer reads (it sets TensorRT's
+                               kSTRONGLY_TYPED); network-mode 0, as a strongly typed network takes no
+                               precision flag. Read from DeepStream's source; NVIDIA documents no Q/DQ route.
+
+Never the key: DeepStream configs say KEY_PLACEHOLDER instead."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .deployable_onnx import deployable_file
 from .onnx_model import TAO_INPUT, TAO_OUTPUTS
 
 KEY_PLACEHOLDER = "YOUR_TAO_KEY"
+CONFIG_FILES = {"implicit": "nvinfer_config.txt", "explicit": "nvinfer_config.explicit.txt"}
+NETWORK_MODES = {"fp32": 0, "int8": 1, "fp16": 2}
 
 
 # DeepStream's cluster-mode for TAO's clustering_algorithm (0 is OpenCV's groupRectangles, 4 none)
@@ -42,9 +53,10 @@ def clustering_lines(per_class: Sequence[Mapping]) -> list[str]:
 
 def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, int], data_type: str,
                             clustering: Sequence[Mapping] | None = None) -> None:
-    """nvinfer_config.txt and labels.txt (one class a line, in the order of the model's outputs) in `out`;
-    with `clustering` (one clustering_config per class, in that order), DeepStream's clustering too."""
-    lines = [
+    """Both routes' nvinfer configs (CONFIG_FILES) and labels.txt (one class a line, in the order of the
+    model's outputs) in `out`; with `clustering` (one clustering_config per class, in that order),
+    DeepStream's clustering too."""
+    common = [
         "[property]",
         "net-scale-factor=0.00392156862745098",
         "offsets=0;0;0",
@@ -56,15 +68,16 @@ def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, 
         "uff-input-order=0",
         f"output-blob-names={';'.join(TAO_OUTPUTS)}",
         f"uff-input-blob-name={TAO_INPUT}",
-        "onnx-file=model.onnx",
         "labelfile-path=labels.txt",
-        f"network-mode={ {'fp32': 0, 'int8': 1, 'fp16': 2}[data_type] }",
     ]
-    if data_type == "int8":
-        lines.append("int8-calib-file=calibration.bin")
-    if clustering:
-        lines += clustering_lines(clustering)
-    (out / "nvinfer_config.txt").write_text("\n".join(lines) + "\n")
+    routes = {
+        "explicit": [f"onnx-file={deployable_file(data_type)}", "strongly-typed=1", "network-mode=0"],
+        "implicit": [f"onnx-file={deployable_file('fp32')}", f"network-mode={NETWORK_MODES[data_type]}"]
+        + (["int8-calib-file=calibration.bin"] if data_type == "int8" else []),
+    }
+    for route, lines in routes.items():
+        text = common + lines + (clustering_lines(clustering) if clustering else [])
+        (out / CONFIG_FILES[route]).write_text("\n".join(text) + "\n")
     (out / "labels.txt").write_text("\n".join(classes) + "\n")
 
 

@@ -214,6 +214,13 @@ class Calibrator:
         finally:
             self._pool.shutdown()
 
+    def maxima(self) -> dict[str, float]:
+        """Each tensor's largest magnitude seen (for a histogram, its top bin's upper edge: an upper bound
+        within one bin): what decides whether it fits fp16."""
+        self.wait()
+        return {name: c.compute() if isinstance(c, MaxCollector) else len(c.hist) * (c.width or 0.0)
+                for name, c in self.collectors.items()}
+
     def _amax(self, collector: MaxCollector | HistogramCollector) -> float:
         if isinstance(collector, MaxCollector):
             return collector.compute()
@@ -252,8 +259,10 @@ DOUBLE_BUFFER_BYTES = 512 << 20
 
 
 def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method: str = "entropy",
-                   percentile: float = 99.99, progress=None, skip_zeros: bool = True) -> dict[str, float]:
-    """amax of every calibration tensor of the model over the batches (streamed)."""
+                   percentile: float = 99.99, progress=None, skip_zeros: bool = True,
+                   maxima: dict[str, float] | None = None) -> dict[str, float]:
+    """amax of every calibration tensor of the model over the batches (streamed); each tensor's largest
+    magnitude goes into `maxima` where one is given."""
     model = onnx.load(str(model_path))
     names = calibration_tensor_names(model)
     relus = derivable_relus(model)  # collected from their inputs in the same pass
@@ -269,6 +278,8 @@ def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method
         calibrator.add({name: values[name] for name in names if name not in relus}, relus)
         if progress is not None:
             progress.update(1)
+    if maxima is not None:
+        maxima.update(calibrator.maxima())
     amax = calibrator.amax()
     return {name: amax[name] for name in names if name in amax}
 

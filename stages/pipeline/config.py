@@ -33,11 +33,18 @@ CONVERT_REPORT, EVALUATE_REPORT = "artifacts/reports/convert.json", "artifacts/r
 METRICS_FILE, EVALUATE_METRICS_FILE = "metrics/convert.json", "metrics/evaluate.json"
 TIMINGS_FILE = "metrics/timings.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
+# TensorRT's timing cache: kept between builds on this machine (ignored by git and DVC), so a rebuild
+# re-times no layer it timed before. It changes which kernels an engine picks, never what it computes.
+TIMING_CACHE_DIR = ".cache/tensorrt"
 PIPELINE_OUTPUTS = (CODE_DIR, VALIDATED_FILE, PLATFORM_FILE, SAMPLE_DATA, SAMPLE_MODELS, CALIBRATION_DIR, EXPORT_DIR,
                     ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, CONVERT_REPORT, EVALUATE_REPORT, METRICS_FILE,
                     EVALUATE_METRICS_FILE, TIMINGS_FILE)
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
-ENGINE_KINDS = ("onnxruntime", "tensorrt")  # convert.engine: what the open backend builds
+ENGINE_KINDS = ("onnxruntime", "tensorrt", "trtexec")  # convert.engine: what the open backend builds with
+# convert.quantization: precision from the deployable ONNX (explicit), or TensorRT 8's flags and the calibration
+# cache (implicit); auto: explicit where the TensorRT found has it (10, 11), else implicit (8.6)
+QUANTIZATIONS = ("auto", "explicit", "implicit")
+HIGH_PRECISIONS = ("fp16", "fp32")  # export.high_precision: what an int8 model computes outside INT8
 GATE_FAILURE_ACTIONS = ("stop", "record")  # evaluate.on_gate_failure
 
 # What each stage reads of the config, one place for both ends: the `validate` stage writes each stage's
@@ -124,6 +131,7 @@ class ExportSection:
     force_ptq: bool = False
     gen_ds_config: bool = True
     verbose: bool = False
+    high_precision: str = "fp16"
 
 
 @dataclass
@@ -137,6 +145,7 @@ class ConvertSection:
     dla_core: Optional[int] = None
     verify_images: int = 16
     engine: str = "onnxruntime"
+    quantization: str = "auto"
 
 
 @dataclass
@@ -176,6 +185,8 @@ _CHOICES = {
     "calibration.compression": (None, "gzip", "lzf"),
     "convert.input_order": ("nchw", "nhwc", "nc"),
     "convert.engine": ENGINE_KINDS,
+    "convert.quantization": QUANTIZATIONS,
+    "export.high_precision": HIGH_PRECISIONS,
     "triton.engine_backend": TRITON_ENGINE_BACKENDS,
     "backend.name": BACKENDS,
 }
@@ -229,6 +240,10 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
                           f"expected one of {', '.join(GATE_FAILURE_ACTIONS)}")
     if cfg.sample.input_width % 16 or cfg.sample.input_height % 16:
         raise ConfigError(f"{source}: config keys sample.input_width/input_height must be multiples of 16")
+    if cfg.convert.quantization == "implicit" and cfg.convert.engine == "onnxruntime":
+        raise ConfigError(f"{source}: config key convert.quantization is implicit, TensorRT's route with precision "
+                          "flags and the calibration cache; the onnxruntime engine is built from the deployable "
+                          "ONNX: -S convert.engine=tensorrt (or trtexec), or -S convert.quantization=auto")
     if cfg.export.calibration_cache and cfg.export.data_type != "int8":
         raise ConfigError(f"{source}: config key export.calibration_cache is set, but export.data_type is "
                           f"{cfg.export.data_type}: a calibration cache deploys int8 (-S export=int8)")

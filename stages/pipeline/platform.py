@@ -21,6 +21,7 @@ from .errors import StageError
 # python3-libnvinfer registers `tensorrt`)
 TENSORRT_DISTRIBUTIONS = ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13", "tensorrt_cu12")
 GPU_QUERY = ["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"]
+TRTEXEC_QUERY = ["trtexec", "--help"]  # every trtexec run prints `&&&& RUNNING TensorRT.trtexec [TensorRT v110400]` first
 LAUNCHER_QUERY = ["info"]  # `tao info` prints `toolkit_version: 5.5.0` among the launcher's config
 
 
@@ -64,6 +65,18 @@ def launcher_version(launcher: str) -> str | None:
     return found[1]
 
 
+def trtexec_version() -> str | None:
+    """The TensorRT version of the trtexec on PATH, as its banner tags it ('v110400'); None where there is none."""
+    output = query(TRTEXEC_QUERY, "the TensorRT version trtexec builds with cannot be known; fix trtexec")
+    if output is None:
+        return None
+    found = re.search(r"\[TensorRT (v\d+)\]", output)
+    if not found:
+        raise StageError(f"`{' '.join(TRTEXEC_QUERY)}` printed no '[TensorRT vNNNN]' banner: "
+                         f"{' '.join(output.split())[:200] or 'nothing'}")
+    return found[1]
+
+
 def gpus() -> list[dict[str, str]]:
     """The GPUs nvidia-smi lists, in its order (device 0 first: the one TensorRT builds on unless
     CUDA_VISIBLE_DEVICES says otherwise); [] where nvidia-smi is not installed."""
@@ -95,7 +108,9 @@ def probe(params: dict) -> dict:
     if name == "open" and engine == "onnxruntime":
         # a CPU engine: onnxruntime's graph rewrites and kernels are what its outputs depend on
         return {"backend": name, "engine": engine, "builder": {"onnxruntime": version_of("onnxruntime")}}
-    if name == "open":
+    if name == "open" and engine == "trtexec":  # the TensorRT trtexec links, not the Python package's
+        builder = {"trtexec": trtexec_version()}
+    elif name == "open":
         builder = {"tensorrt": version_of(*TENSORRT_DISTRIBUTIONS)}
     elif name == "tao":  # TAO's commands on PATH, inside its container: that container's TensorRT builds
         builder = {"converter": backend.get("converter"), "tensorrt": version_of(*TENSORRT_DISTRIBUTIONS)}

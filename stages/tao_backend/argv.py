@@ -6,9 +6,9 @@ flags, and every value is one list element, so no value can become a shell word 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from ..pipeline.commands import Secret
 from ..pipeline.config import DATA_TYPES
 
 INPUT_ORDERS = ("nchw", "nhwc", "nc")
@@ -17,31 +17,6 @@ _PROFILE = re.compile(r"[^,\s]+(,\d+x\d+x\d+x\d+){3}")
 
 class ArgvError(ValueError):
     """A config value that cannot go on a TAO command line. Names the config key."""
-
-
-@dataclass(frozen=True)
-class Secret:
-    """The TAO key: its real value goes into argv, its repr and str are masked everywhere else."""
-
-    value: str
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-
-Arg = "str | Secret"
-
-
-def render(argv: Sequence) -> list[str]:
-    """argv with the key in place, for the process."""
-    return [a.value if isinstance(a, Secret) else a for a in argv]
-
-
-def masked(argv: Sequence) -> list[str]:
-    """argv with the key masked, for printing and logs."""
-    return ["***" if isinstance(a, Secret) else a for a in argv]
 
 
 # --------------------------------------------------------------------------- checks

@@ -3,26 +3,24 @@ docker. Output streams live to the console and into a log file, with the key mas
 raises with TAO's own last lines; a missing executable names the alternatives."""
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import logging
 import os
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..pipeline import commands
 from ..pipeline.config import BACKENDS, PROJECT, project_path
 from ..pipeline.errors import StageError
 from ..spec import Spec, path_values
 from ..spec.textformat import literal_for
-from .argv import Secret, masked, render
+from ..pipeline.commands import Secret
 
 log = logging.getLogger("stages.tao")
 
@@ -56,13 +54,6 @@ def load_key(backend: DictConfig) -> Secret:
     return Secret(value)
 
 
-def _mask(text: str, secrets: Sequence[Secret]) -> str:
-    for secret in secrets:
-        if secret.value:
-            text = text.replace(secret.value, "***")
-    return text
-
-
 def not_on_path(executable: str, backend: str) -> "RunnerError":
     others = ", ".join(f"backend={b}" for b in BACKENDS if b != backend)
     return RunnerError(f"backend={backend} needs the executable {executable!r}, which is not on PATH; "
@@ -71,37 +62,10 @@ def not_on_path(executable: str, backend: str) -> "RunnerError":
 
 def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None = None,
                 secrets: Sequence[Secret] = (), backend: str = "tao") -> None:
-    """Run argv (a list; Secret elements are passed for real and printed as ***), streaming its
-    output to stderr and log_path. Raises RunnerError with the last lines on failure."""
-    secrets = [a for a in argv if isinstance(a, Secret)] + list(secrets)
-    shown = " ".join(masked(argv))
-    log.info("$ %s", shown)
-    tail: collections.deque[str] = collections.deque(maxlen=25)
-    try:
-        process = subprocess.Popen(render(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   env={**os.environ, **(env or {})}, cwd=PROJECT, text=True,
-                                   errors="replace", bufsize=1)
-    except FileNotFoundError:
-        raise not_on_path(render(argv)[0], backend) from None
-    try:
-        with open(log_path, "a", encoding="utf-8") as log_file:
-            log_file.write(f"$ {shown}\n")
-            for line in process.stdout:
-                line = _mask(line, secrets)
-                sys.stderr.write(line)
-                log_file.write(line)
-                tail.append(line.rstrip("\n"))
-            code = process.wait()
-    except BaseException:  # Ctrl-C or SIGTERM: stop TAO too, then unwind
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        raise
-    if code != 0:
-        last = "\n".join(f"  | {line}" for line in tail)
-        raise RunnerError(f"{render(argv)[0]} failed (exit {code}): {shown}\nlast lines of its output:\n{last}")
+    """Run argv through pipeline.commands (Secret elements passed for real, printed as ***). Raises
+    RunnerError with TAO's last lines on failure, and names the other backends when the tool is missing."""
+    commands.run_command(argv, log_path, env, secrets, not_found=lambda executable: not_on_path(executable, backend),
+                         error=RunnerError)
 
 
 # nvidia_tao_cli runs `docker exec` with subprocess.check_call and drops its CalledProcessError, so

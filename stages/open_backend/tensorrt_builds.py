@@ -1,0 +1,195 @@
+"""TensorRT engines, built by TensorRT's Python API or by trtexec, on the route the installed version takes:
+
+  explicit  the deployable ONNX (Q/DQ for INT8, fp16 tensors for FP16) as a strongly typed network: no
+            precision flag, no calibration. TensorRT 10 and 11; the only route of 11, which removed the rest.
+  implicit  model.onnx with precision flags (FP16, INT8) and, for INT8, the calibration cache's ranges:
+            TensorRT 8's way, and TAO's. TensorRT 8.6 and 10 (which deprecated it).
+
+convert.quantization=auto takes explicit where the version has it (10, 11), implicit on 8.6. Neither
+TensorRT nor a GPU is on this project's CI: the tests drive both builders with stand-ins whose APIs and
+flags follow each version's documentation (tests/fake_tensorrt, tests/fake_trtexec.py)."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..formats.calibration_cache import read_cache
+from ..formats.onnx_model import TAO_INPUT, input_chw, load_model
+from ..pipeline.commands import CommandError, run_command
+from ..pipeline.errors import StageError
+from ..pipeline.platform import trtexec_version
+from .engines import EngineRequest, needed_export_file
+
+log = logging.getLogger("stages.convert")
+
+FIRST_STRONGLY_TYPED = 10  # TensorRT 9 added strongly typed networks; 8.6 has none (9 was never a general release)
+LAST_IMPLICIT = 10  # TensorRT 11 removed precision flags, dynamic ranges and INT8 calibrators
+
+
+@dataclass(frozen=True, order=True)
+class TensorRTVersion:
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, text: str) -> "TensorRTVersion":
+        """'10.3.0' or '10.3.0.26' (the Python package), or trtexec's tag 'v110400' / 'v8601'."""
+        tag = re.fullmatch(r"v?(\d{4,6})", text.strip())
+        if tag:
+            number = int(tag[1])
+            if number >= 10000:  # TensorRT 10 on: MMmmpp
+                return cls(number // 10000, number // 100 % 100, number % 100)
+            return cls(number // 1000, number // 100 % 10, number % 100)  # 8.6.1 -> 8601
+        dotted = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+        if not dotted:
+            raise StageError(f"cannot read a TensorRT version from {text!r}")
+        return cls(int(dotted[1]), int(dotted[2]), int(dotted[3] or 0))
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.patch}"
+
+
+def route(quantization: str, version: TensorRTVersion) -> str:
+    """explicit or implicit, for convert.quantization on this TensorRT; an error where it has no such route."""
+    if quantization == "auto":
+        return "explicit" if version.major >= FIRST_STRONGLY_TYPED else "implicit"
+    if quantization == "implicit" and version.major > LAST_IMPLICIT:
+        raise StageError(
+            f"convert.quantization is implicit, but TensorRT {version} removed implicit quantization (precision "
+            "builder flags, dynamic ranges, the INT8 calibrator and its cache): it builds only from the "
+            "deployable ONNX, whose precision is in the graph. -S convert.quantization=explicit (or auto) builds "
+            "from export's model.int8.onnx / model.fp16.onnx")
+    if quantization == "explicit" and version.major < FIRST_STRONGLY_TYPED:
+        raise StageError(
+            f"convert.quantization is explicit, but TensorRT {version} has no strongly typed networks (TensorRT "
+            "10 has): -S convert.quantization=implicit builds from model.onnx with precision flags and the "
+            "calibration cache, as TAO does")
+    return quantization
+
+
+def timing_cache(request: EngineRequest, version: TensorRTVersion) -> Path | None:
+    """The timing cache file of this TensorRT version (another version's does not load)."""
+    return Path(request.timing_cache_dir) / f"timing-{version}.cache" if request.timing_cache_dir else None
+
+
+def _profile_shapes(request: EngineRequest, model: Path) -> tuple[tuple[int, ...], ...]:
+    chw = input_chw(load_model(model))
+    if None in chw:
+        raise StageError(f"{model} has no fixed (C, H, W) input: TensorRT's optimization profile needs one")
+    batches = request.min_batch_size, request.opt_batch_size or request.max_batch_size, request.max_batch_size
+    return tuple((batch, *chw) for batch in batches)
+
+
+# --------------------------------------------------------------------------- TensorRT's Python API
+
+def tensorrt_module():
+    """The tensorrt module, or a StageError that says what is missing."""
+    try:
+        import tensorrt
+    except ImportError:
+        raise StageError("convert.engine is tensorrt, but TensorRT cannot build here: the tensorrt Python package "
+                         "is not installed; -S convert.engine=trtexec builds with trtexec, "
+                         "-S convert.engine=onnxruntime builds an onnxruntime engine") from None
+    return tensorrt
+
+
+def build_with_python_api(request: EngineRequest) -> None:
+    """A TensorRT engine with an optimization profile from min to max batch, the workspace limit and a timing
+    cache, on the route the installed TensorRT takes."""
+    trt = tensorrt_module()
+    version = TensorRTVersion.parse(trt.__version__)
+    chosen = route(request.quantization, version)
+    model = needed_export_file(request, chosen)
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    if chosen == "explicit" and version.major > LAST_IMPLICIT:
+        network = builder.create_network()  # strong typing is the only typing in 11
+    elif chosen == "explicit":
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    else:  # EXPLICIT_BATCH: 8.6 parses ONNX only into explicit-batch networks; 10 ignores it
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(model.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise StageError(f"TensorRT {version} cannot parse {model}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
+    minimum, optimum, maximum = _profile_shapes(request, model)
+    profile = builder.create_optimization_profile()
+    profile.set_shape(TAO_INPUT, minimum, optimum, maximum)
+    config.add_optimization_profile(profile)
+    timing = timing_cache(request, version)
+    cache = config.create_timing_cache(timing.read_bytes() if timing and timing.is_file() else b"")
+    config.set_timing_cache(cache, False)
+    if chosen == "implicit":
+        _implicit_precision(trt, network, config, request)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise StageError(f"TensorRT {version} failed to build the engine from {model} (see its log above)")
+    Path(request.output).write_bytes(bytes(serialized))
+    if timing:
+        timing.parent.mkdir(parents=True, exist_ok=True)
+        timing.write_bytes(bytes(config.get_timing_cache().serialize()))
+    log.info("TensorRT %s built %s on the %s route from %s", version, Path(request.output).name, chosen, model.name)
+
+
+def _implicit_precision(trt, network, config, request: EngineRequest) -> None:
+    """TensorRT 8's precision: builder flags, and for INT8 each tensor's dynamic range from the cache."""
+    if request.data_type == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    if request.data_type != "int8":
+        return
+    config.set_flag(trt.BuilderFlag.INT8)
+    _, scales = read_cache(request.cache)
+    tensors = [network.get_input(i) for i in range(network.num_inputs)]
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        tensors += [layer.get_output(j) for j in range(layer.num_outputs)]
+    for tensor in tensors:
+        if tensor.name in scales:
+            tensor.dynamic_range = (-scales[tensor.name] * 127.0, scales[tensor.name] * 127.0)
+
+
+# --------------------------------------------------------------------------- trtexec
+
+def trtexec_argv(request: EngineRequest, version: TensorRTVersion, chosen: str, model: Path) -> list[str]:
+    """trtexec's command line for this version and route. 11 refuses every precision flag ("Unknown
+    option"); `--stronglyTyped` is a no-op there, so it goes to 10 only."""
+    shapes = [f"{TAO_INPUT}:{'x'.join(map(str, shape))}" for shape in _profile_shapes(request, model)]
+    argv = ["trtexec", f"--onnx={model}", f"--saveEngine={request.output}", f"--minShapes={shapes[0]}",
+            f"--optShapes={shapes[1]}", f"--maxShapes={shapes[2]}", f"--memPoolSize=workspace:{request.workspace_mib}M"]
+    timing = timing_cache(request, version)
+    if timing:
+        argv.append(f"--timingCacheFile={timing}")
+    if chosen == "explicit" and version.major <= LAST_IMPLICIT:
+        argv.append("--stronglyTyped")
+    elif chosen == "implicit":
+        argv += {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", f"--calib={request.cache}"]}[request.data_type]
+    return argv
+
+
+def build_with_trtexec(request: EngineRequest, log_path: Path) -> None:
+    """The engine built by the trtexec on PATH, through the one place that runs commands: its output
+    streams to the console and log_path, and a failure shows trtexec's last lines."""
+    found = trtexec_version()
+    if found is None:
+        raise _no_trtexec()
+    version = TensorRTVersion.parse(found)
+    chosen = route(request.quantization, version)
+    model = needed_export_file(request, chosen)
+    if request.timing_cache_dir:
+        Path(request.timing_cache_dir).mkdir(parents=True, exist_ok=True)
+    run_command(trtexec_argv(request, version, chosen, model), log_path, not_found=lambda _: _no_trtexec())
+    if not Path(request.output).is_file() or Path(request.output).stat().st_size == 0:
+        raise CommandError(f"trtexec {version} exited 0 but wrote no {Path(request.output).name} (see {log_path})")
+    log.info("trtexec (TensorRT %s) built %s on the %s route from %s", version, Path(request.output).name, chosen,
+             model.name)
+
+
+def _no_trtexec() -> StageError:
+    return StageError("convert.engine is trtexec, but no trtexec is on PATH: it comes with every TensorRT and "
+                     "DeepStream container (/usr/src/tensorrt/bin/trtexec); put it on PATH, or "
+                     "-S convert.engine=tensorrt (TensorRT's Python API) or onnxruntime")
