@@ -4,6 +4,7 @@ no output was created or changed."""
 from __future__ import annotations
 
 import hashlib
+import os
 import resource
 import sys
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run, set_params
+from conftest import ROOT, run, set_params
+from fake_trtexec import install as install_trtexec
 from stages.formats.tensorfile import describe
 
 OUTPUTS = ("artifacts", "data", "models", "metrics")
@@ -27,10 +29,10 @@ def snapshot(project):
             for top in OUTPUTS for p in sorted((project / top).rglob("*")) if p.is_file()}
 
 
-def fails(project, stage, *expected, preexec_fn=None):
+def fails(project, stage, *expected, preexec_fn=None, env=None):
     before = snapshot(project)
     result = run([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], project, check=False,
-                 preexec_fn=preexec_fn)
+                 preexec_fn=preexec_fn, env=env)
     assert result.returncode != 0, result.stdout + result.stderr
     message = result.stderr.strip()
     assert "Traceback" not in message, message
@@ -159,18 +161,28 @@ def test_int8_with_a_calibration_image_dir_that_does_not_exist(project):
     fails(project, "export", "image directory", "data/no_such_dir does not exist")
 
 
-def test_calibration_cache_with_tensor_names_the_model_does_not_have(project):
-    cache = project / "artifacts/export/calibration.bin"
-    cache.write_text(cache.read_text() + "block_7z/Relu: 3c010a14\n")
-    fails(project, "convert", "calibration.bin", "'block_7z/Relu' (line")
+def on_tensorrt_10_implicit(project):
+    """The project set to build with TensorRT 10's Python API (the stand-in) on the implicit route, which
+    reads the calibration cache; the platform probed as `dvc repro` would."""
+    set_params(project, convert__engine="tensorrt", convert__quantization="implicit")
+    env = {"PYTHONPATH": str(ROOT / "tests" / "fake_tensorrt" / "10.3.0")}
+    run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project, env=env)
+    return env
+
+
+def test_a_calibration_cache_of_another_model_stops_the_implicit_route(project):
+    env = on_tensorrt_10_implicit(project)
+    (project / "artifacts/export/calibration.bin").write_text("TRT-8601-EntropyCalibration2\nblock_7z/Relu: 3c010a14\n")
+    fails(project, "convert", "calibration.bin: scales none of the", "calibration cache of another model", env=env)
 
 
 def test_unparsable_calibration_cache(project):
+    env = on_tensorrt_10_implicit(project)
     cache = project / "artifacts/export/calibration.bin"
     lines = cache.read_text().splitlines()
     lines[3] = "this is not a cache line"
     cache.write_text("\n".join(lines) + "\n")
-    fails(project, "convert", "calibration.bin:4: expected 'TENSOR_NAME: 8 hex digits'")
+    fails(project, "convert", "calibration.bin:4: expected 'TENSOR_NAME: 8 hex digits'", env=env)
 
 
 def test_file_size_limit_hit_while_writing(project):
@@ -225,13 +237,22 @@ def test_a_tensorrt_engine_the_open_backend_cannot_run(project):
 
 
 def test_a_tensorrt_engine_asked_for_where_tensorrt_is_missing(project):
-    from stages.open_backend.engines import tensorrt_available
-    if tensorrt_available() is None:
-        pytest.skip("TensorRT is usable here")
+    import importlib.util
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
     set_params(project, convert__engine="tensorrt")
     run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project)  # as `dvc repro` would
     fails(project, "convert", "convert.engine is tensorrt, but TensorRT cannot build here",
           "-S convert.engine=onnxruntime")
+
+
+def test_implicit_quantization_on_tensorrt_11_names_the_version_and_the_explicit_route(project, tmp_path):
+    set_params(project, convert__engine="trtexec", convert__quantization="implicit")
+    install_trtexec(tmp_path / "bin", "11.4.0")
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project, env=env)
+    fails(project, "convert", "TensorRT 11.4.0 removed implicit quantization", "-S convert.quantization=explicit",
+          env=env)
 
 
 # ----------------------------------------------------------------- the same under `dvc exp run`: nothing lost

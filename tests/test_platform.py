@@ -15,9 +15,10 @@ import pytest
 import yaml
 
 from conftest import KEY, PROBE, ROOT, env_for, project_for, ran, run, set_params
+from fake_trtexec import install as install_trtexec
 from ssh_server import unavailable
 
-FAKE_TENSORRT = ROOT / "tests" / "fake_tensorrt"
+FAKE_TENSORRT = ROOT / "tests" / "fake_tensorrt" / "10.3.0"
 A100, T4 = "NVIDIA A100-SXM4-40GB, 8.0", "Tesla T4, 7.5"
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -186,26 +187,36 @@ def test_tensorrt_asked_for_where_it_is_missing_fails_convert_with_the_platform_
     assert record == {"backend": "open", "engine": "tensorrt", "builder": {"tensorrt": None}, "gpus": []}
 
 
-def test_the_tensorrt_builder_gets_the_profile_precision_and_ranges_asked_for(built_project, tmp_path,
-                                                                                monkeypatch):
-    # TensorRT cannot run here: a stand-in module records what build_tensorrt asks its builder for
-    monkeypatch.syspath_prepend(str(FAKE_TENSORRT))
-    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
-    import tensorrt
+def test_trtexec_builds_the_engine_under_dvc_and_triton_serves_its_plan(project_copy, tmp_path):
+    install_trtexec(tmp_path / "bin", "11.4.0")
+    set_params(project_copy, convert__engine="trtexec")
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{path_without_nvidia_smi()}"}
+    run(["dvc", "repro", "triton"], project_copy, env=env)  # evaluate runs where the engine's GPU is
+    record = json.loads((project_copy / "artifacts/platform.json").read_text())
+    assert record == {"backend": "open", "engine": "tensorrt", "builder": {"trtexec": "v110400"}, "gpus": []}
+    engine = json.loads((project_copy / "artifacts/engine/model.engine").read_text())
+    assert engine["version"] == "11.4.0" and engine["options"]["--onnx"].endswith("artifacts/export/model.int8.onnx")
+    assert "&&&& PASSED" in (project_copy / "artifacts/engine/trtexec.log").read_text()
+    config = (project_copy / "artifacts/triton/detectnet_v2/config.pbtxt").read_text()
+    assert 'platform: "tensorrt_plan"' in config
 
-    from stages.formats.calibration_cache import read_cache
-    from stages.open_backend.engines import EngineRequest, build_tensorrt
 
-    exported = built_project / "artifacts/export"
-    engine = tmp_path / "model.engine"
-    build_tensorrt(EngineRequest(exported / "model.onnx", "int8", engine, exported / "calibration.bin",
-                                 max_batch_size=4, workspace_mib=512, kind="tensorrt"))
-    build = tensorrt.BUILDS[-1]
-    assert build["flags"] == ["INT8"] and build["pools"] == {"WORKSPACE": 512 << 20}
-    assert build["profiles"] == [{"input_1": [[1, 3, 64, 160], [4, 3, 64, 160], [4, 3, 64, 160]]}]
-    _, scales = read_cache(exported / "calibration.bin")
-    assert build["dynamic_ranges"] == {name: [-s * 127.0, s * 127.0] for name, s in scales.items()}
-    assert json.loads(engine.read_bytes()) == build
+def test_a_failed_trtexec_leaves_the_previous_engine(project_copy, tmp_path):
+    install_trtexec(tmp_path / "bin", "11.4.0")
+    set_params(project_copy, convert__engine="trtexec")
+    env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{path_without_nvidia_smi()}"}
+    run(["dvc", "repro", "convert"], project_copy, env=env)
+    before = (project_copy / "artifacts/engine/model.engine").read_bytes()
+    result = run(["dvc", "repro", "-f", "convert"], project_copy, check=False, env={**env, "FAKE_TRTEXEC_FAIL": "1"})
+    assert result.returncode != 0 and "trtexec failed (exit 1)" in result.stderr
+    assert (project_copy / "artifacts/engine/model.engine").read_bytes() == before
+
+
+def test_the_trtexec_on_path_names_the_tensorrt_version_of_the_record(tmp_path):
+    install_trtexec(tmp_path / "bin", "10.3.0")
+    record = json.loads(probe(tmp_path, params_file(tmp_path, engine="trtexec"),
+                              PATH=f"{tmp_path / 'bin'}{os.pathsep}{path_without_nvidia_smi()}").stdout)
+    assert record["builder"] == {"trtexec": "v100300"}
 
 
 # --------------------------------------------------------------------------- a fleet sharing one remote

@@ -103,15 +103,3 @@ def map_onto_model(path: str | Path, scales: Mapping[str, float], model: onnx.Mo
             f"its {len(scales)} tensor names match a tensor of the model (its names: {examples}, ...). Is it the "
             "calibration cache of another model?")
     return CacheOnModel(mapped, ignored, len(convolutions), covered)
-
-
-def check_cache_names(path: str | Path, scales: Mapping[str, float], model: onnx.ModelProto) -> None:
-    """Every cache entry must name a tensor of the model (TensorRT matches them by name)."""
-    known = set(calibration_tensor_names(model))
-    unknown = [name for name in scales if name not in known]
-    if unknown:
-        lines = Path(path).read_text().splitlines()
-        where = {line.split(":")[0]: i + 1 for i, line in enumerate(lines)}
-        listed = ", ".join(f"{n!r} (line {where.get(n, '?')})" for n in unknown[:5])
-        raise CalibrationCacheError(f"{path}: {len(unknown)} tensor name(s) not in the model: {listed}"
-                                    + (" ..." if len(unknown) > 5 else ""))

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..formats.calibration_cache import read_cache
+from ..formats.calibration_cache import map_onto_model, read_cache
 from ..formats.onnx_model import TAO_INPUT, input_chw, load_model
 from ..pipeline.commands import CommandError, run_command
 from ..pipeline.errors import StageError
@@ -144,6 +144,8 @@ def _implicit_precision(trt, network, config, request: EngineRequest) -> None:
         return
     config.set_flag(trt.BuilderFlag.INT8)
     _, scales = read_cache(request.cache)
+    # TensorRT ignores the names it cannot find: a cache of another model would build an engine quietly
+    map_onto_model(request.cache, scales, load_model(request.model), str(request.model))
     tensors = [network.get_input(i) for i in range(network.num_inputs)]
     for i in range(network.num_layers):
         layer = network.get_layer(i)
