@@ -8,7 +8,7 @@ import onnx
 import pytest
 from google.protobuf import text_format
 
-from conftest import tao_message_for
+from conftest import ROOT, tao_message_for
 from stages.formats.calibration_cache import calibration_tensor_names, read_cache
 from stages.spec import Spec, path_values
 from stages.formats.tensorfile import describe, read_batches
@@ -73,6 +73,37 @@ def test_deepstream_config_has_the_fields_and_a_key_placeholder(built_project):
     assert (built_project / "artifacts/export/labels.txt").read_text() == "car\ncyclist\npedestrian\n"
 
 
+def deepstream_keys() -> dict[str, set[str]]:
+    """{group: keys} nvinfer reads (tests/deepstream_keys.txt, from DeepStream's property parser)."""
+    keys, group = {}, None
+    for line in (ROOT / "tests" / "deepstream_keys.txt").read_text().splitlines():
+        if line.startswith("["):
+            group = line.strip("[]")
+        elif line and not line.startswith("#"):
+            keys.setdefault(group, set()).update(line.split())
+    return keys
+
+
+@pytest.mark.parametrize("name", ["nvinfer_config.txt", "nvinfer_config.explicit.txt"])
+def test_deepstream_reads_every_key_of_each_config(built_project, name):
+    import configparser
+
+    config = configparser.ConfigParser(interpolation=None)
+    config.optionxform = str
+    config.read(built_project / "artifacts/export" / name)
+    known = deepstream_keys()
+    for section in config.sections():
+        group = "class-attrs" if section.startswith("class-attrs-") else section
+        assert set(config[section]) <= known[group], (section, set(config[section]) - known[group])
+
+
+def test_the_explicit_deepstream_config_names_the_deployable_onnx_strongly_typed(built_project):
+    config = (built_project / "artifacts/export/nvinfer_config.explicit.txt").read_text().splitlines()
+    assert {"onnx-file=model.int8.onnx", "strongly-typed=1", "network-mode=0"} <= set(config)
+    assert not any(line.startswith("int8-calib-file") for line in config)  # the scales are in the graph
+    assert (built_project / "artifacts/export/model.int8.onnx").is_file()
+
+
 def test_deepstream_clusters_each_class_as_the_specs_postprocessing_config_says(built_project):
     import configparser
 
@@ -128,9 +159,18 @@ def test_int8_engine_matches_the_fp32_model(built_project):
 
 
 def test_int8_engine_carries_the_cache_scales(built_project):
+    """The deployable ONNX quantizes the input with the cache's scale (in fp16, as the rest computes in fp16:
+    rounded to fp16's 11 bits), and the engine is that graph."""
     _, scales = read_cache(built_project / "artifacts/export/calibration.bin")
-    engine = onnx.load(built_project / "artifacts/engine/model.onnx")
-    initial = {i.name: onnx.numpy_helper.to_array(i) for i in engine.graph.initializer}
-    input_scale = [initial[n.input[1]] for n in engine.graph.node
-                   if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") and n.input[0] == "input_1"]
-    assert input_scale and np.isclose(float(input_scale[0]), scales["input_1"], rtol=1e-6)
+    for path in ("artifacts/export/model.int8.onnx", "artifacts/engine/model.onnx"):
+        model = onnx.load(built_project / path)
+        initial = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+        made_by = {o: n for n in model.graph.node for o in n.output}
+
+        def source(tensor):
+            while tensor in made_by and made_by[tensor].op_type == "Cast":
+                tensor = made_by[tensor].input[0]
+            return tensor
+        input_scale = [initial[n.input[1]] for n in model.graph.node
+                       if n.op_type == "QuantizeLinear" and source(n.input[0]) == "input_1"]
+        assert input_scale and np.isclose(float(input_scale[0]), scales["input_1"], rtol=2.0 ** -11), path

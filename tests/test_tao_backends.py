@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 
+import onnx
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -58,6 +59,11 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     nvinfer = (project / "artifacts/export/nvinfer_config.txt").read_text()
     assert "tlt-model-key=YOUR_TAO_KEY" in nvinfer
     assert "cluster-mode=1" in nvinfer and "[class-attrs-2]" in nvinfer  # the spec's DBSCAN, added to TAO's file
+    # the deployable ONNX of TAO's export and its cache, and DeepStream's config for it
+    from stages.formats.deployable_onnx import lint
+    assert lint(onnx.load(project / "artifacts/export/model.int8.onnx"), "int8") == []
+    explicit = (project / "artifacts/export/nvinfer_config.explicit.txt").read_text()
+    assert "onnx-file=model.int8.onnx" in explicit and "strongly-typed=1" in explicit and "cluster-mode=1" in explicit
     assert "[TAO] running detectnet_v2 export" in (project / "artifacts/export/tao.log").read_text()
     assert json.loads((project / "artifacts/reports/convert.json").read_text())["engine"] == "tensorrt"
 

@@ -52,9 +52,10 @@ def clustering_lines(per_class: Sequence[Mapping]) -> list[str]:
 
 
 def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, int], data_type: str,
-                            clustering: Sequence[Mapping] | None = None) -> None:
-    """Both routes' nvinfer configs (CONFIG_FILES) and labels.txt (one class a line, in the order of the
-    model's outputs) in `out`; with `clustering` (one clustering_config per class, in that order),
+                            clustering: Sequence[Mapping] | None = None,
+                            routes: Sequence[str] = ("implicit", "explicit")) -> None:
+    """The nvinfer configs of these routes (CONFIG_FILES) and labels.txt (one class a line, in the order of
+    the model's outputs) in `out`; with `clustering` (one clustering_config per class, in that order),
     DeepStream's clustering too."""
     common = [
         "[property]",
@@ -70,15 +71,16 @@ def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, 
         f"uff-input-blob-name={TAO_INPUT}",
         "labelfile-path=labels.txt",
     ]
-    routes = {
+    lines_of = {
         "explicit": [f"onnx-file={deployable_file(data_type)}", "strongly-typed=1", "network-mode=0"],
         "implicit": [f"onnx-file={deployable_file('fp32')}", f"network-mode={NETWORK_MODES[data_type]}"]
         + (["int8-calib-file=calibration.bin"] if data_type == "int8" else []),
     }
-    for route, lines in routes.items():
-        text = common + lines + (clustering_lines(clustering) if clustering else [])
+    for route in routes:
+        text = common + lines_of[route] + (clustering_lines(clustering) if clustering else [])
         (out / CONFIG_FILES[route]).write_text("\n".join(text) + "\n")
-    (out / "labels.txt").write_text("\n".join(classes) + "\n")
+    if not (out / "labels.txt").exists():  # TAO's export writes its own
+        (out / "labels.txt").write_text("\n".join(classes) + "\n")
 
 
 def add_clustering(config: Path, clustering: Sequence[Mapping] | None) -> None:

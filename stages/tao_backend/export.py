@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.calibration_cache import read_cache
-from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering
+from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering, write_deepstream_config
 from ..formats.onnx_model import load_model
 from ..pipeline.config import project_path
 from ..pipeline.resolved_spec import deepstream_clustering, images_of
@@ -44,7 +44,11 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
                           **calibration)
     runner.run(command, out / "tao.log")
     scrub_key(out, key.value)
-    add_clustering(out / "nvinfer_config.txt", deepstream_clustering(spec_path, list(cfg.dataset.classes)))
+    clustering = deepstream_clustering(spec_path, list(cfg.dataset.classes))
+    add_clustering(out / "nvinfer_config.txt", clustering)  # TAO's own, for its route
+    if e.gen_ds_config and exported.suffix == ".onnx":  # the deployable ONNX's, which TAO does not write
+        write_deepstream_config(out, list(cfg.dataset.classes), (facts.channels, facts.height, facts.width),
+                                e.data_type, clustering, routes=("explicit",))
     check_written(runner, exported, "detectnet_v2 export", load_model if exported.suffix == ".onnx" else read_etlt)
     if e.data_type == "int8":
         check_written(runner, out / "calibration.bin", "detectnet_v2 export", read_cache)
