@@ -282,10 +282,16 @@ def test_the_ngc_cache_example(tmp_path):
     assert all(name in log for name in TENSORRT_OWN_NAMES)
     header, used = read_cache(project / "artifacts/export/calibration.bin")
     assert header == "TRT-100300-EntropyCalibration2" and used["input_1"] == scales["input_1:0"]
-    engine = onnx.load(project / "artifacts/engine/model.onnx")
-    quantize = next(n for n in engine.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input_1")
-    [scale] = [i for i in engine.graph.initializer if i.name == quantize.input[1]]
-    assert onnx.numpy_helper.to_array(scale) == np.float32(scales["input_1:0"])  # exactly the cache's scale
+    # the deployable ONNX: the cache's scales as Q/DQ, by TensorRT's rules; in fp16 (export.high_precision), so
+    # the input's scale is the cache's rounded to fp16
+    from stages.formats.deployable_onnx import lint
+    deployable = onnx.load(project / "artifacts/export/model.int8.onnx")
+    assert lint(deployable, "int8") == []
+    made_by = {o: n for n in deployable.graph.node for o in n.output}
+    quantize = next(n for n in deployable.graph.node if n.op_type == "QuantizeLinear"
+                    and made_by[n.input[0]].op_type == "Cast" and made_by[n.input[0]].input[0] == "input_1")
+    [scale] = [i for i in deployable.graph.initializer if i.name == quantize.input[1]]
+    assert onnx.numpy_helper.to_array(scale) == np.float16(scales["input_1:0"])
 
     cache.write_text(cache.read_text().replace("TRT-100300", "TRT-100301"))  # a new cache: export re-runs
     status = json.loads(run(["dvc", "status", "--json"], project).stdout)
