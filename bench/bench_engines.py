@@ -13,6 +13,7 @@ from _common import exported_sample_model, sample_images
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
+from stages.formats.deployable_onnx import write_for_export
 from stages.open_backend.engines import EngineRequest, build_engine, verify
 from stages.open_backend.int8_calibration import collect_ranges
 
@@ -25,17 +26,19 @@ def main() -> None:
         model = exported_sample_model(tmp, WIDTH, HEIGHT)
         train = list_images(sample_images(tmp / "train", 10 * BATCH, distinct=80, seed=7))
         val = list_images(sample_images(tmp / "val", 16, distinct=16, seed=99))
-        write_cache(tmp / "cal.bin", collect_ranges(model, iter_batches(train, BATCH, WIDTH, HEIGHT), "entropy"))
+        maxima = {}
+        write_cache(tmp / "calibration.bin", collect_ranges(model, iter_batches(train, BATCH, WIDTH, HEIGHT), "entropy",
+                                                            maxima=maxima))
         reference = OnnxRunner(model)
         print(f"engines of the sample ({WIDTH}x{HEIGHT}), verified on 16 validation images")
         print(f"  {'precision':9s} {'cos(cov)':>9s} {'cos(bbox)':>9s} {'maxerr(bbox)':>12s} "
               f"{'ms@1':>7s} {'ms@8':>7s} {'size KiB':>9s}")
         for data_type in ("fp32", "fp16", "int8"):
-            engine = tmp / f"{data_type}.onnx"
-            cache = tmp / "cal.bin" if data_type == "int8" else None
-            kind = build_engine(EngineRequest(model, data_type, engine, cache))
+            engine = tmp / f"{data_type}.engine.onnx"
+            write_for_export(tmp, data_type, "fp16", maxima)  # the deployable ONNX, as export writes it
+            build_engine(EngineRequest(tmp, data_type, engine))
             m = verify(OnnxRunner(engine), reference, iter_batches(val, BATCH, WIDTH, HEIGHT), BATCH,
-                       data_type, engine, kind)
+                       data_type, engine, "onnxruntime")
             cov, bbox = m["outputs"]["output_cov/Sigmoid"], m["outputs"]["output_bbox/BiasAdd"]
             print(f"  {data_type:9s} {cov['cosine_similarity']:9.6f} {bbox['cosine_similarity']:9.6f} "
                   f"{bbox['max_abs_error']:12.6f} {m['latency_ms']['batch_1']:7.2f} "

@@ -1,8 +1,8 @@
 """INT8 against fp32 on a model shaped as TAO 5 exports one at NGC's size: a DetectNet_v2 graph of TAO's
 ResNet-18 shape (random weights, 4 classes, as TrafficCamNet) at 960x544, in the form of TAO 5's tf2onnx
 export (opset 12, `:0` names, batch norm as Mul/Add after each convolution). It goes the pipeline's way:
-export (TAO's names), calibration on 8 images, then an fp32 and an int8 onnxruntime engine (the int8 one
-upgraded to opset 13 for per-channel weights). Measured in this one run, on the same inputs:
+export (TAO's names), calibration on 8 images, the deployable int8 ONNX (upgraded to opset 19 for
+per-channel weights and fp16 Q/DQ), then an fp32 and an int8 onnxruntime engine. Measured in this one run, on the same inputs:
 
   latency       int8 engine / fp32 engine, at batch 1 and at batch 4 (best of 3)
   agreement     coverage and bbox cosine of the int8 engine's outputs against fp32's (a diagnostic:
@@ -27,6 +27,7 @@ from stages.bundled_sample.tao_shaped import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, a
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
+from stages.formats.deployable_onnx import write_for_export
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model
 from stages.open_backend.engines import EngineRequest, build_engine, cosine
 from stages.open_backend.int8_calibration import collect_ranges
@@ -47,13 +48,15 @@ def main() -> None:
         export_model(folder / "tao5.onnx", folder / "model.onnx", TAO_INPUT_NAME,
                      dict(zip(TAO_OUTPUTS, TAO_OUTPUT_NAMES)), (3, HEIGHT, WIDTH))
         images = list_images(sample_images(folder / "images", 8, size=(WIDTH, HEIGHT)))
-        write_cache(folder / "cal.bin", collect_ranges(folder / "model.onnx",
-                                                       iter_batches(images, 4, WIDTH, HEIGHT), "minmax"))
+        maxima = {}
+        write_cache(folder / "calibration.bin", collect_ranges(folder / "model.onnx", iter_batches(images, 4, WIDTH,
+                                                                                                  HEIGHT),
+                                                               "minmax", maxima=maxima))
+        write_for_export(folder, "int8", "fp16", maxima)
         engines = {}
         for data_type in ("fp32", "int8"):
-            path = folder / f"{data_type}.onnx"
-            build_engine(EngineRequest(folder / "model.onnx", data_type, path,
-                                       folder / "cal.bin" if data_type == "int8" else None, args.batch))
+            path = folder / f"{data_type}.engine.onnx"
+            build_engine(EngineRequest(folder, data_type, path, args.batch))
             engines[data_type] = OnnxRunner(path)
         batch = next(iter_batches(images, args.batch, WIDTH, HEIGHT))
         print(f"TAO 5-shaped DetectNet_v2, ResNet-18 widths {widths}, {CLASSES} classes, {WIDTH}x{HEIGHT}, opset 12")
