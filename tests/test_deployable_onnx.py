@@ -265,6 +265,9 @@ def test_a_node_whose_values_pass_fp16s_headroom_stays_fp32_and_is_named(exporte
     initializers = {i.name: i for i in deployable.model.graph.initializer}
     assert initializers[conv1.input[1]].data_type == TensorProto.FLOAT
     assert lint(deployable.model, "fp16") == []
+    from stages.formats.deployable_onnx import described
+    said = "\n".join(described(deployable, "fp16", True))
+    assert f"nodes stay fp32, their values reach past {FP16_DATA_MAX:g} on the calibration images: conv1 (" in said
 
 
 # --------------------------------------------------------------------------- the onnxruntime engine is the deployable

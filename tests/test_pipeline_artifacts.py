@@ -101,7 +101,15 @@ def test_the_explicit_deepstream_config_names_the_deployable_onnx_strongly_typed
     config = (built_project / "artifacts/export/nvinfer_config.explicit.txt").read_text().splitlines()
     assert {"onnx-file=model.int8.onnx", "strongly-typed=1", "network-mode=0"} <= set(config)
     assert not any(line.startswith("int8-calib-file") for line in config)  # the scales are in the graph
-    assert (built_project / "artifacts/export/model.int8.onnx").is_file()
+
+
+def test_the_samples_deployable_int8_onnx_follows_tensorrts_rules_and_the_log_says_what_it_holds(built_project):
+    from stages.formats.deployable_onnx import lint
+
+    assert lint(onnx.load(built_project / "artifacts/export/model.int8.onnx"), "int8") == []
+    log = (built_project / "artifacts/export/export.log").read_text()
+    assert "model.int8.onnx: explicit INT8 at opset 19: 18 convolutions quantized (per-channel weights)" in log
+    assert "model.int8.onnx: what is not INT8 computes in fp16" in log
 
 
 def test_deepstream_clusters_each_class_as_the_specs_postprocessing_config_says(built_project):

@@ -12,6 +12,14 @@ only from fp16 tensors. The file depends on no GPU, so a fleet writes it once an
 - fp16 (`model.fp16.onnx`): every tensor fp16 but the inputs and outputs (fp32, as the fp32 model has them).
 - either way, a node whose tensors exceed FP16_DATA_MAX on the calibration images stays fp32.
 
+Where it places Q/DQ differently from NVIDIA ModelOpt's ONNX PTQ, and why:
+- only convolutions and residual Adds are quantized (ModelOpt also quantizes pooling, Gemm, MatMul and Mul):
+  a DetectNet_v2 is convolutions, whose INT8 kernels are the gain, and TensorRT moves Q/DQ across pooling
+  and concatenation itself; measured on a real TAO 5 export, the residual Adds' Q/DQ were the one
+  difference that changed the outputs;
+- convolutions of under 16 channels are quantized too (ModelOpt skips them): TensorRT's implicit INT8,
+  which built TAO's engines and which the gate has judged, quantized every convolution the cache scales,
+  and a pruned TAO model has many such layers.
 Written here rather than by a library: onnxruntime's QDQ quantizer writes int32 bias DequantizeLinear
 nodes and Q/DQ between a convolution and its residual Add, which TensorRT's placement rules exclude, and
 NVIDIA ModelOpt's ONNX PTQ, which follows those rules, needs torch. The fp16 conversion is onnxruntime's
