@@ -7,6 +7,7 @@ import hashlib
 import os
 import resource
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,6 +245,15 @@ def test_a_tensorrt_engine_asked_for_where_tensorrt_is_missing(project):
     run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project)  # as `dvc repro` would
     fails(project, "convert", "convert.engine is tensorrt, but TensorRT cannot build here",
           "-S convert.engine=onnxruntime")
+
+
+def test_trtexec_asked_for_where_none_is_on_path(project, tmp_path):
+    set_params(project, convert__engine="trtexec")
+    env = {"PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                   if not (Path(p) / "trtexec").exists())}
+    run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project, env=env)
+    fails(project, "convert", "convert.engine is trtexec, but no trtexec is on PATH", "-S convert.engine=tensorrt",
+          env=env)
 
 
 def test_implicit_quantization_on_tensorrt_11_names_the_version_and_the_explicit_route(project, tmp_path):
