@@ -20,7 +20,7 @@ from .detectnet_v2.evaluation import ModelResult, Sample, evaluation_setup, trut
 from .detectnet_v2.spec_facts import SpecFacts, facts
 from .pipeline import backends, platform
 from .pipeline.cli import log_to_file, run_stage
-from .pipeline.config import (CALIBRATION_DIR, ENGINE_DIR, EVALUATE_REPORT, EVALUATION_DIR, EXPORT_DIR,
+from .pipeline.config import (CALIBRATION_DIR, ENGINE_DIR, EVALUATE_REPORT, EVALUATION_DIR, EXPORT_DIR, EXPORT_REPORT,
                               RESOLVED_SPEC, project_path)
 from .pipeline.errors import StageError
 from .pipeline.outputs import staged_dir, write_text_atomically
@@ -107,8 +107,25 @@ def gate_failure(cfg: DictConfig, engine: dict, reference: dict, drop: float) ->
         f"the {cfg.export.data_type} engine's mAP is {engine['mAP']:.4f}, {drop:.4f} below the fp32 model's "
         f"{reference['mAP']:.4f}, more than evaluate.max_map_drop {limit}; {worst} lost most "
         f"(AP {reference['AP'][worst]:.4f} -> {engine['AP'][worst]:.4f}). The figures are in "
-        f"{EVALUATE_REPORT}. Try another calibration (backend.calibration_method, more export.batches) "
-        "or precision, or raise evaluate.max_map_drop (null turns the gate off)")
+        f"{EVALUATE_REPORT}. {calibration_advice()}, or raise evaluate.max_map_drop (null turns the gate off)")
+
+
+def calibration_advice() -> str:
+    """What the export measured, where it did (backend.calibration_method=auto), rather than a guess."""
+    try:
+        calibration = json.loads(project_path(EXPORT_REPORT).read_text()).get("calibration") or {}
+    except (OSError, ValueError):
+        calibration = {}
+    if calibration.get("method") != "auto":
+        return ("Try backend.calibration_method=auto, which scores each calibration method by mAP on labelled "
+                "training images and leaves the layers INT8 costs most in higher precision; or another precision")
+    scores = calibration["selection_mAP"]
+    measured = ", ".join(f"{method} {scores[method]:.4f}" for method in scores if method != "fp32")
+    layers = ", ".join(calibration["float_layers"]) or "none"
+    return (f"On {calibration['images']} selection images auto measured fp32 {scores['fp32']:.4f}, {measured}; it kept "
+            f"{calibration['chosen']} with {layers} in higher precision (selection mAP {calibration['final_mAP']:.4f}): "
+            "the validation set disagrees with the selection set. Give the selection more images "
+            "(calibration.selection_images) or more layers (export.max_float_layers), or use another precision")
 
 
 if __name__ == "__main__":

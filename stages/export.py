@@ -1,9 +1,11 @@
 """Stage `export`: the model with TAO's tensor names and a dynamic batch (model.onnx), plus, for int8,
 the TensorRT calibration cache, and the DeepStream config with `gen_ds_config`; and the deployable ONNX
 of its precision, which TensorRT 10/11 build from (model.int8.onnx: explicit Q/DQ; model.fp16.onnx:
-strongly typed fp16)."""
+strongly typed fp16); and its report (artifacts/reports/export.json: how it calibrated, and for
+backend.calibration_method=auto what each method measured), which the `metrics` stage publishes."""
 from __future__ import annotations
 
+import json
 import logging
 import sys
 
@@ -13,8 +15,8 @@ from .detectnet_v2.spec_facts import facts
 from .formats import deployable_onnx
 from .pipeline import backends
 from .pipeline.cli import log_to_file, run_stage
-from .pipeline.config import CALIBRATION_DIR, EXPORT_DIR, RESOLVED_SPEC, TENSORFILE, project_path
-from .pipeline.outputs import staged_dir
+from .pipeline.config import CALIBRATION_DIR, EXPORT_DIR, EXPORT_REPORT, RESOLVED_SPEC, TENSORFILE, project_path
+from .pipeline.outputs import staged_dir, write_text_atomically
 from .spec import Spec
 
 log = logging.getLogger("stages.export")
@@ -25,14 +27,19 @@ def run(cfg: DictConfig) -> None:
     spec_path = calibration / RESOLVED_SPEC
     step = backends.step(cfg, "export")  # imported before any output is staged
     with staged_dir(project_path(EXPORT_DIR)) as out, log_to_file(out / "export.log"):
-        maxima = step.run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(cfg.model.file),
-                          calibration / TENSORFILE, out)
+        outcome = step.run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(cfg.model.file),
+                           calibration / TENSORFILE, out)
         if (out / deployable_onnx.DEPLOYABLE_FILES["fp32"]).is_file():  # not from TAO's .etlt
-            written = deployable_onnx.write_for_export(out, cfg.export.data_type, cfg.export.high_precision, maxima)
-            for line in deployable_onnx.described(written, cfg.export.data_type, maxima is not None) if written else ():
+            written = deployable_onnx.write_for_export(out, cfg.export.data_type, cfg.export.high_precision,
+                                                       outcome.maxima, outcome.float_layers)
+            for line in deployable_onnx.described(written, cfg.export.data_type, outcome.maxima is not None) \
+                    if written else ():
                 log.info(line)
         else:
             log.info("no deployable ONNX: export wrote an .etlt, which only TAO's converters read")
+    # after the export is in place: a report never describes an export that was not kept
+    report = {"precision": cfg.export.data_type, "calibration": outcome.calibration or {"method": None}}
+    write_text_atomically(project_path(EXPORT_REPORT), json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Stage `metrics`: publishes convert's and evaluate's reports as DVC metrics, kept in git.
+"""Stage `metrics`: publishes export's, convert's and evaluate's reports as DVC metrics, kept in git.
 
 Why a stage of its own: DVC's run-cache restores a stage only when every output is in its cache, and
 restoring engines is what a fleet sharing one remote needs. So convert and evaluate write cached
@@ -15,8 +15,8 @@ import sys
 from omegaconf import DictConfig
 
 from .pipeline.cli import run_stage
-from .pipeline.config import (CONVERT_REPORT, EVALUATE_METRICS_FILE, EVALUATE_REPORT, METRICS_FILE, TIMINGS_FILE,
-                              project_path)
+from .pipeline.config import (CONVERT_REPORT, EVALUATE_METRICS_FILE, EVALUATE_REPORT, EXPORT_METRICS_FILE,
+                              EXPORT_REPORT, METRICS_FILE, TIMINGS_FILE, project_path)
 from .pipeline.errors import StageError
 from .pipeline.outputs import write_text_atomically
 
@@ -35,10 +35,11 @@ def read_report(path: str) -> dict:
 
 
 def run(cfg: DictConfig | None) -> None:  # noqa: ARG001 - reads no parameters, only the reports
-    convert, evaluate = read_report(CONVERT_REPORT), read_report(EVALUATE_REPORT)
+    export, convert, evaluate = read_report(EXPORT_REPORT), read_report(CONVERT_REPORT), read_report(EVALUATE_REPORT)
     figures = {key: value for key, value in convert.items() if key not in TIMING_KEYS}
     timings = {key: convert[key] for key in TIMING_KEYS if key in convert}
-    for path, content in ((METRICS_FILE, figures), (TIMINGS_FILE, timings), (EVALUATE_METRICS_FILE, evaluate)):
+    for path, content in ((EXPORT_METRICS_FILE, export), (METRICS_FILE, figures), (TIMINGS_FILE, timings),
+                          (EVALUATE_METRICS_FILE, evaluate)):
         write_text_atomically(project_path(path), json.dumps(content, indent=2) + "\n")
     log.info("metrics: %s engine mAP %.4f (gate %s), in %s, %s and %s", evaluate["engine"]["precision"],
              evaluate["engine"]["mAP"], evaluate.get("gate"), METRICS_FILE, TIMINGS_FILE, EVALUATE_METRICS_FILE)

@@ -56,7 +56,8 @@ def python() -> str:
 # with a case far from the threshold (tests/test_evaluate_stage.py).
 SMALL_SAMPLE = ["sample.train_images=24", "sample.val_images=8", "sample.image_width=320",
                 "sample.image_height=120", "sample.input_width=160", "sample.input_height=64",
-                "sample.model_width=8", "calibration.max_batches=3", "convert.verify_images=8",
+                "sample.model_width=8", "calibration.max_batches=3", "calibration.selection_images=8",
+                "convert.verify_images=8",
                 "evaluate.max_map_drop=null"]
 
 

@@ -132,11 +132,12 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     assert stages[PROBE]["outs"] == [config.PLATFORM_FILE]
     assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
     assert stages["calibration_tensorfile"]["outs"] == [config.CALIBRATION_DIR]
-    assert stages["export"]["outs"] == [config.EXPORT_DIR]
+    assert stages["export"]["outs"] == [config.EXPORT_DIR, config.EXPORT_REPORT]
     assert stages["convert"]["outs"] == [config.ENGINE_DIR, config.CONVERT_REPORT]
     assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR, config.EVALUATE_REPORT]
     assert stages["metrics"]["metrics"] == [{path: {"cache": False}} for path in
-                                            (config.METRICS_FILE, config.TIMINGS_FILE, config.EVALUATE_METRICS_FILE)]
+                                            (config.EXPORT_METRICS_FILE, config.METRICS_FILE, config.TIMINGS_FILE,
+                                             config.EVALUATE_METRICS_FILE)]
     assert stages["triton"]["outs"] == [config.TRITON_DIR]
     assert list(stages) == ["code", "validate", PROBE, *PIPELINE_STAGES[1:]]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -127,12 +127,20 @@ class ModelResult:
 Infer = Callable[[np.ndarray], Sequence[np.ndarray]]  # batch -> (cov, bbox)
 
 
-def evaluate(models: dict[str, Infer], samples: list[Sample], setup: EvaluationSetup, batch_size: int,
-             workers: int | None = None, progress=None) -> dict[str, Evaluation]:
-    """Each model over the same validation images, each image decoded once: {model name: Evaluation}."""
-    results = {name: Evaluation(setup) for name in models}
+def decoded_batches(samples: list[Sample], setup: EvaluationSetup, batch_size: int,
+                    workers: int | None = None) -> Iterator[np.ndarray]:
+    """The samples' images as evaluation preprocesses them, in batches."""
     images = [sample.image for sample in samples]
-    batches = iter_batches(images, batch_size, setup.width, setup.height, workers, resample=EVALUATION_RESAMPLE)
+    return iter_batches(images, batch_size, setup.width, setup.height, workers, resample=EVALUATION_RESAMPLE)
+
+
+def evaluate(models: dict[str, Infer], samples: list[Sample], setup: EvaluationSetup, batch_size: int,
+             workers: int | None = None, progress=None, decoded: Iterable[np.ndarray] | None = None
+             ) -> dict[str, Evaluation]:
+    """Each model over the same validation images, each image decoded once: {model name: Evaluation}.
+    `decoded`: the batches decoded_batches gives, for a caller that evaluates the same images again."""
+    results = {name: Evaluation(setup) for name in models}
+    batches = decoded if decoded is not None else decoded_batches(samples, setup, batch_size, workers)
     for start, batch in zip(range(0, len(samples), batch_size), batches):
         chunk = samples[start:start + len(batch)]
         sizes = [image_size(sample.image) for sample in chunk]

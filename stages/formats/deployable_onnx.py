@@ -62,6 +62,7 @@ class Deployable:
     per_channel: bool = True
     quantized: list[str] = field(default_factory=list)  # convolutions computing in INT8
     unquantized: list[str] = field(default_factory=list)  # convolutions whose input has no scale
+    left_out: list[str] = field(default_factory=list)  # convolutions kept in higher precision as asked
     residual_inputs: list[str] = field(default_factory=list)  # tensors quantized as a residual Add's input
     kept_fp32: dict[str, float] = field(default_factory=dict)  # node -> largest value seen, past FP16_DATA_MAX
     upgrade_failure: str | None = None  # why the opset could not be raised, if it could not
@@ -156,6 +157,27 @@ def residual_inputs(model: onnx.ModelProto) -> dict[str, str]:
     return found
 
 
+def fused_outputs(model: onnx.ModelProto, conv: str) -> list[str]:
+    """The tensors of the convolution `conv` and of what TensorRT fuses after it (batch norm's Mul/Add with a
+    constant, BatchNormalization, Relu), each the one consumer of the last: what a calibration cache leaves
+    out to keep that layer out of INT8. TensorRT's builder warns "Missing scale and zero-point for tensor
+    ..., expect fall back to non-int8 implementation for any layer consuming or producing given tensor"."""
+    node = next(n for n in model.graph.node if n.name == conv)
+    constants = _constants(model)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for other in model.graph.node:
+        for tensor in other.input:
+            consumers.setdefault(tensor, []).append(other)
+    outputs = list(node.output[:1])
+    while len(consumers.get(outputs[-1], [])) == 1:
+        following = consumers[outputs[-1]][0]
+        activations = [i for i in following.input if i and i not in constants]
+        if following.op_type not in (*_FUSIBLE_AFTER_CONV, "Relu") or len(activations) != 1:
+            break
+        outputs.append(following.output[0])
+    return outputs
+
+
 # --------------------------------------------------------------------------- int8
 
 def _scalar(name: str, value, dtype) -> TensorProto:
@@ -173,9 +195,10 @@ def _quantized_weight(weight: np.ndarray, per_channel: bool) -> tuple[np.ndarray
 
 
 def explicit_int8(model: onnx.ModelProto, scales: Mapping[str, float], high_precision: str = "fp16",
-                  maxima: Mapping[str, float] | None = None) -> Deployable:
+                  maxima: Mapping[str, float] | None = None, exclude: Iterable[str] = ()) -> Deployable:
     """The explicitly quantized model: Q/DQ from `scales` ({tensor: amax / 127}, a calibration cache's),
-    weights quantized here; the rest in `high_precision`, but nodes past FP16_DATA_MAX in `maxima`."""
+    weights quantized here; the rest in `high_precision`, but nodes past FP16_DATA_MAX in `maxima`. The
+    convolutions named in `exclude` stay unquantized: no Q/DQ, the graph's precision."""
     if high_precision not in HIGH_PRECISIONS:
         raise ValueError(f"high precision {high_precision!r} is not one of {', '.join(HIGH_PRECISIONS)}")
     work = onnx.ModelProto()
@@ -189,11 +212,14 @@ def explicit_int8(model: onnx.ModelProto, scales: Mapping[str, float], high_prec
     result = Deployable(work, opset, per_channel=opset >= QDQ_PER_CHANNEL_OPSET, upgrade_failure=failure)
 
     graph = work.graph
+    excluded = set(exclude)
     weights = {i.name: i for i in graph.initializer}
     residual = {add: tensor for add, tensor in residual_inputs(work).items() if tensor in scales}
     activations: dict[str, str] = {}  # tensor -> its dequantized name
     for node in graph.node:
-        if node.op_type == "Conv" and node.input[0] in scales and node.input[1] in weights:
+        if node.op_type == "Conv" and node.name in excluded:
+            result.left_out.append(node.name)
+        elif node.op_type == "Conv" and node.input[0] in scales and node.input[1] in weights:
             activations.setdefault(node.input[0], f"{node.input[0]}_dequantized")
         elif node.op_type == "Conv":
             result.unquantized.append(node.name)
@@ -216,7 +242,8 @@ def explicit_int8(model: onnx.ModelProto, scales: Mapping[str, float], high_prec
             new_nodes += qdq(value.name)
     quantized_weights: set[str] = set()
     for node in graph.node:
-        if node.op_type == "Conv" and node.input[0] in activations and node.name not in result.unquantized:
+        if (node.op_type == "Conv" and node.input[0] in activations and node.name not in result.unquantized
+                and node.name not in excluded):
             weight = node.input[1]
             dequantized = f"{weight}_dequantized"
             if weight not in quantized_weights:
@@ -280,9 +307,46 @@ def _to_fp16(model: onnx.ModelProto, maxima: Mapping[str, float]) -> tuple[onnx.
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     kept = overflowing_nodes(model, maxima)
-    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=list(kept))
+    # the Q/DQ pairs a kept node reads stay fp32 with it, so that each DequantizeLinear still feeds its
+    # convolution directly (TensorRT fuses that pattern; a Cast between them would break it)
+    made_by = _producers(model)
+    blocked = set(kept)
+    for node in model.graph.node:
+        if node.name in kept:
+            for tensor in node.input:
+                dequantize = made_by.get(tensor)
+                if dequantize is not None and dequantize.op_type == "DequantizeLinear":
+                    blocked.add(dequantize.name)
+                    quantize = made_by.get(dequantize.input[0])
+                    if quantize is not None and quantize.op_type == "QuantizeLinear":
+                        blocked.add(quantize.name)
+    converted = convert_float_to_float16(model, keep_io_types=True, node_block_list=sorted(blocked))
+    _drop_cast_round_trips(converted.graph)
     _sort_topologically(converted.graph)  # the converter appends the Casts it adds at the end
     return converted, kept
+
+
+def _drop_cast_round_trips(graph: onnx.GraphProto) -> None:
+    """Between two fp32 nodes the converter writes Cast(fp16) then Cast(fp32): a rounding for nothing, and
+    between a DequantizeLinear and its convolution it would break TensorRT's fusion. Each such pair goes."""
+    made_by = {o: n for n in graph.node for o in n.output}
+    outputs = {o.name for o in graph.output}
+
+    def cast_to(node, data_type):
+        return node.op_type == "Cast" and any(a.name == "to" and a.i == data_type for a in node.attribute)
+
+    replaced = {}
+    for node in graph.node:
+        source = made_by.get(node.input[0]) if node.input else None
+        if cast_to(node, TensorProto.FLOAT) and source is not None and cast_to(source, TensorProto.FLOAT16) \
+                and node.output[0] not in outputs:
+            replaced[node.output[0]] = source.input[0]
+    for node in graph.node:
+        node.input[:] = [replaced.get(i, i) for i in node.input]
+    used = {i for n in graph.node for i in n.input} | outputs
+    kept = [n for n in graph.node if not (n.op_type == "Cast" and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 def _sort_topologically(graph: onnx.GraphProto) -> None:
@@ -366,6 +430,11 @@ def lint(model: onnx.ModelProto, data_type: str) -> list[str]:
         if node.op_type != "Conv":
             continue
         sources = [producers.get(i) for i in node.input[:2]]
+        for source in sources:
+            if source is not None and source.op_type == "Cast" and \
+                    getattr(producers.get(source.input[0]), "op_type", None) == "DequantizeLinear":
+                problems.append(f"{node.name}: a Cast between its DequantizeLinear and it (TensorRT fuses DQ into "
+                                "the convolution only when it feeds it directly)")
         through_dq = [s is not None and s.op_type == "DequantizeLinear" for s in sources]
         if any(through_dq) and not all(through_dq):
             problems.append(f"{node.name}: Q/DQ on one of its data and weight inputs but not the other")
@@ -448,11 +517,12 @@ def names_of(nodes: Iterable[str], limit: int = 8) -> str:
 # --------------------------------------------------------------------------- the export folder
 
 def write_for_export(folder, data_type: str, high_precision: str = "fp16",
-                     maxima: Mapping[str, float] | None = None) -> Deployable | None:
+                     maxima: Mapping[str, float] | None = None, exclude: Iterable[str] = ()) -> Deployable | None:
     """The deployable ONNX of the export in `folder` (model.onnx, and for int8 calibration.bin), written
     beside it as deployable_file(data_type); None for fp32, whose model.onnx is deployable as it is.
     `maxima`: each tensor's largest magnitude on the calibration images, where they were read; for int8,
-    the cache's ranges (scale x 127) stand in for the tensors it does not give."""
+    the cache's ranges (scale x 127) stand in for the tensors it does not give. `exclude`: convolutions
+    left in higher precision."""
     from pathlib import Path
 
     from .calibration_cache import map_onto_model, read_cache
@@ -466,7 +536,7 @@ def write_for_export(folder, data_type: str, high_precision: str = "fp16",
         _, scales = read_cache(cache)
         on_model = map_onto_model(cache, scales, model, DEPLOYABLE_FILES["fp32"]).scales
         ranges = {name: scale * INT8_MAX for name, scale in on_model.items()}
-        deployable = explicit_int8(model, on_model, high_precision, {**ranges, **(maxima or {})})
+        deployable = explicit_int8(model, on_model, high_precision, {**ranges, **(maxima or {})}, exclude)
     else:
         deployable = strongly_typed_fp16(model, maxima)
     onnx.save(deployable.model, str(folder / deployable_file(data_type)))
@@ -485,6 +555,9 @@ def described(deployable: Deployable, data_type: str, maxima_known: bool) -> lis
         if deployable.unquantized:
             lines.append(f"{name}: {len(deployable.unquantized)} convolutions stay in higher precision, their input "
                          f"has no scale in the cache: {names_of(deployable.unquantized)}")
+        if deployable.left_out:
+            lines.append(f"{name}: {len(deployable.left_out)} convolutions left in higher precision, where INT8 cost "
+                         f"the selection set too much: {names_of(deployable.left_out)}")
         high = "fp16" if deployable.opset >= FP16_QDQ_OPSET else "fp32"
         lines.append(f"{name}: what is not INT8 computes in {high}")
         if deployable.upgrade_failure:

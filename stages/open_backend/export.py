@@ -1,23 +1,29 @@
 """Open backend, export: checked ONNX with TAO's names and a dynamic batch; for int8 the TensorRT
-calibration cache; with gen_ds_config the DeepStream files. Returns each tensor's largest magnitude on the
-calibration images, where it read them, for the deployable ONNX's fp16 range check."""
+calibration cache (backend.calibration_method=auto: the method that measures best, int8_selection.py); with
+gen_ds_config the DeepStream files. Returns what the deployable ONNX and the export report need: each
+tensor's largest magnitude on the calibration images, the calibration's figures, the layers left out of INT8."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import onnx
 from omegaconf import DictConfig
 
+from ..detectnet_v2.evaluation import evaluation_setup
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
 from ..formats.calibration_cache import map_onto_model, read_cache, write_cache, write_scales
 from ..formats.deepstream import write_deepstream_config
+from ..formats.deployable_onnx import fused_outputs
 from ..formats.tensorfile import describe, read_batches
+from ..pipeline.backends import ExportOutcome
 from ..pipeline.config import project_path
 from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import deepstream_clustering, images_of
-from . import int8_calibration
+from ..spec import Spec
+from . import int8_calibration, int8_selection
 
 log = logging.getLogger("stages.open")
 
@@ -34,6 +40,7 @@ def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path, so
         if shape and shape[0] < export.batch_size:
             raise ValueError(f"{tensorfile} holds batches of {shape[0]}, smaller than export.batch_size "
                              f"{export.batch_size}: TensorRT's calibrator would fail")
+        _fewer_batches(export.batches, count, f"the tensorfile {tensorfile}")
         count = min(count, export.batches)
         return (b[: export.batch_size] for b in read_batches(tensorfile, count)), count
     if source == "image_dir":
@@ -41,12 +48,20 @@ def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path, so
         images = list_images(directory)  # a missing directory is an error, never random data
     else:  # training_data
         images = images_of(facts.training_dirs, facts.image_extension)
+    _fewer_batches(export.batches, len(images) // export.batch_size,
+                   f"the {len(images)} calibration images (batches of {export.batch_size})")
     count = min(export.batches, len(images) // export.batch_size)
     if count == 0:
         raise ValueError(f"export.batch_size is {export.batch_size} but the calibration images hold "
                          f"{len(images)}: not one full batch")
     images = images[: count * export.batch_size]
     return iter_batches(images, export.batch_size, facts.width, facts.height, cfg.backend.workers), count
+
+
+def _fewer_batches(asked: int, held: int, source: str) -> None:
+    if 0 < held < asked:
+        log.warning("export.batches asks for %d calibration batches, but only %d are in %s: calibrating on %d",
+                    asked, held, source, held)
 
 
 def _scales_from_cache(cfg: DictConfig, exported, renames: dict, out: Path) -> None:
@@ -72,35 +87,61 @@ def _maxima_for_fp16(cfg: DictConfig, facts: SpecFacts, exported: Path, tensorfi
     if cfg.export.cal_source is None and not tensorfile.is_file():
         return None
     batches, count = _calibration_batches(cfg, facts, tensorfile, cfg.export.cal_source or "tensorfile")
-    maxima: dict[str, float] = {}
+    maxima = {}
     with progress(count, "fp16 ranges") as bar:
         int8_calibration.collect_ranges(exported, batches, "minmax", progress=bar, maxima=maxima)
     return maxima
 
 
+def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, tensorfile: Path,
+               out: Path) -> ExportOutcome:
+    """The calibration cache of backend.calibration_method; for auto, of the method that measures best on
+    the selection set, without the tensors of the convolutions it leaves in higher precision."""
+    method, backend = cfg.backend.calibration_method, cfg.backend
+    samples = None
+    if method == int8_calibration.AUTO:  # checked before the long pass over the batches
+        samples = int8_selection.selection_samples(facts, cfg.calibration.selection_images)
+    batches, count = _calibration_batches(cfg, facts, tensorfile)
+    maxima: dict[str, float] = {}
+    with progress(count, "calibration") as bar:
+        if samples is None:
+            amax = int8_calibration.collect_ranges(exported, batches, method, backend.percentile, bar,
+                                                   backend.skip_zeros, maxima)
+        else:
+            candidates = int8_calibration.collect_candidates(exported, batches, backend.percentile, bar,
+                                                             backend.skip_zeros, maxima)
+    outcome = ExportOutcome(maxima, {"method": method})
+    if samples is not None:
+        setup = evaluation_setup(Spec.load(spec_path), facts.width, facts.height)
+        selection = int8_selection.choose(exported, candidates, samples, setup, cfg.export.batch_size,
+                                          cfg.export.high_precision, maxima, cfg.evaluate.max_map_drop,
+                                          cfg.export.max_float_layers, backend.workers)
+        method, outcome.calibration, outcome.float_layers = selection.chosen, selection.report(), selection.float_layers
+        # the implicit route and TAO's tools: a tensor without a scale keeps its layers out of INT8
+        left_out = {name for conv in selection.float_layers for name in fused_outputs(onnx.load(str(exported)), conv)}
+        amax = {name: value for name, value in candidates[method].items() if name not in left_out}
+    write_cache(out / "calibration.bin", amax, method, backend.trt_version)
+    log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, method)
+    return outcome
+
+
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path,
-        out: Path) -> dict[str, float] | None:
+        out: Path) -> ExportOutcome:
     names = {onnx_model.TAO_OUTPUTS[0]: cfg.model.cov_output, onnx_model.TAO_OUTPUTS[1]: cfg.model.bbox_output}
     exported = out / "model.onnx"
-    maxima = None
+    outcome = ExportOutcome(calibration={"method": None})
     model_proto = onnx_model.export_model(model, exported, cfg.model.input_name, names,
                                           (facts.channels, facts.height, facts.width), facts.source)
     log.info("exported %s -> %s (%s)", cfg.model.file, exported.name, cfg.export.data_type)
     if cfg.export.data_type == "int8" and cfg.export.calibration_cache:
         _scales_from_cache(cfg, model_proto, onnx_model.tao_renames(cfg.model.input_name, names), out)
+        outcome.calibration = {"method": "given", "cache": cfg.export.calibration_cache}
     elif cfg.export.data_type == "int8":
-        batches, count = _calibration_batches(cfg, facts, tensorfile)
-        maxima = {}
-        with progress(count, "calibration") as bar:
-            amax = int8_calibration.collect_ranges(exported, batches, cfg.backend.calibration_method,
-                                                   cfg.backend.percentile, bar, cfg.backend.skip_zeros, maxima)
-        write_cache(out / "calibration.bin", amax, cfg.backend.calibration_method,
-                                cfg.backend.trt_version)
-        log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, cfg.backend.calibration_method)
+        outcome = _calibrate(cfg, facts, spec_path, exported, tensorfile, out)
     elif cfg.export.data_type == "fp16":
-        maxima = _maxima_for_fp16(cfg, facts, exported, tensorfile)
+        outcome.maxima = _maxima_for_fp16(cfg, facts, exported, tensorfile)
     if cfg.export.gen_ds_config:
         classes = list(cfg.dataset.classes)
         write_deepstream_config(out, classes, (facts.channels, facts.height, facts.width), cfg.export.data_type,
                                 deepstream_clustering(spec_path, classes))
-    return maxima
+    return outcome

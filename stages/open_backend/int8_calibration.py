@@ -64,6 +64,7 @@ class HistogramCollector:
         self.width: float | None = None
         self.hist = np.zeros(0, dtype=np.int64)
         self.zeros = 0  # elements seen before any non-zero value fixed the grid
+        self.top = 0.0  # the largest magnitude seen: minmax's amax, from the same pass
 
     def add(self, values: np.ndarray, relu: bool = False) -> None:
         """Add |values|, or max(values, 0) with relu: a ReLU's tensor from its input's."""
@@ -71,6 +72,7 @@ class HistogramCollector:
         if not flat.size:
             return
         top = max(float(flat.max()), 0.0 if relu else -float(flat.min()))
+        self.top = max(self.top, top)
         if top == 0.0:
             if not self.skip_zeros:
                 if self.width is None:
@@ -171,19 +173,24 @@ def percentile_amax(hist: np.ndarray, width: float, percentile: float) -> float:
     return float((index + 1) * width)
 
 
+AUTO = "auto"  # every method's amax from one pass: histograms and maxima together (candidates())
+METHODS = ("entropy", "minmax", "percentile")  # in the order auto prefers them on a tie: TensorRT's default first
+
+
 @dataclass
 class Calibrator:
     """Collects every tensor's range over batches and computes amax per tensor. `add` returns at
     once: the tensors are reduced on worker threads (numba and numpy release the GIL) while the
-    caller computes the next batch; `wait` blocks until the last batch is reduced."""
+    caller computes the next batch; `wait` blocks until the last batch is reduced. Method `auto`
+    keeps histograms and exact maxima, so that candidates() gives every method's amax."""
 
     method: str = "entropy"
     percentile: float = 99.99
     skip_zeros: bool = True
 
     def __post_init__(self):
-        if self.method not in CALIBRATOR_NAMES:
-            raise ValueError(f"calibration method {self.method!r} is not one of {sorted(CALIBRATOR_NAMES)}")
+        if self.method not in (*CALIBRATOR_NAMES, AUTO):
+            raise ValueError(f"calibration method {self.method!r} is not one of {sorted(CALIBRATOR_NAMES)} or {AUTO}")
         self.collectors: dict[str, MaxCollector | HistogramCollector] = {}
         self._pool = ThreadPoolExecutor(os.cpu_count() or 1)
         self._pending: list[Future] = []
@@ -218,15 +225,30 @@ class Calibrator:
         """Each tensor's largest magnitude seen (for a histogram, its top bin's upper edge: an upper bound
         within one bin): what decides whether it fits fp16."""
         self.wait()
-        return {name: c.compute() if isinstance(c, MaxCollector) else len(c.hist) * (c.width or 0.0)
-                for name, c in self.collectors.items()}
+        return {name: c.compute() if isinstance(c, MaxCollector) else c.top for name, c in self.collectors.items()}
+
+    def candidates(self) -> dict[str, dict[str, float]]:
+        """{method: {tensor: amax}} for each of METHODS, from the one pass (method `auto`)."""
+        self.wait()
+        try:
+            histograms = list(self.collectors.values())
+            return {method: dict(zip(self.collectors, self._pool.map(lambda c, m=method: self._amax_by(c, m),
+                                                                     histograms)))
+                    for method in METHODS}
+        finally:
+            self._pool.shutdown()
+
+    def _amax_by(self, collector: HistogramCollector, method: str) -> float:
+        if method == "minmax":
+            return collector.top
+        if method == "entropy":
+            return entropy_amax(collector.hist, collector.width or 0.0)
+        return percentile_amax(collector.hist, collector.width or 0.0, self.percentile)
 
     def _amax(self, collector: MaxCollector | HistogramCollector) -> float:
         if isinstance(collector, MaxCollector):
             return collector.compute()
-        if self.method == "entropy":
-            return entropy_amax(collector.hist, collector.width or 0.0)
-        return percentile_amax(collector.hist, collector.width or 0.0, self.percentile)
+        return self._amax_by(collector, self.method)
 
 
 # --------------------------------------------------------------------------- the model's tensors
@@ -263,6 +285,24 @@ def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method
                    maxima: dict[str, float] | None = None) -> dict[str, float]:
     """amax of every calibration tensor of the model over the batches (streamed); each tensor's largest
     magnitude goes into `maxima` where one is given."""
+    if method == AUTO:
+        raise ValueError("calibration method auto has several answers: collect_candidates gives them")
+    calibrator, names = _collect(model_path, batches, method, percentile, progress, skip_zeros, maxima)
+    amax = calibrator.amax()
+    return {name: amax[name] for name in names if name in amax}
+
+
+def collect_candidates(model_path: str | Path, batches: Iterable[np.ndarray], percentile: float = 99.99,
+                       progress=None, skip_zeros: bool = True,
+                       maxima: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
+    """{method: {tensor: amax}} for every method of METHODS, from one pass over the batches."""
+    calibrator, names = _collect(model_path, batches, AUTO, percentile, progress, skip_zeros, maxima)
+    return {method: {name: amax[name] for name in names if name in amax}
+            for method, amax in calibrator.candidates().items()}
+
+
+def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxima) -> tuple[Calibrator, list[str]]:
+    """The calibrator after one pass over the batches, and the model's calibration tensors in order."""
     model = onnx.load(str(model_path))
     names = calibration_tensor_names(model)
     relus = derivable_relus(model)  # collected from their inputs in the same pass
@@ -280,8 +320,7 @@ def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method
             progress.update(1)
     if maxima is not None:
         maxima.update(calibrator.maxima())
-    amax = calibrator.amax()
-    return {name: amax[name] for name in names if name in amax}
+    return calibrator, names
 
 
 def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):

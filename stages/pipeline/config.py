@@ -27,18 +27,20 @@ SAMPLE_DATA, SAMPLE_MODELS = "data/sample", "models/sample"
 CALIBRATION_DIR, EXPORT_DIR, ENGINE_DIR = "artifacts/calibration", "artifacts/export", "artifacts/engine"
 EVALUATION_DIR = "artifacts/evaluation"
 TRITON_DIR = "artifacts/triton"  # the Triton model repository
-# convert's and evaluate's reports: cached outputs, so that DVC's run-cache restores those stages whole
+# export's, convert's and evaluate's reports: cached outputs, so that DVC's run-cache restores those stages whole
+EXPORT_REPORT = "artifacts/reports/export.json"
 CONVERT_REPORT, EVALUATE_REPORT = "artifacts/reports/convert.json", "artifacts/reports/evaluate.json"
 # what the `metrics` stage publishes from them, in git: figures that should be identical apart from timings
 METRICS_FILE, EVALUATE_METRICS_FILE = "metrics/convert.json", "metrics/evaluate.json"
+EXPORT_METRICS_FILE = "metrics/export.json"
 TIMINGS_FILE = "metrics/timings.json"
 RESOLVED_SPEC, TENSORFILE = "spec.txt", "calibration.tensor"
 # TensorRT's timing cache: kept between builds on this machine (ignored by git and DVC), so a rebuild
 # re-times no layer it timed before. It changes which kernels an engine picks, never what it computes.
 TIMING_CACHE_DIR = ".cache/tensorrt"
 PIPELINE_OUTPUTS = (CODE_DIR, VALIDATED_FILE, PLATFORM_FILE, SAMPLE_DATA, SAMPLE_MODELS, CALIBRATION_DIR, EXPORT_DIR,
-                    ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, CONVERT_REPORT, EVALUATE_REPORT, METRICS_FILE,
-                    EVALUATE_METRICS_FILE, TIMINGS_FILE)
+                    ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, EXPORT_REPORT, CONVERT_REPORT, EVALUATE_REPORT,
+                    EXPORT_METRICS_FILE, METRICS_FILE, EVALUATE_METRICS_FILE, TIMINGS_FILE)
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
 ENGINE_KINDS = ("onnxruntime", "tensorrt", "trtexec")  # convert.engine: what the open backend builds with
 # convert.quantization: precision from the deployable ONNX (explicit), or TensorRT 8's flags and the calibration
@@ -55,10 +57,14 @@ GATE_FAILURE_ACTIONS = ("stop", "record")  # evaluate.on_gate_failure
 # config lacks is an error there.
 CALIBRATION_ONLY = ("-backend.calibration_method", "-backend.percentile", "-backend.skip_zeros",
                     "-backend.trt_version")  # how export calibrates: nothing before it, nothing after the cache
+CALIBRATION_METHODS = ("auto", "entropy", "minmax", "percentile")  # backend.calibration_method (open backend)
 STAGE_PARAMS = {
     "sample": ("sample",),
-    "calibration_tensorfile": ("spec", "calibration", "export.calibration_cache", "backend", *CALIBRATION_ONLY),
-    "export": ("export", "model", "dataset.classes", "backend"),
+    "calibration_tensorfile": ("spec", "calibration", "-calibration.selection_images", "export.calibration_cache",
+                               "backend", *CALIBRATION_ONLY),
+    # auto calibration measures mAP on a selection set, against the gate's threshold
+    "export": ("export", "model", "dataset.classes", "backend", "calibration.selection_images",
+               "evaluate.max_map_drop"),
     "convert": ("convert", "export.data_type", "export.batch_size", "export.batches", "backend", *CALIBRATION_ONLY),
     "evaluate": ("evaluate", "export.data_type", "convert.engine", "backend", *CALIBRATION_ONLY),
     "triton": ("triton", "convert.max_batch_size", "convert.engine", "backend", *CALIBRATION_ONLY),
@@ -115,6 +121,7 @@ class CalibrationSection:
     use_validation_set: bool = False
     seed: int = 42
     compression: Optional[str] = None
+    selection_images: int = 32
 
 
 @dataclass
@@ -132,6 +139,7 @@ class ExportSection:
     gen_ds_config: bool = True
     verbose: bool = False
     high_precision: str = "fp16"
+    max_float_layers: int = 4
 
 
 @dataclass
@@ -193,7 +201,7 @@ _CHOICES = {
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
              "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",
              "convert.workspace_mib", "convert.verify_images", "sample.train_images", "sample.val_images",
-             "sample.model_width", "evaluate.batch_size", "triton.instances")
+             "sample.model_width", "evaluate.batch_size", "triton.instances", "calibration.selection_images")
 
 
 def validate(raw: DictConfig | dict, source: str) -> DictConfig:
@@ -229,6 +237,13 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
     if not batches[0] <= batches[1] <= batches[2]:
         raise ConfigError(f"{source}: config keys convert.min_batch_size <= opt_batch_size <= max_batch_size must "
                           f"hold (an engine's optimization profile); got {batches[0]}, {batches[1]}, {batches[2]}")
+    if cfg.export.max_float_layers < 0:
+        raise ConfigError(f"{source}: config key export.max_float_layers must be 0 or more (0: no layer leaves INT8), "
+                          f"got {cfg.export.max_float_layers}")
+    method = cfg.backend.get("calibration_method")
+    if method is not None and method not in CALIBRATION_METHODS:
+        raise ConfigError(f"{source}: config key backend.calibration_method is {method!r}; expected one of "
+                          f"{', '.join(CALIBRATION_METHODS)}")
     if cfg.evaluate.draw_images < 0:
         raise ConfigError(f"{source}: config key evaluate.draw_images must be 0 or more, "
                           f"got {cfg.evaluate.draw_images}")

@@ -12,13 +12,15 @@ from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.calibration_cache import read_cache
 from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering, write_deepstream_config
 from ..formats.onnx_model import load_model
+from ..pipeline.backends import ExportOutcome
 from ..pipeline.config import project_path
 from ..pipeline.resolved_spec import deepstream_clustering, images_of
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 
 
-def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path, out: Path) -> None:
+def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path,
+        out: Path) -> ExportOutcome:
     runner, key, e = runner_for(cfg.backend, "detectnet_v2"), load_key(cfg.backend), cfg.export
     exported = out / f"model.{cfg.backend.export_format}"
     calibration = {}
@@ -52,6 +54,8 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
     check_written(runner, exported, "detectnet_v2 export", load_model if exported.suffix == ".onnx" else read_etlt)
     if e.data_type == "int8":
         check_written(runner, out / "calibration.bin", "detectnet_v2 export", read_cache)
+    method = None if e.data_type != "int8" else "given" if e.calibration_cache else "tao"  # TensorRT's entropy
+    return ExportOutcome(calibration={"method": method})
 
 
 def read_etlt(path: Path) -> None:

@@ -1,0 +1,133 @@
+"""backend.calibration_method=auto: every method's ranges from one pass, each candidate's deployable INT8
+model scored by mAP on labelled training images the validation set never sees, the best kept, and the
+convolutions INT8 costs most left in higher precision until the selection drop is within the gate."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from stages import bundled_sample
+from stages.bundled_sample.tao_shaped import as_tao_export
+from stages.detectnet_v2.evaluation import evaluation_setup
+from stages.detectnet_v2.preprocessing import iter_batches, list_images
+from stages.detectnet_v2.spec_facts import SpecFacts
+from stages.formats.deployable_onnx import explicit_int8, fused_outputs, lint
+from stages.formats.onnx_model import export_model
+from stages.open_backend import int8_selection
+from stages.open_backend.int8_calibration import collect_candidates
+from stages.pipeline.config import ConfigError, load
+from stages.pipeline.errors import StageError
+from stages.spec import Spec
+
+WIDTH, HEIGHT = 160, 64
+OUTLIER_LAYER = "block_3b_conv_2"
+
+
+@pytest.fixture(scope="module")
+def outlier(tmp_path_factory):
+    """The fitted sample model made so that one convolution cannot be quantized without losing the gate: the
+    8 input channels of block_3b_conv_2 that matter most are 1000x larger (its weights for them 1000x
+    smaller: the same function in float). Whatever range a method gives that tensor, INT8 loses either them
+    or the other 24 channels, and INT8 weights lose the tiny ones."""
+    folder = tmp_path_factory.mktemp("outlier")
+    bundled_sample.write_dataset(folder, {"training": 48, "validation": 8}, 7, (320, 120))
+    bundled_sample.write_spec(folder / "spec.txt", WIDTH, HEIGHT, 8)
+    bundled_sample.fit_model(folder / "fitted.onnx", folder / "training", bundled_sample.CLASSES, WIDTH, HEIGHT, 8)
+    model = onnx.load(folder / "fitted.onnx")
+    weights = {i.name: i for i in model.graph.initializer}
+
+    def scaled(name, factor, index):
+        values = numpy_helper.to_array(weights[name]).copy()
+        values[index] *= factor
+        weights[name].CopyFrom(numpy_helper.from_array(values, name))
+    second = numpy_helper.to_array(weights[f"{OUTLIER_LAYER}/kernel"])
+    channels = np.argsort(-np.abs(second).sum(axis=(0, 2, 3)))[:8]
+    scaled("block_3b_conv_1/kernel", 1000.0, channels)
+    scaled("block_3b_conv_1/bias", 1000.0, channels)
+    scaled(f"{OUTLIER_LAYER}/kernel", 1e-3, (slice(None), channels))
+    onnx.save(model, folder / "outlier.onnx")
+    export_model(folder / "outlier.onnx", folder / "model.onnx")
+    facts = SpecFacts("spec.txt", WIDTH, HEIGHT, 3, 8, None, (str(folder / "training/image_2"),),
+                      (str(folder / "validation/image_2"),), False)
+    maxima = {}
+    candidates = collect_candidates(folder / "model.onnx",
+                                    iter_batches(list_images(folder / "training/image_2"), 8, WIDTH, HEIGHT),
+                                    maxima=maxima)
+    return folder, facts, candidates, maxima
+
+
+def choose(outlier, max_drop=0.02, max_float_layers=4):
+    folder, facts, candidates, maxima = outlier
+    samples = int8_selection.selection_samples(facts, 24)
+    setup = evaluation_setup(Spec.load(folder / "spec.txt"), WIDTH, HEIGHT)
+    return int8_selection.choose(folder / "model.onnx", candidates, samples, setup, 8, "fp16", maxima, max_drop,
+                                 max_float_layers)
+
+
+def test_every_method_fails_the_outlier_layer_and_fallback_leaves_exactly_it_in_float(outlier):
+    selection = choose(outlier)
+    scores = selection.selection_mAP
+    assert all(scores["fp32"] - scores[method] > 0.3 for method in ("entropy", "minmax", "percentile")), scores
+    assert selection.float_layers == [OUTLIER_LAYER]
+    assert selection.within_gate and selection.drop <= 0.02
+
+
+def test_no_fallback_within_a_bound_of_zero_layers_says_how_far_it_is(outlier, caplog):
+    selection = choose(outlier, max_float_layers=0)
+    assert selection.float_layers == [] and selection.within_gate is False and selection.drop > 0.3
+
+
+def test_a_convolution_left_out_has_no_qdq_and_the_model_stays_lint_clean(outlier):
+    folder, _, candidates, maxima = outlier
+    scales = {name: value / 127.0 for name, value in candidates["minmax"].items() if value > 0}
+    deployable = explicit_int8(onnx.load(folder / "model.onnx"), scales, "fp16", maxima, [OUTLIER_LAYER])
+    assert deployable.left_out == [OUTLIER_LAYER] and OUTLIER_LAYER not in deployable.quantized
+    assert lint(deployable.model, "int8") == []  # the fp32-kept nodes read their DequantizeLinear directly
+
+
+def test_the_cache_leaves_out_the_tensors_of_a_layer_and_what_tensorrt_fuses_after_it(tmp_path):
+    """For the implicit route and TAO's tools: TensorRT runs a layer without a scale on a tensor it produces
+    or consumes outside INT8."""
+    bundled_sample.build_model(tmp_path / "plain.onnx", 96, 48, base_width=8, seed=1)
+    tao = as_tao_export(onnx.load(tmp_path / "plain.onnx"), 12)
+    conv = next(n for n in tao.graph.node if n.op_type == "Conv")
+    chain = fused_outputs(tao, conv.name)
+    made_by = {o: n.op_type for n in tao.graph.node for o in n.output}
+    assert [made_by[t] for t in chain] == ["Conv", "Mul", "Add", "Relu"]  # batch norm as tf2onnx writes it
+
+
+def test_the_selection_set_never_shares_an_image_with_the_validation_set(outlier):
+    folder, facts, _, _ = outlier
+    both = SpecFacts(facts.source, WIDTH, HEIGHT, 3, 8, None, (*facts.training_dirs, *facts.validation_dirs),
+                     facts.validation_dirs, False)
+    samples = int8_selection.selection_samples(both, 48)
+    validation = set(list_images(folder / "validation/image_2"))
+    assert len(samples) == 48 and not validation & {s.image for s in samples}
+    assert samples == int8_selection.selection_samples(both, 48)  # the same ones every run
+
+
+def test_a_selection_larger_than_the_training_images_names_the_count(outlier):
+    with pytest.raises(StageError, match="calibration.selection_images is 49, but the spec's training images hold 48"):
+        int8_selection.selection_samples(outlier[1], 49)
+
+
+def test_training_images_without_labels_say_what_auto_needs(outlier, tmp_path):
+    import shutil
+
+    shutil.copytree(outlier[0] / "training/image_2", tmp_path / "training/image_2")
+    facts = SpecFacts("spec.txt", WIDTH, HEIGHT, 3, 8, None, (str(tmp_path / "training/image_2"),), (), False)
+    with pytest.raises(StageError, match=r"measures each calibration's mAP on labelled training images.*"
+                                         r"-S backend.calibration_method=entropy"):
+        int8_selection.selection_samples(facts, 4)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("calibration.selection_images=0", "calibration.selection_images must be a positive integer"),
+    ("export.max_float_layers=-1", "export.max_float_layers must be 0 or more"),
+    ("backend.calibration_method=kl", "backend.calibration_method is 'kl'; expected one of auto, entropy"),
+])
+def test_bad_selection_parameters_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load([override])
