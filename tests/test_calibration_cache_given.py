@@ -108,3 +108,59 @@ def test_the_cache_of_this_model_passes(project):
     lines = [f"{name}: 3c010a14" for name in calibration_tensor_names(tao)]
     result = validate_with_cache(project, "\n".join(["TRT-100300-EntropyCalibration2", *lines]) + "\n")
     assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------- a cache of another model, same names
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    """Two TAO-shaped models of the same architecture and tensor names, each fitted to its own data, each
+    with a cache as NGC ships one (made on other images of its kind): (project, members, caches)."""
+    from tao_family import Member, write_member, write_ngc_cache
+
+    project = tmp_path_factory.mktemp("two_models")
+    (project / "conf" / "experiment").mkdir(parents=True)
+    members = (Member("cars", 12, ("car",), 320, 192, train_images=24, val_images=8, widths=(7, 13, 25, 27),
+                      seed=11, calibration_method="minmax"),
+               Member("people", 12, ("pedestrian", "cyclist"), 320, 192, train_images=24, val_images=8,
+                      widths=(9, 15, 27, 29), seed=3))
+    caches = {}
+    for member in members:
+        write_member(project, member)
+        caches[member.name] = project / "models" / member.name / "cache.txt"
+        write_ngc_cache(project / "models" / member.name / "model.onnx", member, caches[member.name])
+    return project, members, caches
+
+
+def check(project, member, cache):
+    """The export step's check of `cache` against `member`'s model, on member's validation images."""
+    from omegaconf import OmegaConf
+
+    from stages.detectnet_v2.spec_facts import SpecFacts
+    from stages.formats.calibration_cache import read_cache
+    from stages.open_backend.export import _check_cache_on_images
+
+    exported = project / f"{member.name}.onnx"
+    model = export_model(project / "models" / member.name / "model.onnx", exported, "input_1:0", TAO_NAMES)
+    scales = map_onto_model(cache, read_cache(cache)[1], model, "model.onnx", tao_renames("input_1:0", TAO_NAMES)).scales
+    facts = SpecFacts("spec.txt", member.width, member.height, 3, 4, None, (),
+                      (str(project / "data" / member.name / "validation" / "image_2"),), False)
+    cfg = OmegaConf.create({"export": {"batch_size": 4, "calibration_cache": str(cache)}, "backend": {"workers": None}})
+    _check_cache_on_images(cfg, facts, exported, scales, model)
+
+
+def test_a_models_own_cache_passes_the_check_on_its_images(two_models, caplog):
+    project, members, caches = two_models
+    caplog.set_level("INFO")
+    for member in members:
+        check(project, member, caches[member.name])
+    assert caplog.text.count("calibration cache against the model on 8 images: it clips at most") == 2
+
+
+def test_the_cache_of_another_model_with_the_same_names_is_refused_naming_its_worst_tensors(two_models):
+    from stages.pipeline.errors import StageError
+
+    project, (cars, people), caches = two_models
+    with pytest.raises(StageError, match=r"its ranges clip \d+\.\d% of the values the model's convolution inputs take "
+                                         r"on 8 of your images.*another model with the same tensor names"):
+        check(project, people, caches[cars.name])

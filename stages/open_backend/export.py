@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import onnx
 from omegaconf import DictConfig
 
@@ -20,6 +21,7 @@ from ..formats.deployable_onnx import fused_outputs
 from ..formats.tensorfile import describe, read_batches
 from ..pipeline.backends import ExportOutcome
 from ..pipeline.config import project_path
+from ..pipeline.errors import StageError
 from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import deepstream_clustering, images_of
 from ..spec import Spec
@@ -64,12 +66,55 @@ def _fewer_batches(asked: int, held: int, source: str) -> None:
                     asked, held, source, held)
 
 
-def _scales_from_cache(cfg: DictConfig, exported, renames: dict, out: Path) -> None:
+# A given cache is checked on a few of the user's images: a tensor whose values the cache's range clips in
+# more than this share is a sign the cache was made for another model. Measured on the TAO family
+# (tests/tao_family.py, 2026-12-04): a member's own cache, made on other images of its kind, clipped at most
+# 0.42% of a convolution input's values (entropy; minmax 0.02%); another member's cache under the same names
+# clipped 0.5-27% in its worst tensor, and 3 of those 6 pairings more than this limit. A cache whose ranges
+# are only too wide clips nothing: the gate judges that one.
+CACHE_CLIP_LIMIT = 0.02
+CACHE_CHECK_BATCHES = 2
+
+
+def _check_cache_on_images(cfg: DictConfig, facts: SpecFacts, exported: Path, scales: dict[str, float],
+                           model: "onnx.ModelProto") -> None:
+    """Say how far the cache's ranges agree with what the model produces on a few of the user's images (the
+    spec's validation images: no calibration), and refuse one that clips a convolution's input too much."""
+    images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension) \
+        if (facts.validation_dirs or facts.training_dirs) else []
+    images = images[: CACHE_CHECK_BATCHES * cfg.export.batch_size]
+    if not images:
+        log.warning("calibration cache: no image to check it against the model on; the gate alone judges it")
+        return
+    inputs = {n.input[0] for n in model.graph.node if n.op_type == "Conv"} & set(scales)
+    histograms = int8_calibration.collect_histograms(
+        exported, iter_batches(images, cfg.export.batch_size, facts.width, facts.height, cfg.backend.workers))
+    clipped = {t: int8_calibration.clipped_share(histograms[t], scales[t] * 127.0) for t in inputs if t in histograms}
+    ratios = {t: scales[t] * 127.0 / histograms[t].top for t in inputs if t in histograms and histograms[t].top > 0}
+    worst = sorted(clipped, key=lambda t: -clipped[t])[:3]
+    if not clipped:
+        return
+    log.info("calibration cache against the model on %d images: it clips at most %.2f%% of a convolution input's "
+             "values (%s); its ranges are %.2fx-%.2fx the largest values seen (median %.2fx)", len(images),
+             100 * clipped[worst[0]], worst[0], min(ratios.values()), max(ratios.values()),
+             float(np.median(list(ratios.values()))))
+    if clipped[worst[0]] > CACHE_CLIP_LIMIT:
+        listed = ", ".join(f"{t} {100 * clipped[t]:.1f}%" for t in worst)
+        raise StageError(f"{cfg.export.calibration_cache}: its ranges clip {100 * clipped[worst[0]]:.1f}% of the values "
+                         f"the model's convolution inputs take on {len(images)} of your images (a cache made for "
+                         f"this model clips well under {100 * CACHE_CLIP_LIMIT:.0f}%): {listed}. Is it the "
+                         "calibration cache of another model with the same tensor names? Calibrate on your images "
+                         "instead: drop export.calibration_cache and set export.cal_source")
+
+
+def _scales_from_cache(cfg: DictConfig, facts: SpecFacts, exported, renames: dict, out: Path) -> None:
     """The given cache's scales under the exported model's names (export renamed the input and outputs):
-    what TensorRT would take from it for the original model. No image is read."""
+    what TensorRT would take from it for the original model. Nothing is calibrated: a few of the user's images
+    only check that the cache suits the model."""
     given = project_path(cfg.export.calibration_cache)
     header, scales = read_cache(given)
     on_model = map_onto_model(cfg.export.calibration_cache, scales, exported, cfg.model.file, renames)
+    _check_cache_on_images(cfg, facts, out / "model.onnx", on_model.scales, exported)
     write_scales(out / "calibration.bin", header, on_model.scales)
     moved = ", ".join(f"{old} -> {new}" for old, new in renames.items() if old in scales)
     log.info("calibration cache: %d scales from the given %s (%s)%s, no calibration; they scale the input of %d "
@@ -134,7 +179,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
                                           (facts.channels, facts.height, facts.width), facts.source)
     log.info("exported %s -> %s (%s)", cfg.model.file, exported.name, cfg.export.data_type)
     if cfg.export.data_type == "int8" and cfg.export.calibration_cache:
-        _scales_from_cache(cfg, model_proto, onnx_model.tao_renames(cfg.model.input_name, names), out)
+        _scales_from_cache(cfg, facts, model_proto, onnx_model.tao_renames(cfg.model.input_name, names), out)
         outcome.calibration = {"method": "given", "cache": cfg.export.calibration_cache}
     elif cfg.export.data_type == "int8":
         outcome = _calibrate(cfg, facts, spec_path, exported, tensorfile, out)

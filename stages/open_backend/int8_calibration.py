@@ -301,6 +301,23 @@ def collect_candidates(model_path: str | Path, batches: Iterable[np.ndarray], pe
             for method, amax in calibrator.candidates().items()}
 
 
+def collect_histograms(model_path: str | Path, batches: Iterable[np.ndarray],
+                       skip_zeros: bool = True) -> dict[str, HistogramCollector]:
+    """Each calibration tensor's histogram of |x| (and exact maximum) over the batches."""
+    calibrator, _ = _collect(model_path, batches, AUTO, 99.99, None, skip_zeros, None)
+    calibrator.wait()
+    calibrator._pool.shutdown()
+    return dict(calibrator.collectors)
+
+
+def clipped_share(collector: HistogramCollector, amax: float) -> float:
+    """The share of the collected values above amax (counting only whole bins above it: a lower bound)."""
+    total = int(collector.hist.sum())
+    if not total or not collector.width:
+        return 0.0
+    return float(collector.hist[int(amax / collector.width) + 1:].sum() / total)
+
+
 def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxima) -> tuple[Calibrator, list[str]]:
     """The calibrator after one pass over the batches, and the model's calibration tensors in order."""
     model = onnx.load(str(model_path))
