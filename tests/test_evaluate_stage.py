@@ -73,6 +73,10 @@ def test_an_engine_that_lost_its_accuracy_fails_the_gate_with_the_figures(projec
     assert f"{found['engine']['mAP']:.4f}" in message and f"{found['reference']['mAP']:.4f}" in message
     assert f"{found['mAP_drop']:.4f} below" in message and "evaluate.max_map_drop 0.02" in message
     assert "lost most" in message and EVALUATE_REPORT in message
+    # the advice is what the export's auto calibration measured, not a guess
+    calibration = json.loads((project_copy / "artifacts/reports/export.json").read_text())["calibration"]
+    assert f"On {calibration['images']} selection images auto measured fp32 " in message
+    assert f"it kept {calibration['chosen']} with none in higher precision" in message
 
 
 def test_an_engine_that_detects_what_the_model_detects_passes_the_gate(project_copy):

@@ -131,3 +131,24 @@ def test_training_images_without_labels_say_what_auto_needs(outlier, tmp_path):
 def test_bad_selection_parameters_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load([override])
+
+
+def test_the_cache_export_writes_lacks_exactly_the_tensors_of_the_layers_left_out(outlier, tmp_path):
+    """For the implicit route and TAO's tools, which read only the cache."""
+    from omegaconf import OmegaConf
+
+    from stages.formats.calibration_cache import read_cache
+    from stages.open_backend.export import _calibrate
+
+    folder, facts, candidates, _ = outlier
+    cfg = OmegaConf.create({
+        "backend": {"calibration_method": "auto", "percentile": 99.99, "skip_zeros": True, "trt_version": 8601,
+                    "workers": None},
+        "export": {"cal_source": "training_data", "batches": 6, "batch_size": 8, "high_precision": "fp16",
+                   "max_float_layers": 4},
+        "calibration": {"selection_images": 24}, "evaluate": {"max_map_drop": 0.02}})
+    outcome = _calibrate(cfg, facts, folder / "spec.txt", folder / "model.onnx", tmp_path / "none.tensor", tmp_path)
+    assert outcome.float_layers == [OUTLIER_LAYER] and outcome.calibration["chosen"] in candidates
+    _, written = read_cache(tmp_path / "calibration.bin")
+    left_out = set(fused_outputs(onnx.load(folder / "model.onnx"), OUTLIER_LAYER))
+    assert left_out and set(candidates[outcome.calibration["chosen"]]) - set(written) == left_out

@@ -110,6 +110,8 @@ def test_the_samples_deployable_int8_onnx_follows_tensorrts_rules_and_the_log_sa
     log = (built_project / "artifacts/export/export.log").read_text()
     assert "model.int8.onnx: explicit INT8 at opset 19: 18 convolutions quantized (per-channel weights)" in log
     assert "model.int8.onnx: what is not INT8 computes in fp16" in log
+    # the small sample's tensorfile holds 3 batches, fewer than export.batches asks for: said, not silent
+    assert "export.batches asks for 10 calibration batches, but only 3 are in the tensorfile" in log
 
 
 def test_deepstream_clusters_each_class_as_the_specs_postprocessing_config_says(built_project):
