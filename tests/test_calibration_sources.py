@@ -1,13 +1,15 @@
 """The three calibration sources of TAO export, and the validation set, through the real stages."""
 from __future__ import annotations
 
+import json
+
 import sys
 
 import onnx
 import pytest
 
 from conftest import run, set_params
-from stages.formats.calibration_cache import calibration_tensor_names, read_cache
+from stages.formats.calibration_cache import CALIBRATOR_NAMES, calibration_tensor_names, read_cache
 from stages.formats.tensorfile import describe, read_batches
 
 
@@ -30,7 +32,8 @@ def test_cache_from_an_image_directory(project):
     result = stage(project, "export")
     assert f"calibration cache: {tensors(project)} tensors from 1 batches" in result.stderr  # 8 validation images
     header, scales = read_cache(project / "artifacts/export/calibration.bin")
-    assert header == "TRT-8601-EntropyCalibration2" and "input_1" in scales
+    chosen = json.loads((project / "artifacts/reports/export.json").read_text())["calibration"]["chosen"]
+    assert header == f"TRT-8601-{CALIBRATOR_NAMES[chosen]}" and "input_1" in scales  # auto's choice
 
 
 def test_cache_from_the_training_data(project):
@@ -49,7 +52,8 @@ def test_the_three_sources_give_different_caches(project):
     assert caches["tensorfile"] != caches["image_dir"]
 
 
-@pytest.mark.parametrize("method, header", [("minmax", "MinMaxCalibration"), ("percentile", "LegacyCalibration")])
+@pytest.mark.parametrize("method, header", [("entropy", "EntropyCalibration2"), ("minmax", "MinMaxCalibration"),
+                                            ("percentile", "LegacyCalibration")])
 def test_other_calibration_methods(project, method, header):
     set_params(project, backend__calibration_method=method)
     stage(project, "export")

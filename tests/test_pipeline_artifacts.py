@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import text_format
 
 from conftest import ROOT, tao_message_for
-from stages.formats.calibration_cache import calibration_tensor_names, read_cache
+from stages.formats.calibration_cache import CALIBRATOR_NAMES, calibration_tensor_names, read_cache
 from stages.spec import Spec, path_values
 from stages.formats.tensorfile import describe, read_batches
 
@@ -56,7 +56,8 @@ def test_exported_model_has_tao_names_and_a_dynamic_batch(built_project):
 
 def test_calibration_cache_covers_every_tensor_tensorrt_needs(built_project):
     header, scales = read_cache(built_project / "artifacts/export/calibration.bin")
-    assert header == "TRT-8601-EntropyCalibration2"
+    chosen = json.loads((built_project / "artifacts/reports/export.json").read_text())["calibration"]["chosen"]
+    assert header == f"TRT-8601-{CALIBRATOR_NAMES[chosen]}"  # the method auto kept (the gate is off: no layer left out)
     model = onnx.load(built_project / "artifacts/export/model.onnx")
     assert list(scales) == calibration_tensor_names(model)
     assert all(0 < s < float("inf") for s in scales.values())
@@ -111,7 +112,7 @@ def test_the_samples_deployable_int8_onnx_follows_tensorrts_rules_and_the_log_sa
     assert "model.int8.onnx: explicit INT8 at opset 19: 18 convolutions quantized (per-channel weights)" in log
     assert "model.int8.onnx: what is not INT8 computes in fp16" in log
     # the small sample's tensorfile holds 3 batches, fewer than export.batches asks for: said, not silent
-    assert "export.batches asks for 10 calibration batches, but only 3 are in the tensorfile" in log
+    assert "export.batches asks for 10 calibration batches, but only 3 are in the calibration tensorfile" in log
 
 
 def test_deepstream_clusters_each_class_as_the_specs_postprocessing_config_says(built_project):

@@ -145,7 +145,7 @@ def test_the_readme_comparison_shows_each_experiment_with_its_own_figures(tmp_pa
     found = experiments(project)
     queued = {name: exp for name, exp in found.items() if not name.startswith("seq-")}
     assert sorted((e["params"]["export"]["data_type"], e["params"]["backend"]["calibration_method"])
-                  for e in queued.values()) == [("fp16", "entropy"), ("int8", "entropy"), ("int8", "minmax"),
+                  for e in queued.values()) == [("fp16", "auto"), ("int8", "entropy"), ("int8", "minmax"),
                                                 ("int8", "percentile")]
     baseline = json.loads((project / "metrics/evaluate.json").read_text())
     for name, exp in queued.items():

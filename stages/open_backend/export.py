@@ -42,7 +42,7 @@ def _calibration_batches(cfg: DictConfig, facts: SpecFacts, tensorfile: Path, so
         if shape and shape[0] < export.batch_size:
             raise ValueError(f"{tensorfile} holds batches of {shape[0]}, smaller than export.batch_size "
                              f"{export.batch_size}: TensorRT's calibrator would fail")
-        _fewer_batches(export.batches, count, f"the tensorfile {tensorfile}")
+        _fewer_batches(export.batches, count, "the calibration tensorfile")  # no path: the log is an output
         count = min(count, export.batches)
         return (b[: export.batch_size] for b in read_batches(tensorfile, count)), count
     if source == "image_dir":
