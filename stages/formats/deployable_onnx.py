@@ -161,7 +161,8 @@ def fused_outputs(model: onnx.ModelProto, conv: str) -> list[str]:
     """The tensors of the convolution `conv` and of what TensorRT fuses after it (batch norm's Mul/Add with a
     constant, BatchNormalization, Relu), each the one consumer of the last: what a calibration cache leaves
     out to keep that layer out of INT8. TensorRT's builder warns "Missing scale and zero-point for tensor
-    ..., expect fall back to non-int8 implementation for any layer consuming or producing given tensor"."""
+    ..., expect fall back to non-int8 implementation for any layer consuming or producing given tensor"
+    (TensorRT 8's log, as quoted in NVIDIA/TensorRT issue #2462)."""
     node = next(n for n in model.graph.node if n.name == conv)
     constants = _constants(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
