@@ -64,9 +64,10 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
     assert sorted(outputs(first)) == ["artifacts/calibration", "artifacts/code", "artifacts/engine",
                                       "artifacts/evaluation", "artifacts/export", "artifacts/params",
                                       "artifacts/platform.json",
-                                      "artifacts/reports/evaluate.json", "artifacts/triton",
-                                      "artifacts/validated.txt", "data/sample", "metrics/convert.json",
-                                      "metrics/evaluate.json", "models/sample"]
+                                      "artifacts/reports/evaluate.json", "artifacts/reports/export.json",
+                                      "artifacts/triton", "artifacts/validated.txt", "data/sample",
+                                      "metrics/convert.json", "metrics/evaluate.json", "metrics/export.json",
+                                      "models/sample"]
 
 
 def test_a_corrupted_file_in_the_remote_is_detected_on_pull(tmp_path):
@@ -160,7 +161,7 @@ def test_the_readme_comparison_shows_each_experiment_with_its_own_figures(tmp_pa
         assert "Failed" not in row
     assert baseline["engine"]["precision"] == "fp32"
     # the two one-by-one runs and their queued twins built the same engines
-    twins = {"seq-fp16": ("fp16", "entropy"), "seq-minmax": ("int8", "minmax")}
+    twins = {"seq-fp16": ("fp16", "auto"), "seq-minmax": ("int8", "minmax")}
     for sequential, (data_type, method) in twins.items():
         [twin] = [e for e in queued.values() if (e["params"]["export"]["data_type"],
                                                  e["params"]["backend"]["calibration_method"]) == (data_type, method)]
