@@ -45,7 +45,7 @@ from stages.formats.onnx_model import TAO_OUTPUTS, export_model  # noqa: E402
 from stages.open_backend.engines import cosine  # noqa: E402
 from stages.open_backend.int8_calibration import collect_ranges  # noqa: E402
 from stages.spec import Spec  # noqa: E402
-from tao_family import FAMILY, WIDER_PRUNED, Member, write_member  # noqa: E402
+from tao_family import FAMILY, Member, write_member  # noqa: E402
 
 BATCH, CALIBRATION_IMAGES = 4, 16
 WIDE = Member("tao5_opset12_640x480_wide", 12, ("car",), 640, 480, train_images=96, val_images=48,

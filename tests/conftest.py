@@ -45,6 +45,28 @@ def python() -> str:
     return sys.executable
 
 
+# --------------------------------------------------------------------------- a tiny exported model
+
+def tiny_export(folder: Path) -> Path:
+    """The sample's graph at 96x48 (base width 8, random heads) exported as the export stage does, in
+    `folder` (sample.onnx, model.onnx); returns the folder."""
+    from stages import bundled_sample
+    from stages.formats.onnx_model import export_model
+
+    bundled_sample.build_model(folder / "sample.onnx", 96, 48, base_width=8, seed=1)
+    export_model(folder / "sample.onnx", folder / "model.onnx", expected_chw=(3, 48, 96))
+    return folder
+
+
+def tiny_images(seed: int = 0, n: int = 4, gain: float = 1.0):
+    """n images for tiny_export's model: a horizontal ramp with noise, in [0, gain]."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 1, 96, dtype=np.float32)[None, None, None, :]
+    return (np.clip(base + rng.normal(0, 0.1, (n, 3, 48, 96)).astype(np.float32), 0, 1) * gain).astype(np.float32)
+
+
 # --------------------------------------------------------------------------- a project in a temp dir
 
 # A tiny pipeline, the gate off. Its model (8 channels, fitted on 24 images) is judged on 8 validation

@@ -10,29 +10,22 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from stages import bundled_sample
+from conftest import tiny_export, tiny_images
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import read_cache, write_cache
 from stages.formats.deployable_onnx import (
     FP16_DATA_MAX, explicit_int8, lint, quantized_convolutions, residual_inputs, strongly_typed_fp16,
     write_for_export)
-from stages.formats.onnx_model import export_model
 from stages.open_backend.engines import EngineRequest, build_engine
 from stages.open_backend.int8_calibration import collect_ranges
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("deployable")
-    bundled_sample.build_model(folder / "sample.onnx", 96, 48, base_width=8, seed=1)
-    export_model(folder / "sample.onnx", folder / "model.onnx", expected_chw=(3, 48, 96))
-    return folder
+    return tiny_export(tmp_path_factory.mktemp("deployable"))
 
 
-def images(seed=0, n=4, gain=1.0):
-    rng = np.random.default_rng(seed)
-    base = np.linspace(0, 1, 96, dtype=np.float32)[None, None, None, :]
-    return (np.clip(base + rng.normal(0, 0.1, (n, 3, 48, 96)).astype(np.float32), 0, 1) * gain).astype(np.float32)
+images = tiny_images
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from conftest import tiny_export, tiny_images
 from stages import bundled_sample
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import write_cache
@@ -20,16 +21,10 @@ from stages.open_backend.int8_calibration import collect_ranges
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("engines")
-    bundled_sample.build_model(folder / "sample.onnx", 96, 48, base_width=8, seed=1)
-    export_model(folder / "sample.onnx", folder / "model.onnx", expected_chw=(3, 48, 96))
-    return folder
+    return tiny_export(tmp_path_factory.mktemp("engines"))
 
 
-def images(seed=0, n=4):
-    rng = np.random.default_rng(seed)
-    base = np.linspace(0, 1, 96, dtype=np.float32)[None, None, None, :]
-    return np.clip(base + rng.normal(0, 0.1, (n, 3, 48, 96)).astype(np.float32), 0, 1)
+images = tiny_images
 
 
 def test_sample_model_has_detectnet_v2_outputs_with_sensible_statistics(exported):

@@ -11,12 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tiny_export
 from fake_trtexec import install
-from stages import bundled_sample
 from stages.formats.calibration_cache import read_cache, write_cache
 from stages.formats.deployable_onnx import write_for_export
-from stages.formats.onnx_model import export_model
 from stages.open_backend.engines import EngineRequest, build_engine
 from stages.open_backend.int8_calibration import collect_ranges
 from stages.pipeline.errors import StageError
@@ -29,9 +27,7 @@ PROFILE = {"input_1": [[1, 3, 48, 96], [2, 3, 48, 96], [4, 3, 48, 96]]}
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     """Export folders as the export stage leaves them, for each precision."""
-    root = tmp_path_factory.mktemp("exports")
-    bundled_sample.build_model(root / "sample.onnx", 96, 48, base_width=8, seed=1)
-    export_model(root / "sample.onnx", root / "model.onnx", expected_chw=(3, 48, 96))
+    root = tiny_export(tmp_path_factory.mktemp("exports"))
     rng = np.random.default_rng(0)
     batches = [np.clip(rng.normal(0.5, 0.2, (4, 3, 48, 96)), 0, 1).astype(np.float32) for _ in range(2)]
     maxima = {}

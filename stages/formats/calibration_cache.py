@@ -31,9 +31,13 @@ def calibration_tensor_names(model: onnx.ModelProto) -> list[str]:
 def write_cache(path: str | Path, amax: Mapping[str, float], method: str = "entropy",
                 trt_version: int = DEFAULT_TRT_VERSION) -> None:
     """The cache of these dynamic ranges (scale amax / 127), as TensorRT's `method` calibrator writes it."""
-    # a tensor that is always 0 is exact at any scale
-    write_scales(path, f"TRT-{trt_version}-{CALIBRATOR_NAMES[method]}",
-                 {name: value / 127.0 if value > 0 else 1.0 / 127.0 for name, value in amax.items()})
+    write_scales(path, f"TRT-{trt_version}-{CALIBRATOR_NAMES[method]}", scales_of(amax))
+
+
+def scales_of(amax: Mapping[str, float]) -> dict[str, float]:
+    """The cache's scales (amax / 127) of these dynamic ranges; a tensor that is always 0 is exact at any
+    scale, and gets 1 / 127."""
+    return {name: value / 127.0 if value > 0 else 1.0 / 127.0 for name, value in amax.items()}
 
 
 def write_scales(path: str | Path, header: str, scales: Mapping[str, float]) -> None:

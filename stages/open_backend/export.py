@@ -80,9 +80,9 @@ def _check_cache_on_images(cfg: DictConfig, facts: SpecFacts, exported: Path, sc
                            model: "onnx.ModelProto") -> None:
     """Say how far the cache's ranges agree with what the model produces on a few of the user's images (the
     spec's validation images: no calibration), and refuse one that clips a convolution's input too much."""
-    images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension) \
-        if (facts.validation_dirs or facts.training_dirs) else []
-    images = images[: CACHE_CHECK_BATCHES * cfg.export.batch_size]
+    directories = facts.validation_dirs or facts.training_dirs
+    images = images_of(directories, facts.image_extension)[: CACHE_CHECK_BATCHES * cfg.export.batch_size] \
+        if directories else []
     if not images:
         log.warning("calibration cache: no image to check it against the model on; the gate alone judges it")
         return
@@ -91,9 +91,9 @@ def _check_cache_on_images(cfg: DictConfig, facts: SpecFacts, exported: Path, sc
         exported, iter_batches(images, cfg.export.batch_size, facts.width, facts.height, cfg.backend.workers))
     clipped = {t: int8_calibration.clipped_share(histograms[t], scales[t] * 127.0) for t in inputs if t in histograms}
     ratios = {t: scales[t] * 127.0 / histograms[t].top for t in inputs if t in histograms and histograms[t].top > 0}
-    worst = sorted(clipped, key=lambda t: -clipped[t])[:3]
     if not clipped:
         return
+    worst = sorted(clipped, key=lambda t: -clipped[t])[:3]
     log.info("calibration cache against the model on %d images: it clips at most %.2f%% of a convolution input's "
              "values (%s); its ranges are %.2fx-%.2fx the largest values seen (median %.2fx)", len(images),
              100 * clipped[worst[0]], worst[0], min(ratios.values()), max(ratios.values()),
@@ -163,7 +163,8 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
                                           cfg.export.max_float_layers, backend.workers)
         method, outcome.calibration, outcome.float_layers = selection.chosen, selection.report(), selection.float_layers
         # the implicit route and TAO's tools: a tensor without a scale keeps its layers out of INT8
-        left_out = {name for conv in selection.float_layers for name in fused_outputs(onnx.load(str(exported)), conv)}
+        graph = onnx.load(str(exported))
+        left_out = {name for conv in selection.float_layers for name in fused_outputs(graph, conv)}
         amax = {name: value for name, value in candidates[method].items() if name not in left_out}
     write_cache(out / "calibration.bin", amax, method, backend.trt_version)
     log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, method)

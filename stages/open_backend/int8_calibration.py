@@ -222,8 +222,7 @@ class Calibrator:
             self._pool.shutdown()
 
     def maxima(self) -> dict[str, float]:
-        """Each tensor's largest magnitude seen (for a histogram, its top bin's upper edge: an upper bound
-        within one bin): what decides whether it fits fp16."""
+        """Each tensor's largest magnitude seen: what decides whether it fits fp16."""
         self.wait()
         return {name: c.compute() if isinstance(c, MaxCollector) else c.top for name, c in self.collectors.items()}
 
@@ -237,6 +236,12 @@ class Calibrator:
                     for method in METHODS}
         finally:
             self._pool.shutdown()
+
+    def histograms(self) -> dict[str, HistogramCollector]:
+        """The collectors themselves (method `auto`), the last batch reduced and the threads let go."""
+        self.wait()
+        self._pool.shutdown()
+        return dict(self.collectors)
 
     def _amax_by(self, collector: HistogramCollector, method: str) -> float:
         if method == "minmax":
@@ -305,9 +310,7 @@ def collect_histograms(model_path: str | Path, batches: Iterable[np.ndarray],
                        skip_zeros: bool = True) -> dict[str, HistogramCollector]:
     """Each calibration tensor's histogram of |x| (and exact maximum) over the batches."""
     calibrator, _ = _collect(model_path, batches, AUTO, 99.99, None, skip_zeros, None)
-    calibrator.wait()
-    calibrator._pool.shutdown()
-    return dict(calibrator.collectors)
+    return calibrator.histograms()
 
 
 def clipped_share(collector: HistogramCollector, amax: float) -> float:

@@ -30,7 +30,8 @@ import onnx
 from ..detectnet_v2.evaluation import EvaluationSetup, Sample, decoded_batches, evaluate
 from ..detectnet_v2.inference import OnnxRunner
 from ..detectnet_v2.spec_facts import SpecFacts
-from ..formats.deployable_onnx import explicit_int8, quantized_convolutions
+from ..formats.calibration_cache import scales_of
+from ..formats.deployable_onnx import explicit_int8
 from ..pipeline.errors import StageError
 from ..pipeline.resolved_spec import images_of
 from .int8_calibration import METHODS
@@ -88,11 +89,15 @@ class _Scorer:
         self.reference = OnnxRunner(exported)
         self.reference_outputs = self.reference(self.batches[0])
 
-    def runner(self, scales: Mapping[str, float], exclude=()) -> OnnxRunner:
+    def build(self, scales: Mapping[str, float], exclude=()) -> tuple[OnnxRunner, list[str]]:
+        """The deployable INT8 model of these scales on onnxruntime, and the convolutions it quantizes."""
         deployable = explicit_int8(self.model, scales, self.high_precision, self.maxima, exclude)
         path = Path(self.folder.name) / "candidate.onnx"
         onnx.save(deployable.model, str(path))
-        return OnnxRunner(path)
+        return OnnxRunner(path), deployable.quantized
+
+    def runner(self, scales: Mapping[str, float], exclude=()) -> OnnxRunner:
+        return self.build(scales, exclude)[0]
 
     def mean_aps(self, runners: dict) -> dict[str, float]:
         results = evaluate(runners, self.samples, self.setup, self.batch_size, decoded=self.batches)
@@ -110,8 +115,7 @@ def choose(exported: Path, candidates: Mapping[str, Mapping[str, float]], sample
     """The candidate ({method: {tensor: amax}}) with the best selection mAP, and the convolutions to leave in
     higher precision so that its selection drop is within max_drop (see the module's docstring)."""
     scorer = _Scorer(exported, samples, setup, batch_size, high_precision, maxima, workers)
-    scales = {method: {name: (value / 127.0 if value > 0 else 1.0 / 127.0) for name, value in amax.items()}
-              for method, amax in candidates.items()}
+    scales = {method: scales_of(amax) for method, amax in candidates.items()}
     runners = {"fp32": scorer.reference, **{method: scorer.runner(scales[method]) for method in METHODS}}
     scores = scorer.mean_aps(runners)
     chosen = max(METHODS, key=lambda method: (scores[method], -METHODS.index(method)))
@@ -153,9 +157,8 @@ def choose(exported: Path, candidates: Mapping[str, Mapping[str, float]], sample
 def _ranked_by_sensitivity(scorer: _Scorer, scales: Mapping[str, float], measured: int) -> list[str]:
     """The quantized convolutions, most sensitive first: the `measured` ones that remove most output error
     when alone unquantized, ordered by the selection mAP they then give."""
-    convolutions = quantized_convolutions(explicit_int8(scorer.model, scales, scorer.high_precision,
-                                                        scorer.maxima).model)
-    base = scorer.output_error(scorer.runner(scales))
+    everything, convolutions = scorer.build(scales)
+    base = scorer.output_error(everything)
     gains = {conv: base - scorer.output_error(scorer.runner(scales, [conv])) for conv in convolutions}
     screened = sorted(convolutions, key=lambda conv: -gains[conv])[:measured]
     scores = {conv: scorer.mean_aps({"candidate": scorer.runner(scales, [conv])})["candidate"] for conv in screened}
