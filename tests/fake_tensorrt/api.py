@@ -6,13 +6,18 @@ fails as on the real module (AttributeError):
 - 8.6: NetworkDefinitionCreationFlag EXPLICIT_BATCH (the ONNX parser needs it) and EXPLICIT_PRECISION, no
   STRONGLY_TYPED (9.x added it); BuilderFlag FP16/INT8 and the precision constraints; ITensor.dynamic_range;
   IBuilderConfig.int8_calibrator.
-- 10.x: EXPLICIT_BATCH deprecated and ignored, STRONGLY_TYPED = 1; the same weak-typing names, deprecated; a
-  strongly typed network refuses precision flags at build time.
+- 10.x: EXPLICIT_BATCH deprecated and ignored, STRONGLY_TYPED = 1 (TensorRT's Python API reference,
+  "NetworkDefinitionCreationFlag": "EXPLICIT_BATCH: [DEPRECATED] Ignored"); the same weak-typing names,
+  deprecated (10.1 deprecated the calibrators); a strongly typed network takes no precision flag (the same
+  reference: "Setting layer precision and layer output types is not allowed"; onnxruntime's TensorRT
+  execution provider sets kSTRONGLY_TYPED only when it sets neither kFP16 nor kINT8), so the stand-in's build
+  fails with one.
 - 11.x ("Migrating from TensorRT 10.x to 11.x", Python API): BuilderFlag.FP16/INT8/BF16/FP8/INT4/FP4,
   OBEY_/PREFER_PRECISION_CONSTRAINTS and DIRECT_IO, int8_calibrator, ITensor.dynamic_range and
   set_dynamic_range, EXPLICIT_BATCH and platform_has_fast_fp16/int8 are gone; STRONGLY_TYPED is 0 and
   ignored; create_network() takes no flags by default.
-The network is read from the ONNX file with onnx (one layer per node), every build is recorded in BUILDS so
+Sources: DESIGN.md section 12, which collects them (TensorRT OSS python/src/infer/pyCore.cpp and
+pyGraph.cpp, 11.1 against release/10.16; the migration pages). The network is read from the ONNX file with onnx (one layer per node), every build is recorded in BUILDS so
 a test can check what the builder was asked for, and the "engine" is a JSON description of that request."""
 from __future__ import annotations
 
