@@ -62,6 +62,7 @@ def block(key: str) -> Block:
 DAG = "dvc dag --dot | grep -- '->' | grep -v '^\"code\"'   # \"export\" -> \"convert\": what feeds what"
 COMPARISON = ("dvc exp run --queue -S export=int8 -S 'backend.calibration_method=entropy,minmax,percentile' "
               "-S evaluate.on_gate_failure=record")
+AUTO_CANDIDATES = "dvc exp run -S export=int8                        # int8 with auto calibration, the default: about 45 s"
 
 # Blocks run or checked by a test here, by their first line
 RUN = {
@@ -90,6 +91,10 @@ RUN = {
         "test_ssh_remote.join_remote, in every test of a real SSH server",
     DAG: "test_the_dag_command_tells_the_story_in_100_columns",
     COMPARISON: "test_sharing_and_queue.test_the_readme_comparison_shows_each_experiment_with_its_own_figures",
+    AUTO_CANDIDATES: "test_the_experiment_commands",
+    "| Experiment               | calibration.selection_mAP.fp32   | calibration.selection_mAP.entropy   | "
+    "calibration.selection_mAP.minmax   | calibration.selection_mAP.percentile   | calibration.chosen   | "
+    "calibration.drop   | engine.mAP   |": "test_the_experiment_commands (its header is what the command prints)",
     "make lock upgrade=tqdm       # tqdm to the newest version pyproject.toml allows; every other pin stays":
         "test_environment.test_the_readme_upgrade_commands_rerun_exactly_the_stages_that_run_the_package",
 }
@@ -122,6 +127,11 @@ def test_every_example_is_run_or_listed_as_skipped():
     stale = sorted((set(RUN) | set(SKIPPED)) - set(keys))
     assert stale == [], "listed here but no longer in README.md"
     assert len(keys) == len(set(keys)), "two blocks start with the same line: make them distinct"
+
+
+def cells(row: str) -> list[str]:
+    """A Markdown table row's cells, stripped."""
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
 
 
 def bash(command: str, project: Path, **kw):
@@ -161,6 +171,21 @@ def test_the_experiment_commands(tmp_path):
                          "experiments").commands():
         bash(command.replace("<exp>", name), project)
     assert (project / "experiments.csv").read_text().count("\n") >= 3  # the header, HEAD and each experiment
+
+    *run_int8, show_candidates = block(AUTO_CANDIDATES).commands()
+    for command in run_int8:
+        bash(command, project)
+    table = bash(show_candidates, project).stdout.splitlines()
+    shown = [b for b in readme_blocks() if b.key.startswith("| Experiment ") and "selection_mAP" in b.key]
+    [columns] = [cells(b.key) for b in shown]
+    assert cells(table[0]) == columns  # the README shows the columns DVC prints (their widths follow the values)
+    workspace = dict(zip(columns, cells(table[2])))
+    assert workspace["calibration.chosen"] in ("entropy", "minmax", "percentile")  # auto chose one
+    kept = float(workspace[f"calibration.selection_mAP.{workspace['calibration.chosen']}"])
+    # the gate is off in this project, so nothing is left out of INT8: the drop is the chosen method's
+    # (DVC shows 5 significant digits)
+    assert float(workspace["calibration.drop"]) == pytest.approx(float(workspace["calibration.selection_mAP.fp32"]) - kept,
+                                                                 abs=1e-4)
 
     for command in block("python -m stages.export export=fp16 --cfg job     # print the config it would use, "
                          "run nothing").commands():
