@@ -62,7 +62,7 @@ def measure(WIDTH: int, HEIGHT: int, base_width: int) -> None:  # noqa: N803 - t
         def evaluation():
             return evaluate({"engine": engine}, samples, setup, BATCH)["engine"]
 
-        found = evaluation()  # warm-up: imports (scikit-learn), onnxruntime's first runs
+        found = evaluation()  # warm-up: imports, numba kernels, onnxruntime's first runs
         inference = best_of(5, lambda: [engine(b) for b in decoded])
         preprocess_and_infer = best_of(5, pipeline)
         evaluated = best_of(5, evaluation)

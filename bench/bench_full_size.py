@@ -10,8 +10,13 @@ beside it.
   tensorfile    throughput / decoding alone (decode, resize, scale)       (target >= 0.85x)
                 peak memory at 40 batches / at 4                          (target <= 1.2x)
   evaluation    the evaluate stage's evaluator / inference alone          (target <= 1.3x)
+                the work outside the engine (decoding, post-processing, AP; the engine's outputs
+                replayed) on 1 worker / on every allowed core            (target on 2 cores >= 1.7x)
 
-    python bench/bench_full_size.py [--size WIDTHxHEIGHT] [--widths 64,128,256,512]
+    python bench/bench_full_size.py [--size WIDTHxHEIGHT] [--widths 64,128,256,512] [--only evaluation]
+
+The cores are those the process may use (os.sched_getaffinity): `taskset -c 0-3 python bench/...` measures
+4 of a machine's cores; -S backend.workers=N sets the same count for the stages.
 
 About 10 minutes on a 2-core machine; part of `make bench`, not of `make test`.
 """
@@ -29,6 +34,7 @@ from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
 
 from stages import bundled_sample
 from stages.bundled_sample.model import RESNET18_WIDTHS, build_resnet18_shape
+from stages.compute.workers import allowed_cores
 from stages.detectnet_v2.evaluation import evaluate, evaluation_setup, validation_set
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, iter_batches, list_images
@@ -87,7 +93,10 @@ def main() -> None:
     parser.add_argument("--size", default="1248x384", help="model input WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("--widths", default=",".join(map(str, RESNET18_WIDTHS)),
                         help="channels of the four ResNet stages (default: %(default)s)")
+    parser.add_argument("--only", choices=("tensorfile", "calibration", "evaluation"), action="append",
+                        help="measure only these parts (repeatable; default: every part)")
     args = parser.parse_args()
+    parts = set(args.only or ("tensorfile", "calibration", "evaluation"))
     width, height = map(int, args.size.split("x"))
     widths = tuple(int(w) for w in args.widths.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,76 +108,112 @@ def main() -> None:
         images = list_images(folder)[: BATCHES * BATCH]
         print(f"full size: ResNet-18-shaped DetectNet_v2 (widths {'-'.join(map(str, widths))}, random weights, "
               f"{onnx.load(str(model)).ByteSize() / 2**20:.0f} MiB) at {width}x{height}, "
-              f"{BATCHES} batches of {BATCH} KITTI-sized images", flush=True)
-
-        # ------------------------------------------------------------------ tensorfile
+              f"{BATCHES} batches of {BATCH} KITTI-sized images, on {allowed_cores()} cores (os.sched_getaffinity)",
+              flush=True)
         tensorfile = tmp / "cal.tensor"
+        if parts & {"tensorfile", "calibration"}:
+            measure_tensorfile(tmp, images, folder, tensorfile, width, height, "tensorfile" in parts)
+        if "calibration" in parts:
+            measure_calibration(model, tensorfile, tmp)
+        if "evaluation" in parts:
+            measure_evaluation(model, tmp, width, height)
 
-        def decode_only():
-            for _ in iter_batches(images, BATCH, width, height):
-                pass
 
-        def write_tensorfile(path: Path):
-            def write():
-                with TensorFileWriter(path, None) as writer:
-                    for batch in iter_batches(images, BATCH, width, height, reuse=True):
-                        writer.write(batch)
-            return write
+def measure_tensorfile(tmp: Path, images, folder: Path, tensorfile: Path, width: int, height: int,
+                       report: bool) -> None:
+    """Writes the calibration tensorfile (which calibration reads); with `report`, its figures."""
+    def decode_only():
+        for _ in iter_batches(images, BATCH, width, height):
+            pass
 
-        decoding = best_of(3, decode_only)
-        writing = best_of(3, write_tensorfile(tensorfile))
-        peaks = {n: child_peak_rss_mib(WRITE_SNIPPET, str(folder), str(n), str(tmp / f"{n}.tensor"), str(width),
-                                       str(height)) for n in (4, 40)}
-        print(f"tensorfile: decoding alone {decoding:.2f} s, tensorfile written {writing:.2f} s: "
-              f"throughput {decoding / writing:.2f}x decoding alone (target >= 0.85)")
-        # 46 MiB a batch at this size: to tell the writer's cost from the disk's, the same into memory
-        if Path("/dev/shm").is_dir():
-            with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
-                in_memory = best_of(3, write_tensorfile(Path(shm) / "cal.tensor"))
-            print(f"  written to /dev/shm (memory, no disk) {in_memory:.2f} s: "
-                  f"{decoding / in_memory:.2f}x decoding alone")
-        print(f"  peak memory: 4 batches {peaks[4]:.0f} MiB, 40 batches {peaks[40]:.0f} MiB, "
-              f"ratio {peaks[40] / peaks[4]:.2f} (target <= 1.2)", flush=True)
+    def write_tensorfile(path: Path):
+        def write():
+            with TensorFileWriter(path, None) as writer:
+                for batch in iter_batches(images, BATCH, width, height, reuse=True):
+                    writer.write(batch)
+        return write
 
-        # ------------------------------------------------------------------ inference, the bound
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    if not report:
+        write_tensorfile(tensorfile)()
+        return
+    decoding = best_of(3, decode_only)
+    writing = best_of(3, write_tensorfile(tensorfile))
+    peaks = {n: child_peak_rss_mib(WRITE_SNIPPET, str(folder), str(n), str(tmp / f"{n}.tensor"), str(width),
+                                   str(height)) for n in (4, 40)}
+    print(f"tensorfile: decoding alone {decoding:.2f} s, tensorfile written {writing:.2f} s: "
+          f"throughput {decoding / writing:.2f}x decoding alone (target >= 0.85)")
+    # 46 MiB a batch at this size: to tell the writer's cost from the disk's, the same into memory
+    if Path("/dev/shm").is_dir():
+        with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
+            in_memory = best_of(3, write_tensorfile(Path(shm) / "cal.tensor"))
+        print(f"  written to /dev/shm (memory, no disk) {in_memory:.2f} s: "
+              f"{decoding / in_memory:.2f}x decoding alone")
+    print(f"  peak memory: 4 batches {peaks[4]:.0f} MiB, 40 batches {peaks[40]:.0f} MiB, "
+          f"ratio {peaks[40] / peaks[4]:.2f} (target <= 1.2)", flush=True)
 
-        def inference():
-            for batch in read_batches(tensorfile, BATCHES):
-                session.run(None, {TAO_INPUT: batch})
 
-        session.run(None, {TAO_INPUT: next(read_batches(tensorfile, 1))})  # warm-up
-        bound = best_of(2, inference)
-        print(f"inference: plain fp32 onnxruntime, {BATCHES} batches: {bound:.2f} s", flush=True)
+def measure_calibration(model: Path, tensorfile: Path, tmp: Path) -> None:
+    """Entropy calibration against plain inference of the same batches, the bound; its peak memory."""
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
 
-        # ------------------------------------------------------------------ calibration
-        def calibrate():
-            write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), "entropy"),
-                        "entropy")
+    def inference():
+        for batch in read_batches(tensorfile, BATCHES):
+            session.run(None, {TAO_INPUT: batch})
 
-        calibrating = best_of(2, calibrate)
-        print(f"calibration: entropy, cache written: {calibrating:.2f} s = {calibrating / bound:.2f}x inference "
-              "(target <= 2.0)", flush=True)
-        activations = activation_bytes(model, BATCH) / 2**20
-        peak = child_peak_rss_mib(CALIBRATE_SNIPPET, str(model), str(tensorfile), str(BATCHES))
-        print(f"  peak memory {peak:.0f} MiB; one batch's activations, every tensor: {activations:.0f} MiB; "
-              f"ratio {peak / activations:.2f} (target <= 2)", flush=True)
+    session.run(None, {TAO_INPUT: next(read_batches(tensorfile, 1))})  # warm-up
+    bound = best_of(2, inference)
+    print(f"inference: plain fp32 onnxruntime, {BATCHES} batches: {bound:.2f} s", flush=True)
 
-        # ------------------------------------------------------------------ evaluation
-        bundled_sample.write_dataset(tmp / "eval", {"validation": BATCHES * BATCH}, seed=11)
-        bundled_sample.write_spec(tmp / "eval" / "spec.txt", width, height, BATCH)
-        setup = evaluation_setup(Spec.load(tmp / "eval" / "spec.txt"), width, height)
-        samples = validation_set(tmp / "eval/validation/image_2", tmp / "eval/validation/label_2")
-        engine = OnnxRunner(model)
-        decoded = [np.array(b) for b in iter_batches([s.image for s in samples], BATCH, width, height,
-                                                        resample=EVALUATION_RESAMPLE)]
-        engine_alone = best_of(2, lambda: [engine(b) for b in decoded])
-        found = {}
-        evaluating = best_of(2, lambda: found.update(evaluate({"engine": engine}, samples, setup, BATCH)))
-        detections = sum(len(d[name].confidences) for d in found["engine"].detections for name in setup.classes)
-        print(f"evaluation: {len(samples)} validation images, {detections} detections (random heads): "
-              f"{evaluating:.2f} s vs the engine alone on decoded images {engine_alone:.2f} s = "
-              f"{evaluating / engine_alone:.2f}x (target <= 1.3)")
+    def calibrate():
+        write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), "entropy"),
+                    "entropy")
+
+    calibrating = best_of(2, calibrate)
+    print(f"calibration: entropy, cache written: {calibrating:.2f} s = {calibrating / bound:.2f}x inference "
+          "(target <= 2.0)", flush=True)
+    activations = activation_bytes(model, BATCH) / 2**20
+    peak = child_peak_rss_mib(CALIBRATE_SNIPPET, str(model), str(tensorfile), str(BATCHES))
+    print(f"  peak memory {peak:.0f} MiB; one batch's activations, every tensor: {activations:.0f} MiB; "
+          f"ratio {peak / activations:.2f} (target <= 2)", flush=True)
+
+
+class _Replay:
+    """The engine's outputs of each batch, handed back at once: evaluation with the engine taken out."""
+
+    def __init__(self, outputs: list):
+        self.outputs, self.calls = outputs, 0
+
+    def __call__(self, batch: np.ndarray):
+        self.calls += 1
+        return self.outputs[self.calls - 1]
+
+
+def measure_evaluation(model: Path, tmp: Path, width: int, height: int) -> None:
+    """The evaluate stage's evaluator against the engine alone, and the work around the engine on 1 worker
+    and on every allowed core."""
+    bundled_sample.write_dataset(tmp / "eval", {"validation": BATCHES * BATCH}, seed=11)
+    bundled_sample.write_spec(tmp / "eval" / "spec.txt", width, height, BATCH)
+    setup = evaluation_setup(Spec.load(tmp / "eval" / "spec.txt"), width, height)
+    samples = validation_set(tmp / "eval/validation/image_2", tmp / "eval/validation/label_2")
+    engine = OnnxRunner(model)
+    decoded = [np.array(b) for b in iter_batches([s.image for s in samples], BATCH, width, height,
+                                                    resample=EVALUATION_RESAMPLE)]
+    engine(decoded[0])  # warm-up
+    engine_alone = best_of(2, lambda: [engine(b) for b in decoded])
+    found = {}
+    evaluating = best_of(2, lambda: found.update(evaluate({"engine": engine}, samples, setup, BATCH)))
+    detections = sum(len(d[name].confidences) for d in found["engine"].detections for name in setup.classes)
+    print(f"evaluation: {len(samples)} validation images, {detections} detections (random heads): "
+          f"{evaluating:.2f} s vs the engine alone on decoded images {engine_alone:.2f} s = "
+          f"{evaluating / engine_alone:.2f}x (target <= 1.3)", flush=True)
+    outputs = [engine(b) for b in decoded]
+    cores = allowed_cores()
+    outside = {workers: best_of(3, lambda w=workers: evaluate({"engine": _Replay(outputs)}, samples, setup, BATCH,
+                                                               workers=w))
+               for workers in sorted({1, cores})}
+    print(f"  the work outside the engine (decoding, post-processing, AP; the engine's outputs replayed): "
+          f"1 worker {outside[1]:.2f} s, {cores} workers {outside[cores]:.2f} s: {outside[1] / outside[cores]:.2f}x "
+          f"faster (target on 2 cores >= 1.7x)")
 
 
 if __name__ == "__main__":

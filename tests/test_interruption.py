@@ -51,7 +51,9 @@ def interrupt(command, project: Path, signum: int, started) -> subprocess.Comple
     time.sleep(0.05)
     os.killpg(process.pid, signum)
     out, err = process.communicate(timeout=60)
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
+    result = subprocess.CompletedProcess(command, process.returncode, out, err)
+    result.args_pid = process.pid  # the stage's process group (start_new_session)
+    return result
 
 
 def mid_way(project: Path, name: str):
@@ -73,6 +75,27 @@ def test_interrupted_stage_keeps_the_previous_output(built, stage, output, signu
     assert "interrupted" in result.stderr and "no partial output was kept" in result.stderr
     assert partial_dirs(built) == []
     assert digest(built / "artifacts" / output) == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_parallel_evaluation_keeps_the_previous_outputs_and_leaves_no_worker(built, signum):
+    """Its post-processing runs on worker threads (one per allowed core) while the engine runs the next batch."""
+    outputs = (built / "artifacts" / "evaluation", built / "artifacts" / "reports")
+    before = [digest(folder) for folder in outputs]
+    evaluating = mid_way(built, "evaluation")
+    result = interrupt([sys.executable, "-m", "stages.evaluate", "--params", "params.yaml"],
+                       built, signum, lambda: evaluating() or _progress_shown(built))
+    assert result.returncode in (130, 143), result.stderr
+    assert "no partial output was kept" in result.stderr
+    assert partial_dirs(built) == [] and [digest(folder) for folder in outputs] == before
+    with pytest.raises(ProcessLookupError):  # nothing of the stage's process group is left running
+        os.killpg(result.args_pid, 0)
+
+
+def _progress_shown(project: Path) -> bool:
+    """The evaluate stage's log has its first line: the models are loaded, the images are being evaluated."""
+    return any(log.stat().st_size for p in partial_dirs(project) if p.name.startswith(".evaluation.")
+               for log in p.glob("*.log"))
 
 
 def test_a_temp_dir_left_by_a_killed_stage_is_removed_by_the_next_run(built):

@@ -17,8 +17,9 @@ STAGE_MODULES = {f"stages.{stage}" for stage in ("code", "platform", "params", *
 LIBRARY_RULES = {
     "stages.spec": (),
     "stages.formats": (),
-    "stages.detectnet_v2": ("stages.spec", "stages.formats"),
-    "stages.bundled_sample": ("stages.spec", "stages.formats", "stages.detectnet_v2"),
+    "stages.compute": (),
+    "stages.detectnet_v2": ("stages.spec", "stages.formats", "stages.compute"),
+    "stages.bundled_sample": ("stages.spec", "stages.formats", "stages.detectnet_v2", "stages.compute"),
 }
 
 

@@ -95,20 +95,24 @@ def test_dbscan_where_every_cell_is_a_candidate_clusters_as_taos_does(seed):
     assert_same_detections(taos_clusters(spec_with(DBSCAN), cov, bbox), mine)
 
 
+@pytest.mark.parametrize("min_samples", [1, 2])
 @pytest.mark.parametrize("eps", [0.05, 0.4, 0.95, 1.0, 1.5])
-def test_the_sparse_neighbour_graph_gives_the_dense_matrixs_clusters(eps):
+def test_our_dbscan_labels_every_box_as_scikit_learns_dbscan_on_taos_dense_matrix(eps, min_samples):
+    """TAO clusters with scikit-learn's DBSCAN on the dense 1 - IoU matrix, the coverages as weights: the
+    same labels, numbering included, for boxes of every kind (some inverted: empty, 1 apart from all)."""
     from sklearn.cluster import DBSCAN as SklearnDBSCAN
 
-    from stages.detectnet_v2.postprocessing import _distance_graph, _iou_matrix
+    from stages.detectnet_v2.postprocessing import _iou_matrix, dbscan_labels
 
     rng = np.random.default_rng(7)
     corners = rng.uniform(0, 300, (400, 2))
-    boxes = np.concatenate([corners, corners + rng.uniform(-5, 60, (400, 2))], axis=1)  # some inverted
-    weights = rng.uniform(0.1, 1.0, 400)
-
-    def labels(distances):
-        return SklearnDBSCAN(eps=eps, min_samples=1, metric="precomputed").fit_predict(distances, sample_weight=weights)
-    assert np.array_equal(labels(_distance_graph(boxes, eps)), labels(1.0 - _iou_matrix(boxes)))
+    boxes = np.concatenate([corners, corners + rng.uniform(-5, 60, (400, 2))], axis=1)
+    boxes = np.concatenate([boxes, *(boxes[:150] + rng.uniform(-0.5, 0.5, (150, 4)) for _ in range(2))])  # dense spots
+    weights = rng.uniform(0.1, 1.0, len(boxes))
+    theirs = SklearnDBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(
+        1.0 - _iou_matrix(boxes), sample_weight=weights)
+    assert (theirs >= 0).sum() > 20  # clusters to compare, not only noise
+    assert np.array_equal(dbscan_labels(boxes, weights, eps, min_samples), theirs)
 
 
 @pytest.fixture

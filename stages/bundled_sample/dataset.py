@@ -3,12 +3,13 @@ for the test models shaped like NGC's 4-class ones, road signs), and their KITTI
 deterministic."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from ..compute.workers import worker_count
 
 CLASSES = ("car", "cyclist", "pedestrian")  # the bundled sample's
 SIZES = {"car": (120, 60), "cyclist": (45, 80), "pedestrian": (25, 70), "road_sign": (34, 90)}  # at scale 1
@@ -69,7 +70,7 @@ def write_dataset(root: Path, counts: dict[str, int], seed: int, size: tuple[int
         raise ValueError(f"the sample can draw {', '.join(DRAWN_CLASSES)}; asked for {list(classes)}")
     rng = np.random.default_rng(seed)
     # scenes are drawn in order (one random stream); PNG encoding, most of the time, runs on every core
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(worker_count()) as pool:
         saved: list[Future] = []
         for split, count in counts.items():
             images, labels = root / split / "image_2", root / split / "label_2"

@@ -6,12 +6,15 @@ labels mapped through dataset_config.target_class_mapping. Unlike TAO Deploy's K
 truth is not clipped to the model's input size (it is in original-image pixels, like the detections)."""
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..compute.workers import worker_count
 from ..formats.kitti_labels import read_labels
 from ..spec import Spec
 from .kitti_metric import ClassTally, EvaluationConfig, average_precision, evaluation_config
@@ -138,17 +141,52 @@ def evaluate(models: dict[str, Infer], samples: list[Sample], setup: EvaluationS
              workers: int | None = None, progress=None, decoded: Iterable[np.ndarray] | None = None
              ) -> dict[str, Evaluation]:
     """Each model over the same validation images, each image decoded once: {model name: Evaluation}.
-    `decoded`: the batches decoded_batches gives, for a caller that evaluates the same images again."""
+    `decoded`: the batches decoded_batches gives, for a caller that evaluates the same images again.
+
+    A batch's post-processing (decoding the grid, clustering, scaling) runs on `workers` threads while
+    the engine runs the next batch: onnxruntime and the clustering's numba kernels release the GIL, and
+    an image's post-processing takes about 2 ms at KITTI's size, too little to repay a process's
+    pickling. The tallies take each image in sample order, so the results are the serial ones exactly."""
     results = {name: Evaluation(setup) for name in models}
     batches = decoded if decoded is not None else decoded_batches(samples, setup, batch_size, workers)
-    for start, batch in zip(range(0, len(samples), batch_size), batches):
-        chunk = samples[start:start + len(batch)]
-        sizes = [image_size(sample.image) for sample in chunk]
-        truths = [truth_of(sample, setup) for sample in chunk]
-        for name, infer in models.items():
-            cov, bbox = infer(batch)
-            for index, (size, truth) in enumerate(zip(sizes, truths)):
-                results[name].add(detect(cov[index], bbox[index], setup, size), truth)
-        if progress is not None:
-            progress.update(len(batch))
+    threads = worker_count(workers)
+    pool = ThreadPoolExecutor(threads) if threads > 1 else None
+    in_flight: deque = deque()  # (model name, the images' detections (futures or values), truths)
+
+    def post_process(cov: np.ndarray, bbox: np.ndarray, size: tuple[int, int]):
+        return pool.submit(detect, cov, bbox, setup, size) if pool else _Done(detect(cov, bbox, setup, size))
+
+    def tally_oldest() -> None:
+        name, found, truths = in_flight.popleft()
+        for detections, truth in zip(found, truths):
+            results[name].add(detections.result(), truth)
+
+    try:
+        for start, batch in zip(range(0, len(samples), batch_size), batches):
+            chunk = samples[start:start + len(batch)]
+            sizes = [image_size(sample.image) for sample in chunk]
+            truths = [truth_of(sample, setup) for sample in chunk]
+            for name, infer in models.items():
+                cov, bbox = infer(batch)
+                in_flight.append((name, [post_process(cov[i], bbox[i], size) for i, size in enumerate(sizes)],
+                                  truths))
+                while len(in_flight) > len(models):  # what the previous batch found, while this one clusters
+                    tally_oldest()
+            if progress is not None:
+                progress.update(len(batch))
+        while in_flight:
+            tally_oldest()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+class _Done:
+    """A value with a Future's result(): post-processing done in the caller's thread (one worker)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..compute.workers import worker_count
 from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
 
 
@@ -18,6 +19,8 @@ class OnnxRunner:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # the allowed cores, not onnxruntime's default of the host's physical ones (see compute.workers)
+        options.intra_op_num_threads = worker_count()
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:

@@ -3,8 +3,8 @@ then clustered per class by the spec's `postprocessing_config` (DBSCAN, NMS or H
 original-image pixels.
 
 Where TAO Deploy's code (nvidia_tao_deploy/cv/detectnet_v2/utils.py) is right, this matches it: the
-cells' order, DBSCAN from scikit-learn with distance 1 - IoU (IoU regularised by 0.01) and the coverages
-as sample weights, coverage-weighted box means, the summed coverage as a cluster's confidence, TAO's NMS
+cells' order, DBSCAN (TAO runs scikit-learn's; dbscan_labels gives its labels) with distance 1 - IoU
+(IoU regularised by 0.01) and the coverages as sample weights, coverage-weighted box means, the summed coverage as a cluster's confidence, TAO's NMS
 overlap (pixel areas with +1). Where it is wrong, this does the right thing: TAO's NMS decays and sorts
 the coverage array in place and then reports coverages of other boxes as the kept boxes' confidences,
 and it skips `minimum_bounding_box_height`; here a kept box keeps its own coverage and the minimum
@@ -175,30 +175,70 @@ def _near_pairs(boxes: np.ndarray, by_left: np.ndarray, eps: float, count_only: 
     return found
 
 
-def _distance_graph(boxes: np.ndarray, eps: float):
-    """1 - IoU as DBSCAN needs it: a sparse matrix of the pairs within eps where eps < 1 (boxes that do
-    not intersect are 1 apart, so where every cell is a candidate almost every pair is left out: the
-    dense matrix of 1872 cells made evaluation at KITTI's size 1.8x inference), else the dense matrix."""
+def _neighbourhoods(boxes: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Each box's neighbours, the boxes within distance 1 - IoU <= eps of it (itself included where its own
+    distance is within eps, as in TAO's dense matrix), as CSR arrays: box i's are
+    columns[starts[i]:starts[i + 1]], in ascending order. Where eps < 1 only intersecting boxes can be
+    neighbours (the others are 1 apart), so a sweep finds them without the dense matrix (1872 cells at
+    KITTI's size made that matrix cost 1.8x inference); else the dense matrix."""
+    n = len(boxes)
     if eps >= 1.0:
-        distances = _iou_matrix(boxes)
-        return np.subtract(1.0, distances, out=distances)
-    from scipy.sparse import csr_matrix
+        rows, columns = np.nonzero(1.0 - _iou_matrix(boxes) <= eps)
+    else:
+        boxes = np.ascontiguousarray(boxes, dtype=np.float64)
+        by_left = np.argsort(boxes[:, 0], kind="stable")
+        empty = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
+        count = _near_pairs(boxes, by_left, eps, True, *empty)
+        rows, columns, distances = np.zeros(count, np.int64), np.zeros(count, np.int64), np.zeros(count, np.float64)
+        _near_pairs(boxes, by_left, eps, False, rows, columns, distances)
+        within = distances <= eps  # the diagonal is written whatever its distance
+        order = np.lexsort((columns[within], rows[within]))
+        rows, columns = rows[within][order], columns[within][order]
+    return np.searchsorted(rows, np.arange(n + 1)), np.ascontiguousarray(columns, dtype=np.int64)
 
-    boxes = np.ascontiguousarray(boxes, dtype=np.float64)
-    by_left = np.argsort(boxes[:, 0], kind="stable")
-    empty = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    count = _near_pairs(boxes, by_left, eps, True, *empty)
-    rows, columns, distances = np.zeros(count, np.int64), np.zeros(count, np.int64), np.zeros(count, np.float64)
-    _near_pairs(boxes, by_left, eps, False, rows, columns, distances)
-    return csr_matrix((distances, (rows, columns)), shape=(len(boxes), len(boxes)))
+
+@numba.njit(cache=True, nogil=True)
+def _expand_clusters(core: np.ndarray, starts: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """DBSCAN's labelling, as scikit-learn's dbscan_inner does it: clusters numbered in the order of their
+    first core point; a depth-first search from it labels every point it reaches and expands the core ones;
+    a border point reached by two clusters stays in the first. -1: noise."""
+    n = core.shape[0]
+    labels = np.full(n, -1, np.int64)
+    stack = np.empty(columns.shape[0] + 1, np.int64)  # a point is pushed once per core neighbour at most
+    label = 0
+    for first in range(n):
+        if labels[first] != -1 or not core[first]:
+            continue
+        i, top = first, 0
+        while True:
+            if labels[i] == -1:
+                labels[i] = label
+                if core[i]:
+                    for k in range(starts[i], starts[i + 1]):
+                        if labels[columns[k]] == -1:
+                            stack[top] = columns[k]
+                            top += 1
+            if top == 0:
+                break
+            top -= 1
+            i = stack[top]
+        label += 1
+    return labels
+
+
+def dbscan_labels(boxes: np.ndarray, weights: np.ndarray, eps: float, min_samples: float) -> np.ndarray:
+    """scikit-learn's DBSCAN(eps, min_samples, metric="precomputed").fit_predict(1 - IoU, sample_weight=weights),
+    as TAO runs it, without the library's per-point Python: a core point's neighbours' weights sum to at
+    least min_samples. (scikit-learn's DBSCAN made 90,000 small numpy calls per 16 images at KITTI's size,
+    95% of the post-processing.) tests/test_postprocessing_and_metric.py holds the labels equal."""
+    starts, columns = _neighbourhoods(boxes, eps)
+    rows = np.repeat(np.arange(len(boxes)), np.diff(starts))
+    core = np.bincount(rows, weights=np.asarray(weights, np.float64)[columns], minlength=len(boxes)) >= min_samples
+    return _expand_clusters(core, starts, columns)
 
 
 def _dbscan(boxes: np.ndarray, coverages: np.ndarray, config: Clustering) -> tuple[Detections, list[np.ndarray]]:
-    from sklearn.cluster import DBSCAN
-
-    distances = _distance_graph(boxes, config.dbscan_eps + 1e-12)
-    labels = DBSCAN(eps=config.dbscan_eps + 1e-12, min_samples=max(int(config.dbscan_min_samples), 1),
-                    metric="precomputed").fit_predict(distances, sample_weight=coverages)
+    labels = dbscan_labels(boxes, coverages, config.dbscan_eps + 1e-12, max(int(config.dbscan_min_samples), 1))
     # every cluster at once (a loop over clusters is quadratic where every cell is a candidate):
     # its coverage-weighted mean box and its total coverage, in label order
     clustered = labels >= 0

@@ -3,13 +3,14 @@ Training-side data (tensorfile, calibration) is resized bilinearly; TAO Deploy's
 with LANCZOS (EVALUATION_RESAMPLE)."""
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from ..compute.workers import worker_count
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 EVALUATION_RESAMPLE = Image.LANCZOS  # nvidia_tao_deploy/cv/detectnet_v2/dataloader.py
@@ -65,7 +66,7 @@ def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int
         raise ValueError(f"batch size must be positive, got {batch_size}")
     groups = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # Pillow releases the GIL while decoding and resizing, so threads keep every core busy.
-    pool = ThreadPoolExecutor(workers or os.cpu_count() or 1)
+    pool = ThreadPoolExecutor(worker_count(workers))
     buffers = [np.empty((batch_size, 3, height, width), np.float32) for _ in range(2)] if reuse else []
 
     def fill(out: np.ndarray, path: Path) -> None:

@@ -9,7 +9,6 @@ and its 128-level quantization; the last minimising i gives amax = i * bin_width
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numba
 import numpy as np
 import onnx
 
+from ..compute.workers import worker_count
 from ..formats.calibration_cache import CALIBRATOR_NAMES, calibration_tensor_names
 
 NUM_BINS, START_BIN, QUANT_LEVELS = 2048, 128, 128
@@ -192,7 +192,7 @@ class Calibrator:
         if self.method not in (*CALIBRATOR_NAMES, AUTO):
             raise ValueError(f"calibration method {self.method!r} is not one of {sorted(CALIBRATOR_NAMES)} or {AUTO}")
         self.collectors: dict[str, MaxCollector | HistogramCollector] = {}
-        self._pool = ThreadPoolExecutor(os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(worker_count())
         self._pending: list[Future] = []
 
     def add(self, tensors: Mapping[str, np.ndarray], relus: Mapping[str, str] | None = None) -> None:
@@ -350,6 +350,7 @@ def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):
     # The tensors go straight into our buffers; onnxruntime's memory pattern would plan a second block
     # as large as all of them besides (measured: 2.6x one batch's activations at peak instead of 1.4x).
     options.enable_mem_pattern = False
+    options.intra_op_num_threads = worker_count()
     return ort.InferenceSession(with_all_outputs(model, skip).SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from .. import HELD_SIGNALS
+from ..compute import workers
 from . import config
 from .errors import StageError
 from .outputs import raise_if_interrupted, signal_received, unwind_on_signals
@@ -51,6 +52,7 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig | None], N
         cfg = config.load(args.overrides, args.params) if reads_config else None
         if cfg is not None and stage in config.STAGE_PARAMS:
             cfg = config.for_stage(cfg, stage)
+        workers.configure(cfg.backend.get("workers") if cfg is not None and "backend" in cfg else None)
         try:
             run(cfg)
         except (ConfigAttributeError, ConfigKeyError) as exc:  # a read of a key the stage does not list

@@ -240,6 +240,11 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
     if cfg.export.max_float_layers < 0:
         raise ConfigError(f"{source}: config key export.max_float_layers must be 0 or more (0: no layer leaves INT8), "
                           f"got {cfg.export.max_float_layers}")
+    workers = cfg.backend.get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ConfigError(f"{source}: config key backend.workers must be 1 or more (threads for decoding, "
+                          f"calibration, post-processing and onnxruntime), or null for every core the process may "
+                          f"use; got {workers!r}")
     method = cfg.backend.get("calibration_method")
     if method is not None and method not in CALIBRATION_METHODS:
         raise ConfigError(f"{source}: config key backend.calibration_method is {method!r}; expected one of "
