@@ -32,7 +32,8 @@ def run(cfg: DictConfig) -> None:
         raise StageError(f"{project_path(ENGINE_DIR)} holds no model.onnx or model.engine: run the convert stage")
     request = RepositoryRequest(engines[0], setup.classes, setup.clustering, spec_facts.width, spec_facts.height,
                                 cfg.convert.max_batch_size, cfg.triton.engine_backend, cfg.triton.instances,
-                                cfg.triton.max_queue_delay_microseconds)
+                                cfg.triton.max_queue_delay_microseconds, cfg.triton.max_image_pixels,
+                                cfg.triton.max_request_bytes)
     with staged_dir(project_path(TRITON_DIR)) as out:
         write_repository(out, request)
     log.info("triton: model repository for %s (%s), %d classes, batches up to %d", engines[0].name,

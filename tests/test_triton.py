@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from google.protobuf import text_format
 
 from conftest import ROOT, run
@@ -20,6 +22,7 @@ from stages.serving.repository import (ENGINE, ENSEMBLE, POSTPROCESS, PREPROCESS
                                        write_repository)
 
 CLASSES = ["car", "cyclist", "pedestrian"]
+LIMITS = {"pixels": 1_000_000, "bytes": 1 << 20}  # the served repository's triton.max_image_pixels, max_request_bytes
 MODELS = [ENGINE, PREPROCESS, POSTPROCESS, ENSEMBLE]
 
 
@@ -117,6 +120,9 @@ def served(built_project, tmp_path_factory):
     project = tmp_path_factory.mktemp("served") / "project"
     shutil.copytree(built_project, project, symlinks=True)
     (project / ".venv").symlink_to(sys.prefix)  # where `make setup` puts the venv: beside the repository
+    params = yaml.safe_load((project / "params.yaml").read_text())  # limits small enough to test cheaply
+    params["triton"].update(max_image_pixels=LIMITS["pixels"], max_request_bytes=LIMITS["bytes"])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([sys.executable, "-m", "stages.triton", "--params", "params.yaml"], project)
     server = TritonServer(project / "artifacts/triton", log_path=project / "triton.log")
     with server:
@@ -167,12 +173,16 @@ def validation_images(project: Path, count: int) -> list[Path]:
 def test_the_ensemble_answers_an_image_with_the_evaluate_stages_detections(served):
     project, server = served
     for image in validation_images(project, 4):
-        got, expected = as_rows(*infer(server, image.read_bytes())), evaluate_stage_detections(project, image)
-        assert len(got) == len(expected) and got, image.name
-        for mine, theirs in zip(got, expected):
-            assert mine[1] == theirs[1], image.name  # class
-            assert mine[0] == pytest.approx(theirs[0], rel=1e-5), image.name  # score
-            assert np.allclose(mine[2:], theirs[2:], atol=1e-3), image.name  # box, original-image pixels
+        assert_served_as_evaluated(project, server, image)
+
+
+def assert_served_as_evaluated(project: Path, server, image: Path) -> None:
+    got, expected = as_rows(*infer(server, image.read_bytes())), evaluate_stage_detections(project, image)
+    assert len(got) == len(expected) and got, image.name
+    for mine, theirs in zip(got, expected):
+        assert mine[1] == theirs[1], image.name  # class
+        assert mine[0] == pytest.approx(theirs[0], rel=1e-5), image.name  # score
+        assert np.allclose(mine[2:], theirs[2:], atol=1e-3), image.name  # box, original-image pixels
 
 
 def test_sixteen_concurrent_requests_are_all_answered(served):
@@ -186,17 +196,95 @@ def test_sixteen_concurrent_requests_are_all_answered(served):
         assert np.allclose(np.array(answer), np.array(answers[index % 4]), atol=1e-3)
 
 
-def test_a_request_that_is_not_an_image_gets_an_error_and_the_server_keeps_serving(served):
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header says width x height (RGB) and whose data is a few bytes: a decompression bomb's
+    header, which a server that checks sizes only after decoding would try to fill."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 120, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+def zip_bomb() -> bytes:
+    """144 megapixels of one colour in a real, complete PNG of a few hundred KB."""
+    import io
+
+    from PIL import Image
+    out = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
+HOSTILE = {  # what a client sends -> what the error must say
+    "not an image": (lambda project: b"not a png",
+                     r"IMAGE\[0\] is not an image this server can read \(9 bytes\): not a format Pillow reads"),
+    "a truncated PNG": (lambda project: validation_images(project, 1)[0].read_bytes()[:600],
+                        r"IMAGE\[0\] is not an image this server can read \(600 bytes\): "),
+    "a decompression bomb": (lambda project: zip_bomb(),
+                             r"IMAGE\[0\] is 12000x12000, 144000000 pixels, more than this server decodes "
+                             r"\(triton.max_image_pixels 1000000\); it was not decoded"),
+    "a 30000x30000 header": (lambda project: png_header_only(30000, 30000),
+                             r"IMAGE\[0\] is 30000x30000, 900000000 pixels, more than this server decodes"),
+    "an image over the cap": (lambda project: png(1001, 1000), r"IMAGE\[0\] is 1001x1000, 1001000 pixels, more"),
+    "a 1x1 image": (lambda project: png(1, 1), r"IMAGE\[0\] is 1x1, smaller than 1/8 of the model's input "),
+    "an empty image": (lambda project: b"", r"IMAGE\[0\] is empty \(0 bytes\): send an encoded image"),
+    "more bytes than the bound": (lambda project: bytes(LIMITS["bytes"] + 1),
+                                  r"IMAGE holds 1048577 bytes, more than this server takes in one request "
+                                  r"\(triton.max_request_bytes 1048576\)"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=lambda case: case.replace(" ", "_"))
+def test_hostile_input_gets_a_short_clean_error_and_the_server_keeps_serving(served, case):
     from tritonclient.utils import InferenceServerException
 
     project, server = served
-    with pytest.raises(InferenceServerException, match=r"IMAGE\[0\] is not an image this server can read \(9 bytes\)"):
-        infer(server, b"not a png")
-    assert as_rows(*infer(server, validation_images(project, 1)[0].read_bytes()))
+    payload, expected = HOSTILE[case]
+    with pytest.raises(InferenceServerException) as refused:
+        infer(server, payload(project))
+    assert_clean(str(refused.value), expected)
+    assert_served_as_evaluated(project, server, validation_images(project, 1)[0])
     assert server.process.poll() is None
 
 
-def test_make_serve_stops_the_server_when_it_is_killed(served):
+def assert_clean(message: str, expected: str) -> None:
+    """One short line that says what is wrong: no traceback, no server path, no Python object."""
+    assert re.search(expected, message), message
+    assert "Traceback" not in message and " at 0x" not in message and str(ROOT) not in message, message
+    assert not re.search(r"(?<![\w.])/(usr|tmp|home|work|root|opt)/", message), message
+    assert len(message) < 400, message
+
+
+def test_a_request_with_a_wrong_input_name_gets_tritons_error_and_the_server_keeps_serving(served):
+    import tritonclient.http as http
+    from tritonclient.utils import InferenceServerException
+
+    project, server = served
+    client = http.InferenceServerClient(server.url)
+    request = http.InferInput("PICTURE", [1, 1], "BYTES")
+    request.set_data_from_numpy(np.array([[b"x"]], dtype=object))
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("detectnet_v2_ensemble", [request])
+    assert_clean(str(refused.value), r"PICTURE")
+    assert_served_as_evaluated(project, server, validation_images(project, 1)[0])
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_make_serve_stops_the_server_and_exits_cleanly_on_a_signal(served, signum):
+    """`kill` and Ctrl-C are how serving ends: the server stops with it and the exit is 0, which make does not
+    call an error (it did: "Error 143")."""
     import signal
     import subprocess
     import time
@@ -215,9 +303,11 @@ def test_make_serve_stops_the_server_when_it_is_killed(served):
             time.sleep(0.5)
         assert _answers(port), "make serve's server never became ready"
     finally:
-        serve.send_signal(signal.SIGTERM)
+        serve.send_signal(getattr(signal, signum))
         serve.wait(timeout=60)
-    assert f"on http://127.0.0.1:{port}" in serve.stderr.read()
+    said = serve.stderr.read()
+    assert serve.returncode == 0, said
+    assert f"on http://127.0.0.1:{port}" in said and said.rstrip().endswith("serve: stopped")
     time.sleep(1)
     assert not _answers(port), "the server outlived `make serve`"
 

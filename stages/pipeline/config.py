@@ -171,6 +171,8 @@ class TritonSection:
     engine_backend: str = "python"
     instances: int = 1
     max_queue_delay_microseconds: int = 500
+    max_image_pixels: int = 40_000_000
+    max_request_bytes: int = 32 << 20
 
 
 @dataclass
@@ -201,7 +203,8 @@ _CHOICES = {
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
              "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",
              "convert.workspace_mib", "convert.verify_images", "sample.train_images", "sample.val_images",
-             "sample.model_width", "evaluate.batch_size", "triton.instances", "calibration.selection_images")
+             "sample.model_width", "evaluate.batch_size", "triton.instances", "calibration.selection_images",
+             "triton.max_image_pixels", "triton.max_request_bytes")
 
 
 def validate(raw: DictConfig | dict, source: str) -> DictConfig:

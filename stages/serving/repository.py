@@ -41,6 +41,8 @@ class RepositoryRequest:
     engine_backend: str = "python"  # for onnxruntime engines: python | auto
     instances: int = 1
     max_queue_delay_microseconds: int = 500
+    max_image_pixels: int = 40_000_000
+    max_request_bytes: int = 32 << 20
 
 
 def engine_kind(engine: Path) -> str:
@@ -93,9 +95,10 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
         config = _config(ENGINE, 'platform: "onnxruntime_onnx"', request, [model_input], raw_outputs)
     (out / ENGINE / "config.pbtxt").write_text(config)
 
-    size = ("parameters [\n"
-            f'  {{ key: "INPUT_WIDTH" value: {{ string_value: "{request.width}" }} }},\n'
-            f'  {{ key: "INPUT_HEIGHT" value: {{ string_value: "{request.height}" }} }}\n]')
+    limits = {"INPUT_WIDTH": request.width, "INPUT_HEIGHT": request.height,
+              "MAX_IMAGE_PIXELS": request.max_image_pixels, "MAX_REQUEST_BYTES": request.max_request_bytes}
+    size = "parameters [\n" + ",\n".join(f'  {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+                                          for key, value in limits.items()) + "\n]"
     _python_model(out / PREPROCESS, preprocess_model.__file__,
                   _config(PREPROCESS, 'backend: "python"', request, [image], [model_input, original_size],
                           python=True, extra=size))

@@ -144,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8002)
     args = parser.parse_args(argv)
     server = TritonServer(Path(args.repository), args.http_port, args.grpc_port, args.metrics_port)
-    # `kill` (SIGTERM) stops the server too, as Ctrl-C does: the finally clause below runs either way
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # `kill` (SIGTERM) stops the server as Ctrl-C does, and both are how serving ends: exit 0 (make would
+    # call 143 an error)
+    signal.signal(signal.SIGTERM, _stop_serving)
     try:
         server.check()
         print(f"serving {args.repository} on http://{server.url} (gRPC port {args.grpc_port}); Ctrl-C stops it",
@@ -156,9 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: serve: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        server.stop()
+        print("serve: stopped", file=sys.stderr)
+        return 0
     finally:
         server.stop()
+
+
+def _stop_serving(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

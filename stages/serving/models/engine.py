@@ -16,8 +16,16 @@ class TritonPythonModel:
         pb_utils = self.pb_utils
         responses = []
         for request in requests:
-            batch = pb_utils.get_input_tensor_by_name(request, "input_1").as_numpy()
-            cov, bbox = self.engine(batch)
+            try:
+                batch = pb_utils.get_input_tensor_by_name(request, "input_1").as_numpy()
+                cov, bbox = self.engine(batch)
+            except Exception as exc:  # noqa: BLE001 - a client gets one line, never a traceback or a path
+                logger = getattr(pb_utils, "Logger", None)
+                if logger is not None:
+                    logger.log_error(f"detectnet_v2: {type(exc).__name__}: {exc}")
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                    f"the engine could not run this request ({type(exc).__name__}); the server's log says more")))
+                continue
             responses.append(pb_utils.InferenceResponse(output_tensors=[
                 pb_utils.Tensor("output_cov/Sigmoid", cov), pb_utils.Tensor("output_bbox/BiasAdd", bbox)]))
         return responses

@@ -23,7 +23,18 @@ class TritonPythonModel:
         self.clustering = {name: Clustering(**values) for name, values in settings["clustering"].items()}
 
     def execute(self, requests):
-        return [self._one(request) for request in requests]
+        return [self._answer(request) for request in requests]
+
+    def _answer(self, request):
+        pb_utils = self.pb_utils
+        try:
+            return self._one(request)
+        except Exception as exc:  # noqa: BLE001 - a client gets one line, never a traceback or a path
+            logger = getattr(pb_utils, "Logger", None)
+            if logger is not None:
+                logger.log_error(f"detectnet_v2_postprocess: {type(exc).__name__}: {exc}")
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(
+                f"the detections could not be computed ({type(exc).__name__}); the server's log says more"))
 
     def _one(self, request):
         from stages.detectnet_v2.postprocessing import detect
