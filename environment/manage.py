@@ -182,6 +182,8 @@ def install(venv: Path) -> None:
         install_locked(uv, locks / "triton-env.txt", python=env_python, sync=True)
         run([str(uv), "pip", "install", "--quiet", "--no-deps", "--python", str(env_python), "-e", str(ROOT)],
             "install the project in triton-env (editable)")
+        run([str(python), "-m", "stages.serving.environment", "--venv", str(venv / "triton-env"),
+             "--out", str(venv / "triton-env.tar.gz")], "pack triton-env for the Triton repository")
         run([str(python), str(HERE / "manage.py"), "check"], "check that pyproject.toml and the lock agree")
         stamp.write_text(f"{locks.name}\n")
     except BaseException:

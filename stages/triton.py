@@ -16,6 +16,7 @@ from .pipeline.config import CALIBRATION_DIR, ENGINE_DIR, RESOLVED_SPEC, TRITON_
 from .pipeline.errors import StageError
 from .pipeline.outputs import staged_dir
 from .serving.repository import RepositoryRequest, write_repository
+from .serving.server import packed_environment
 from .spec import Spec
 
 log = logging.getLogger("stages.triton")
@@ -34,10 +35,13 @@ def run(cfg: DictConfig) -> None:
                                 cfg.convert.max_batch_size, cfg.triton.engine_backend, cfg.triton.instances,
                                 cfg.triton.max_queue_delay_microseconds, cfg.triton.max_image_pixels,
                                 cfg.triton.max_request_bytes)
+    if cfg.triton.pack_environment:  # the pre- and post-processing models are Python whatever the engine
+        request.environment, request.stub = packed_environment()
     with staged_dir(project_path(TRITON_DIR)) as out:
         write_repository(out, request)
-    log.info("triton: model repository for %s (%s), %d classes, batches up to %d", engines[0].name,
-             cfg.triton.engine_backend, len(setup.classes), cfg.convert.max_batch_size)
+    log.info("triton: model repository for %s (%s), %d classes, batches up to %d%s", engines[0].name,
+             cfg.triton.engine_backend, len(setup.classes), cfg.convert.max_batch_size,
+             ", the Python models' environment packed in" if request.environment else "")
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ SMALL_SAMPLE = ["sample.train_images=24", "sample.val_images=8", "sample.image_w
                 "sample.image_height=120", "sample.input_width=160", "sample.input_height=64",
                 "sample.model_width=8", "calibration.max_batches=3", "calibration.selection_images=8",
                 "convert.verify_images=8",
-                "evaluate.max_map_drop=null"]
+                "evaluate.max_map_drop=null",
+                "triton.pack_environment=false"]  # 150 MiB a repository; test_triton packs one
 
 
 def run(args, cwd, check=True, env=None, **kw):

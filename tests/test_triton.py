@@ -321,6 +321,86 @@ def _answers(port: int) -> bool:
         return False
 
 
+# --------------------------------------------------------------------------- a repository that travels
+
+def test_the_packed_environment_leaves_the_project_out_and_packs_to_the_same_bytes(tmp_path):
+    """Members sorted, times and owners zeroed, no __pycache__: the same venv packs to the same bytes, whenever."""
+    import os
+    import tarfile
+
+    from stages.serving.environment import pack
+
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    site = tmp_path / "venv" / "lib" / version / "site-packages"
+    (site / "pkg" / "__pycache__").mkdir(parents=True)
+    (site / "pkg" / "__init__.py").write_text("VALUE = 1\n")
+    (site / "pkg" / "__pycache__" / "__init__.cpython.pyc").write_bytes(b"compiled now")
+    (site / "__editable__.detectnet_deploy-0.1.0.pth").write_text(str(ROOT) + "\n")
+    (site / "detectnet_deploy-0.1.0.dist-info").mkdir()
+    (site / "detectnet_deploy-0.1.0.dist-info" / "METADATA").write_text("Name: detectnet-deploy\n")
+    pack(tmp_path / "venv", tmp_path / "first.tar.gz", level=1)
+    os.utime(site / "pkg" / "__init__.py", (1, 1))
+    pack(tmp_path / "venv", tmp_path / "second.tar.gz", level=1)
+    assert (tmp_path / "first.tar.gz").read_bytes() == (tmp_path / "second.tar.gz").read_bytes()
+    with tarfile.open(tmp_path / "first.tar.gz") as tar:
+        names = tar.getnames()
+    assert f"lib/{version}/site-packages/pkg/__init__.py" in names
+    assert {"bin/activate", "bin/python3", f"bin/{version}", f"lib/{version}/os.py"} <= set(names)
+    assert not [n for n in names if "__pycache__" in n or "detectnet_deploy" in n or "__editable__" in n]
+
+
+@pytest.fixture(scope="module")
+def travelled(built_project, tmp_path_factory):
+    """The built project's repository, packed (triton.pack_environment=true), copied to a folder where
+    nothing of the project is, and served from there with no path of the project in the server's
+    environment: PATH has the system's directories only, no PYTHONPATH, no venv."""
+    server_or_skip()
+    import shutil
+
+    from stages.serving.server import TRITON_HOME, TritonServer
+
+    project = tmp_path_factory.mktemp("packing") / "project"
+    shutil.copytree(built_project, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["triton"]["pack_environment"] = True
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run([sys.executable, "-m", "stages.triton", "--params", "params.yaml"], project)
+    elsewhere = tmp_path_factory.mktemp("another_host")
+    shutil.copytree(project / "artifacts/triton", elsewhere / "models")
+
+    class ElsewhereServer(TritonServer):
+        def environment(self):  # the server's own libraries only (the host's Triton), nothing of the project
+            return {"PATH": "/usr/bin:/bin", "HOME": str(elsewhere),
+                    "LD_LIBRARY_PATH": str(TRITON_HOME / "nvidia_pytriton.libs")}
+
+    server = ElsewhereServer(elsewhere / "models", log_path=elsewhere / "triton.log")
+    with server:
+        yield project, elsewhere / "models", server
+
+
+def test_a_copy_of_the_packed_repository_serves_the_evaluate_stages_detections_on_its_own(travelled):
+    project, repository, server = travelled
+    configs = [p.read_text() for p in repository.glob("*/config.pbtxt")]
+    assert all(".venv" not in c for c in configs) and sum("python_env.tar.gz" in c for c in configs) == 3
+    for image in validation_images(project, 2):
+        assert_served_as_evaluated(project, server, image)
+
+
+def test_the_repository_carries_the_evaluate_stages_own_modules_byte_for_byte(travelled):
+    """What the Python models import is the evaluate stage's code, copied: the two cannot drift."""
+    from stages.serving.repository import model_code_files
+
+    _, repository, _ = travelled
+    package = ROOT / "stages"
+    for model in ("detectnet_v2", "detectnet_v2_preprocess", "detectnet_v2_postprocess"):
+        copied = sorted(p for p in (repository / model / "1" / "stages").rglob("*.py") if "__pycache__" not in p.parts)
+        assert [p.relative_to(repository / model / "1" / "stages") for p in copied] == \
+            [p.relative_to(package) for p in model_code_files()], model
+        for path in copied:
+            assert path.read_bytes() == (package / path.relative_to(repository / model / "1" / "stages")).read_bytes()
+        assert os.access(repository / model / "triton_python_backend_stub", os.X_OK), model
+
+
 def test_make_serve_says_where_it_serves_and_fails_clearly_without_a_repository(tmp_path):
     result = run([sys.executable, "-m", "stages.serving.server", "--repository", tmp_path / "none",
                   "--http-port", "1"], ROOT, check=False, env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})

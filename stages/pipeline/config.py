@@ -173,6 +173,7 @@ class TritonSection:
     max_queue_delay_microseconds: int = 500
     max_image_pixels: int = 40_000_000
     max_request_bytes: int = 32 << 20
+    pack_environment: bool = True
 
 
 @dataclass

@@ -7,11 +7,17 @@
   detectnet_v2_postprocess  raw outputs + original size -> BOXES, SCORES, CLASS_IDS
   detectnet_v2_ensemble     image bytes in, detections out (the three above in a row); labels.txt
 
-Every model batches dynamically up to convert.max_batch_size. The Python models run in the environment
-`make setup` makes for them (.venv/triton-env: the project and .venv's library versions, but numpy<2, which
-the bundled server's Python stub needs), found relative to the repository
-($$TRITON_MODEL_DIRECTORY/../../../.venv/triton-env), so the repository holds no absolute path and its
-bytes do not depend on where the project is checked out."""
+Every model batches dynamically up to convert.max_batch_size. The repository carries what its Python
+models run, so that a copy of it serves on another host:
+  - their code: each model's version folder holds model.py and the project's modules it imports
+    (stages/: the evaluate stage's own pre- and post-processing, copied file for file);
+  - their environment (triton.pack_environment, the default): python_env.tar.gz, the interpreter and
+    packages `make setup` packs (serving/environment.py), named by EXECUTION_ENV_PATH relative to
+    $$TRITON_MODEL_DIRECTORY; and the Python backend's stub for that interpreter in each model's folder,
+    which Triton prefers to its own. Without it, the models use .venv/triton-env of the checkout that
+    holds the repository ($$TRITON_MODEL_DIRECTORY/../../../.venv/triton-env): quicker to build, for
+    `make serve` here only.
+The repository holds no absolute path, and its bytes do not depend on where the project is checked out."""
 from __future__ import annotations
 
 import json
@@ -28,6 +34,10 @@ ENGINE, PREPROCESS, POSTPROCESS, ENSEMBLE = ("detectnet_v2", "detectnet_v2_prepr
 COV, BBOX = TAO_OUTPUTS
 # from a model's folder (artifacts/triton/<model>) up to the project, where `make setup` puts the venv
 VENV_FROM_MODEL = "$$TRITON_MODEL_DIRECTORY/../../../.venv/triton-env"
+PACKED_ENV = "python_env.tar.gz"  # at the repository's top, where Triton looks for models in folders only
+STUB = "triton_python_backend_stub"
+# the project's packages the Python models import (their modules' imports stay inside these)
+MODEL_CODE = ("compute", "detectnet_v2", "formats", "spec")
 
 
 @dataclass
@@ -43,6 +53,8 @@ class RepositoryRequest:
     max_queue_delay_microseconds: int = 500
     max_image_pixels: int = 40_000_000
     max_request_bytes: int = 32 << 20
+    environment: Path | None = None  # the packed environment (serving/environment.py); None: the checkout's venv
+    stub: Path | None = None  # the Python backend stub for the packed environment's Python
 
 
 def engine_kind(engine: Path) -> str:
@@ -65,7 +77,8 @@ def _config(name: str, kind_line: str, request: RepositoryRequest, inputs: list[
         lines += [f"dynamic_batching {{ max_queue_delay_microseconds: {request.max_queue_delay_microseconds} }}",
                   f"instance_group [ {{ count: {request.instances} kind: {device} }} ]"]
     if python:
-        lines.append(f'parameters {{ key: "EXECUTION_ENV_PATH" value: {{ string_value: "{VENV_FROM_MODEL}" }} }}')
+        env = f"$$TRITON_MODEL_DIRECTORY/../{PACKED_ENV}" if request.environment else VENV_FROM_MODEL
+        lines.append(f'parameters {{ key: "EXECUTION_ENV_PATH" value: {{ string_value: "{env}" }} }}')
     return "\n".join(lines) + ("\n" + extra if extra else "") + "\n"
 
 
@@ -88,7 +101,7 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
         config = _config(ENGINE, 'platform: "tensorrt_plan"', request, [model_input], raw_outputs, "KIND_GPU")
     elif request.engine_backend == "python":
         shutil.copyfile(request.engine, version / "model.onnx")
-        shutil.copyfile(engine_model.__file__, version / "model.py")
+        _python_code(version, engine_model.__file__, request)
         config = _config(ENGINE, 'backend: "python"', request, [model_input], raw_outputs, python=True)
     else:
         shutil.copyfile(request.engine, version / "model.onnx")
@@ -101,10 +114,10 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
                                           for key, value in limits.items()) + "\n]"
     _python_model(out / PREPROCESS, preprocess_model.__file__,
                   _config(PREPROCESS, 'backend: "python"', request, [image], [model_input, original_size],
-                          python=True, extra=size))
+                          python=True, extra=size), request)
     _python_model(out / POSTPROCESS, postprocess_model.__file__,
                   _config(POSTPROCESS, 'backend: "python"', request, [*raw_outputs, original_size], detections,
-                          python=True))
+                          python=True), request)
     settings = {"classes": request.classes, "input_size": [request.width, request.height],
                 "clustering": {name: asdict(request.clustering[name]) for name in request.classes}}
     (out / POSTPROCESS / "1" / "clustering.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
@@ -131,9 +144,34 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
         _config(ENSEMBLE, 'platform: "ensemble"', request, [image], detections,
                 extra=f"ensemble_scheduling {{ step [\n{steps}\n] }}", scheduled=False))
     (out / ENSEMBLE / "labels.txt").write_text("\n".join(request.classes) + "\n")
+    if request.environment is not None:
+        shutil.copyfile(request.environment, out / PACKED_ENV)
 
 
-def _python_model(folder: Path, source: str, config: str) -> None:
+def _python_model(folder: Path, source: str, config: str, request: RepositoryRequest) -> None:
     (folder / "1").mkdir(parents=True)
-    shutil.copyfile(source, folder / "1" / "model.py")
+    _python_code(folder / "1", source, request)
     (folder / "config.pbtxt").write_text(config)
+
+
+def _python_code(version: Path, source: str, request: RepositoryRequest) -> None:
+    """model.py, the project's modules it imports (stages/ beside it) and, with a packed environment, the
+    stub for its Python in the model's folder."""
+    shutil.copyfile(source, version / "model.py")
+    package = Path(__file__).resolve().parents[1]
+    for path in model_code_files():
+        target = version / "stages" / path.relative_to(package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    if request.stub is not None:
+        shutil.copyfile(request.stub, version.parent / STUB)
+        (version.parent / STUB).chmod(0o755)
+
+
+def model_code_files() -> list[Path]:
+    """The project's files a Triton Python model imports: stages/__init__.py and the MODEL_CODE packages."""
+    package = Path(__file__).resolve().parents[1]
+    found = [package / "__init__.py"]
+    for name in MODEL_CODE:
+        found += sorted(p for p in (package / name).rglob("*.py") if "__pycache__" not in p.parts)
+    return found

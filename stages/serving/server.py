@@ -24,6 +24,18 @@ from ..pipeline.errors import StageError
 TRITON_HOME = Path(sys.prefix) / "triton"  # nvidia-pytriton 0.7.0, installed there by make setup (triton.txt)
 SERVER = TRITON_HOME / "pytriton" / "tritonserver"
 MODEL_ENV = Path(sys.prefix) / "triton-env"  # where the Python models run (repository.VENV_FROM_MODEL)
+PACKED_MODEL_ENV = Path(sys.prefix) / "triton-env.tar.gz"  # the same packed (environment.py), by make setup
+STUB_NAME = "triton_python_backend_stub"
+
+
+def packed_environment() -> tuple[Path, Path]:
+    """The packed environment of the Python models and the Python backend stub for its Python."""
+    stub = SERVER / "python_backend_stubs" / f"{sys.version_info[0]}.{sys.version_info[1]}" / STUB_NAME
+    for path, what in ((PACKED_MODEL_ENV, "the Python models' packed environment"), (stub, "the Python backend's stub")):
+        if not path.is_file():
+            raise StageError(f"{path} is missing: {what}, which `make setup` installs (or -S "
+                             "triton.pack_environment=false, for a repository that serves from this checkout only)")
+    return PACKED_MODEL_ENV, stub
 SHM_BYTES = 64 << 20
 
 
@@ -31,7 +43,7 @@ def installed() -> str | None:
     """Why the bundled server cannot run here, or None when it can."""
     if not (SERVER / "bin" / "tritonserver").is_file():
         return f"{SERVER}/bin/tritonserver is not installed (make setup installs nvidia-pytriton 0.7.0 there)"
-    stub = SERVER / "backends" / "python" / "triton_python_backend_stub"
+    stub = SERVER / "backends" / "python" / STUB_NAME
     if not stub.is_file():
         return f"{stub} is missing (make setup copies the stub for Python {sys.version_info[0]}.{sys.version_info[1]})"
     if not (MODEL_ENV / "bin" / "activate").is_file():

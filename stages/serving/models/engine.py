@@ -1,10 +1,12 @@
 """detectnet_v2 on Triton's Python backend: the onnxruntime engine (1/model.onnx beside this file) for a
 Triton without its onnxruntime backend, like the one `make setup` installs."""
+import sys
 from pathlib import Path
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the project modules copied beside me
         import triton_python_backend_utils as pb_utils
 
         from stages.detectnet_v2.inference import OnnxRunner

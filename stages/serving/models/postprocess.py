@@ -4,6 +4,7 @@ decoded and clustered by the spec's postprocessing_config with the evaluate stag
 of several images gets as many rows for each as its image with the most detections; the extra rows have
 score 0 and class -1."""
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 
 class TritonPythonModel:
     def initialize(self, args):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the project modules copied beside me
         import triton_python_backend_utils as pb_utils
 
         from stages.detectnet_v2.postprocessing import Clustering

@@ -14,6 +14,8 @@ the input and the reason (never a traceback, a server path or a Python object):
 import io
 import json
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +28,7 @@ class Refused(Exception):
 
 class TritonPythonModel:
     def initialize(self, args):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # the project modules copied beside me
         import triton_python_backend_utils as pb_utils
         from PIL import Image
 
