@@ -21,6 +21,11 @@ def configure(requested: int | None) -> None:
     _configured = requested
 
 
+def is_count(requested) -> bool:
+    """Whether backend.workers names a number of threads (an int of 1 or more; a bool is not one)."""
+    return isinstance(requested, int) and not isinstance(requested, bool) and requested >= 1
+
+
 def allowed_cores() -> int:
     """The cores this process may run on."""
     try:
@@ -36,7 +41,7 @@ def worker_count(requested: int | None = None) -> int:
     requested = _configured if requested is None else requested
     if requested is None:
         return cores
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+    if not is_count(requested):
         raise ValueError(f"backend.workers is {requested!r}: give 1 or more threads, or null for every core this "
                          f"process may use ({cores})")
     if requested > cores:

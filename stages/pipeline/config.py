@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import yaml
 
+from ..compute.workers import is_count
+
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
@@ -245,7 +247,7 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
         raise ConfigError(f"{source}: config key export.max_float_layers must be 0 or more (0: no layer leaves INT8), "
                           f"got {cfg.export.max_float_layers}")
     workers = cfg.backend.get("workers")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+    if workers is not None and not is_count(workers):
         raise ConfigError(f"{source}: config key backend.workers must be 1 or more (threads for decoding, "
                           f"calibration, post-processing and onnxruntime), or null for every core the process may "
                           f"use; got {workers!r}")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import sys
 import sysconfig
 import tarfile
@@ -48,9 +49,11 @@ def members(venv: Path) -> list[tuple[str, Path | bytes]]:
     if not libpython.is_file():
         raise FileNotFoundError(f"{libpython}: Triton's Python stub links against libpython, and this Python "
                                 "has none (build it with --enable-shared)")
+    interpreter = base / "bin" / version
+    if not interpreter.is_file():
+        interpreter = Path(sys.executable).resolve()
     found: dict[str, Path | bytes] = {
-        f"bin/{version}": Path(sys.executable).resolve() if not (base / "bin" / version).is_file()
-        else base / "bin" / version,
+        f"bin/{version}": interpreter,
         f"lib/{libpython.name}": libpython,
         "bin/activate": ACTIVATE.encode(),
     }
@@ -91,7 +94,6 @@ def pack(venv: Path, out: Path, level: int = 6) -> int:
             info.mode = 0o755 if executable else 0o644
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             if data is not None:
-                import io
                 tar.addfile(info, io.BytesIO(data))
             else:
                 with open(source, "rb") as handle:

@@ -38,6 +38,7 @@ PACKED_ENV = "python_env.tar.gz"  # at the repository's top, where Triton looks 
 STUB = "triton_python_backend_stub"
 # the project's packages the Python models import (their modules' imports stay inside these)
 MODEL_CODE = ("compute", "detectnet_v2", "formats", "spec")
+PACKAGE = Path(__file__).resolve().parents[1]  # stages/
 
 
 @dataclass
@@ -158,9 +159,8 @@ def _python_code(version: Path, source: str, request: RepositoryRequest) -> None
     """model.py, the project's modules it imports (stages/ beside it) and, with a packed environment, the
     stub for its Python in the model's folder."""
     shutil.copyfile(source, version / "model.py")
-    package = Path(__file__).resolve().parents[1]
     for path in model_code_files():
-        target = version / "stages" / path.relative_to(package)
+        target = version / "stages" / path.relative_to(PACKAGE)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target)
     if request.stub is not None:
@@ -170,8 +170,7 @@ def _python_code(version: Path, source: str, request: RepositoryRequest) -> None
 
 def model_code_files() -> list[Path]:
     """The project's files a Triton Python model imports: stages/__init__.py and the MODEL_CODE packages."""
-    package = Path(__file__).resolve().parents[1]
-    found = [package / "__init__.py"]
+    found = [PACKAGE / "__init__.py"]
     for name in MODEL_CODE:
-        found += sorted(p for p in (package / name).rglob("*.py") if "__pycache__" not in p.parts)
+        found += sorted(p for p in (PACKAGE / name).rglob("*.py") if "__pycache__" not in p.parts)
     return found

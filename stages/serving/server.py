@@ -26,6 +26,7 @@ SERVER = TRITON_HOME / "pytriton" / "tritonserver"
 MODEL_ENV = Path(sys.prefix) / "triton-env"  # where the Python models run (repository.VENV_FROM_MODEL)
 PACKED_MODEL_ENV = Path(sys.prefix) / "triton-env.tar.gz"  # the same packed (environment.py), by make setup
 STUB_NAME = "triton_python_backend_stub"
+SHM_BYTES = 64 << 20
 
 
 def packed_environment() -> tuple[Path, Path]:
@@ -36,7 +37,6 @@ def packed_environment() -> tuple[Path, Path]:
             raise StageError(f"{path} is missing: {what}, which `make setup` installs (or -S "
                              "triton.pack_environment=false, for a repository that serves from this checkout only)")
     return PACKED_MODEL_ENV, stub
-SHM_BYTES = 64 << 20
 
 
 def installed() -> str | None:
