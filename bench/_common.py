@@ -11,6 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the test-support modules: TAO-shaped models, comparisons
 
 from stages import bundled_sample  # noqa: E402
 

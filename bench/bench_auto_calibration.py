@@ -25,8 +25,8 @@ import onnx
 from _common import ROOT  # noqa: F401 - puts the project on sys.path
 
 from stages import bundled_sample
-from stages.bundled_sample.model import RESNET18_WIDTHS, build_resnet18_shape
-from stages.bundled_sample.tao_shaped import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
+from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
+from tao_shapes import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
 from stages.detectnet_v2.evaluation import Sample, evaluation_setup
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache

@@ -34,15 +34,15 @@ from _common import ROOT, sample_images
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from stages.bundled_sample.model import RESNET18_WIDTHS, build_resnet18_shape  # noqa: E402
-from stages.bundled_sample.tao_shaped import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export  # noqa: E402
+from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape  # noqa: E402
+from tao_shapes import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export  # noqa: E402
 from stages.detectnet_v2.evaluation import ModelResult, evaluate, evaluation_setup, validation_set  # noqa: E402
 from stages.detectnet_v2.inference import OnnxRunner  # noqa: E402
 from stages.detectnet_v2.preprocessing import iter_batches, list_images  # noqa: E402
 from stages.formats.calibration_cache import write_cache  # noqa: E402
 from stages.formats.deployable_onnx import lint, qdq_count, quantized_convolutions, write_for_export  # noqa: E402
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model  # noqa: E402
-from stages.open_backend.engines import cosine  # noqa: E402
+from tensor_compare import cosine  # noqa: E402
 from stages.open_backend.int8_calibration import collect_ranges  # noqa: E402
 from stages.spec import Spec  # noqa: E402
 from tao_family import FAMILY, Member, write_member  # noqa: E402

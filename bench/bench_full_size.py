@@ -33,7 +33,7 @@ import onnxruntime as ort
 from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
 
 from stages import bundled_sample
-from stages.bundled_sample.model import RESNET18_WIDTHS, build_resnet18_shape
+from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
 from stages.compute.workers import allowed_cores
 from stages.detectnet_v2.evaluation import evaluate, evaluation_setup, validation_set
 from stages.detectnet_v2.inference import OnnxRunner

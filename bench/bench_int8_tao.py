@@ -22,14 +22,15 @@ import numpy as np
 import onnx
 from _common import best_of, sample_images
 
-from stages.bundled_sample.model import RESNET18_WIDTHS, build_resnet18_shape
-from stages.bundled_sample.tao_shaped import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
+from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
+from tao_shapes import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
 from stages.formats.deployable_onnx import write_for_export
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model
-from stages.open_backend.engines import EngineRequest, build_engine, cosine
+from stages.open_backend.engines import EngineRequest, build_engine
+from tensor_compare import cosine
 from stages.open_backend.int8_calibration import collect_ranges
 
 WIDTH, HEIGHT, CLASSES = 960, 544, 4

@@ -4,7 +4,7 @@ and one conf/experiment/<name>.yaml (the README's own-data route). Written by th
 (stages.bundled_sample): nothing is downloaded.
 
 Each model is fitted to its training images (so that it detects), then rewritten in the form of TAO's
-tf2onnx export (tao_shaped.as_tao_export: `:0` names, a named batch dimension, batch norm as Mul/Add
+tf2onnx export (tao_shapes.as_tao_export: `:0` names, a named batch dimension, batch norm as Mul/Add
 after each biased Conv, the exporter's opset); its stage widths are odd, as a pruned model's are."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from stages import bundled_sample
-from stages.bundled_sample.tao_shaped import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
+from tao_shapes import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
 
 PRUNED_WIDTHS = (5, 7, 11, 13)  # a pruned ResNet's odd channel counts, tiny so that tests stay fast
 WIDER_PRUNED = (7, 13, 25, 27)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import SMALL_SAMPLE, make_project, run, set_params
 from stages import bundled_sample
-from stages.bundled_sample.tao_shaped import as_tao_export
+from tao_shapes import as_tao_export
 from stages.formats.calibration_cache import CalibrationCacheError, calibration_tensor_names, map_onto_model
 from stages.formats.onnx_model import TAO_INPUT, TAO_OUTPUTS, export_model, tao_renames
 from tao_family import TENSORRT_OWN_NAMES

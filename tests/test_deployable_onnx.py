@@ -18,6 +18,7 @@ from stages.formats.deployable_onnx import (
     write_for_export)
 from stages.open_backend.engines import EngineRequest, build_engine
 from stages.open_backend.int8_calibration import collect_ranges
+from tensor_compare import cosine
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +164,7 @@ def test_a_graph_that_cannot_be_upgraded_gets_per_tensor_weights_and_says_so(exp
     assert "could not be raised to 19" in said and "No Adapter" in said and "quantized per tensor" in said
     reference = OnnxRunner(_saved(older, monkeypatch))(images(5))
     for got, want in zip(_run(deployable.model, images(5), monkeypatch), reference):
-        assert _cosine(got, want) >= 0.99  # per-tensor weights: coarser, the same detector
+        assert cosine(got, want) >= 0.99  # per-tensor weights: coarser, the same detector
 
 
 def _saved(m, monkeypatch, name="m.onnx"):
@@ -177,11 +178,6 @@ def _saved(m, monkeypatch, name="m.onnx"):
 
 def _run(m, batch, monkeypatch=None):
     return OnnxRunner(_saved(m, monkeypatch))(batch)
-
-
-def _cosine(a, b):
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 # --------------------------------------------------------------------------- the lint can fail

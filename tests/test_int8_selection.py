@@ -9,7 +9,7 @@ import pytest
 from onnx import numpy_helper
 
 from stages import bundled_sample
-from stages.bundled_sample.tao_shaped import as_tao_export
+from tao_shapes import as_tao_export
 from stages.detectnet_v2.evaluation import evaluation_setup
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.detectnet_v2.spec_facts import SpecFacts

@@ -15,8 +15,9 @@ from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import write_cache
 from stages.formats.deployable_onnx import write_for_export
 from stages.formats.onnx_model import ModelError, export_model
-from stages.open_backend.engines import EngineRequest, build_engine, cosine
+from stages.open_backend.engines import EngineRequest, build_engine
 from stages.open_backend.int8_calibration import collect_ranges
+from tensor_compare import cosine
 
 
 @pytest.fixture(scope="module")

@@ -274,7 +274,7 @@ def test_the_ngc_cache_example(tmp_path):
     import onnx
 
     from stages import bundled_sample
-    from stages.bundled_sample.tao_shaped import as_tao_export
+    from tao_shapes import as_tao_export
     from stages.formats.calibration_cache import read_cache
     from tao_family import TENSORRT_OWN_NAMES, Member, write_ngc_cache
 

@@ -21,7 +21,7 @@ FEATURES = "head_features"  # what the heads read: the standardized, concatenate
 HEAD_KERNEL = 3
 
 
-class _GraphBuilder:
+class GraphBuilder:
     """Builds a ResNet-style DetectNet_v2 graph with deterministic He-initialised weights."""
 
     def __init__(self, seed: int):
@@ -71,7 +71,7 @@ def feature_depth(base_width: Widths) -> int:
     return stage3 + 2 * stage1 + 2 * stage2
 
 
-def _backbone(g: _GraphBuilder, base_width: Widths, scale: np.ndarray, shift: np.ndarray) -> str:
+def _backbone(g: GraphBuilder, base_width: Widths, scale: np.ndarray, shift: np.ndarray) -> str:
     channels = stage_widths(base_width)
     x = g.op("Relu", "conv1_relu", [g.conv("conv1", TAO_INPUT, 3, channels[0], 7, 2)])
     stages = []
@@ -97,7 +97,7 @@ def _backbone(g: _GraphBuilder, base_width: Widths, scale: np.ndarray, shift: np
                 output=FEATURES)
 
 
-def _model(g: _GraphBuilder, width: int, height: int, outputs: list[tuple[str, int]],
+def model_proto(g: GraphBuilder, width: int, height: int, outputs: list[tuple[str, int]],
            batch: int | str) -> onnx.ModelProto:
     rows, columns = grid_shape(width, height)
     graph = helper.make_graph(
@@ -116,10 +116,10 @@ def _model(g: _GraphBuilder, width: int, height: int, outputs: list[tuple[str, i
 def backbone(width: int, height: int, base_width: Widths = 16, seed: int = 0) -> onnx.ModelProto:
     """The graph up to FEATURES (unstandardized), its only output: what the heads are fitted on. The
     same seed gives build_model's backbone."""
-    g = _GraphBuilder(seed)
+    g = GraphBuilder(seed)
     depth = feature_depth(base_width)
     _backbone(g, base_width, np.ones(depth), np.zeros(depth))
-    return _model(g, width, height, [(FEATURES, depth)], "N")
+    return model_proto(g, width, height, [(FEATURES, depth)], "N")
 
 
 def build_model(path: Path, width: int, height: int, num_classes: int = len(CLASSES),
@@ -128,7 +128,7 @@ def build_model(path: Path, width: int, height: int, num_classes: int = len(CLAS
     output_bbox/BiasAdd (N,4C,H/16,W/16). Random heads, or `heads` as fit.py makes them: {"scale", "shift"
     (per FEATURES channel), "output_cov" and "output_bbox": (kernel, bias)}. The same seed gives the same backbone."""
     grid_shape(width, height)
-    g = _GraphBuilder(seed)
+    g = GraphBuilder(seed)
     depth = feature_depth(base_width)
     heads = heads or {"scale": np.full(depth, 0.5), "shift": np.zeros(depth)}
     features = _backbone(g, base_width, heads["scale"], heads["shift"])
@@ -145,28 +145,4 @@ def build_model(path: Path, width: int, height: int, num_classes: int = len(CLAS
             g.conv(name, features, depth, out_channels, HEAD_KERNEL, 1, gain=0.3,
                    bias=-1.0 if name == "output_cov" else 0.0, output=output)
     g.op("Sigmoid", COV_OUTPUT, ["output_cov/BiasAdd"], output=COV_OUTPUT)
-    onnx.save(_model(g, width, height, [(COV_OUTPUT, num_classes), (BBOX_OUTPUT, 4 * num_classes)], batch), path)
-
-
-RESNET18_WIDTHS = (64, 128, 256, 512)
-
-
-def build_resnet18_shape(path: Path, width: int, height: int, num_classes: int = len(CLASSES),
-                         widths: tuple[int, int, int, int] = RESNET18_WIDTHS, seed: int = 0,
-                         batch: int | str = "N") -> None:
-    """A DetectNet_v2 graph of TAO's ResNet-18 shape with random weights, for measuring at the size
-    users deploy (the sample's own graph is a few times lighter): conv1 7x7/2, four stages of two
-    basic blocks with strides 2, 2, 2, 1 (output stride 16, as TAO builds DetectNet_v2's ResNets
-    without pooling), and the two heads as 1x1 convolutions on the last stage, as TAO's are."""
-    grid_shape(width, height)
-    g = _GraphBuilder(seed)
-    x = g.op("Relu", "conv1_relu", [g.conv("conv1", TAO_INPUT, 3, widths[0], 7, 2)])
-    cin = widths[0]
-    for stage, (cout, stride) in enumerate(zip(widths, (2, 2, 2, 1)), start=1):
-        x = g.residual_block(f"block_{stage}a", x, cin, cout, stride)
-        x = g.residual_block(f"block_{stage}b", x, cout, cout, 1)
-        cin = cout
-    g.conv("output_cov", x, cin, num_classes, 1, 1, gain=0.3, bias=-1.0)
-    g.conv("output_bbox", x, cin, 4 * num_classes, 1, 1, gain=0.3, output=BBOX_OUTPUT)
-    g.op("Sigmoid", COV_OUTPUT, ["output_cov/BiasAdd"], output=COV_OUTPUT)
-    onnx.save(_model(g, width, height, [(COV_OUTPUT, num_classes), (BBOX_OUTPUT, 4 * num_classes)], batch), path)
+    onnx.save(model_proto(g, width, height, [(COV_OUTPUT, num_classes), (BBOX_OUTPUT, 4 * num_classes)], batch), path)

@@ -98,12 +98,6 @@ def _build_onnxruntime(request: EngineRequest) -> None:
 
 # --------------------------------------------------------------------------- verification
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
-    denominator = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / denominator) if denominator else float(np.array_equal(a, b))
-
-
 def latency_ms(run, batch: np.ndarray, repeats: int = 10) -> float:
     run(batch)  # warm-up
     times = []
