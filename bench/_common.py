@@ -59,3 +59,13 @@ import json, re
 status = open("/proc/self/status").read()
 print(json.dumps({"peak_kib": int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))}))
 """
+
+
+def engine_request(export_dir: Path, data_type: str, output: Path, **changes):
+    """The engine request the convert stage makes with conf/'s values, with `changes`."""
+    import dataclasses
+
+    from stages.open_backend.engines import EngineRequest
+    from stages.pipeline import config
+    request = EngineRequest.of(config.load([]).convert, export_dir, data_type, output, None)
+    return dataclasses.replace(request, **changes)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from _common import exported_sample_model, sample_images
+from _common import engine_request, exported_sample_model, sample_images
 
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
 from stages.formats.deployable_onnx import write_for_export
-from stages.open_backend.engines import EngineRequest, build_engine, verify
+from stages.open_backend.engines import build_engine, verify
 from stages.open_backend.int8_calibration import collect_ranges
 
 WIDTH, HEIGHT, BATCH = 624, 192, 8
@@ -36,7 +36,7 @@ def main() -> None:
         for data_type in ("fp32", "fp16", "int8"):
             engine = tmp / f"{data_type}.engine.onnx"
             write_for_export(tmp, data_type, "fp16", maxima)  # the deployable ONNX, as export writes it
-            build_engine(EngineRequest(tmp, data_type, engine))
+            build_engine(engine_request(tmp, data_type, engine))
             m = verify(OnnxRunner(engine), reference, iter_batches(val, BATCH, WIDTH, HEIGHT), BATCH,
                        data_type, engine, "onnxruntime")
             cov, bbox = m["outputs"]["output_cov/Sigmoid"], m["outputs"]["output_bbox/BiasAdd"]

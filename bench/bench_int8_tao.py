@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from _common import best_of, sample_images
+from _common import best_of, engine_request, sample_images
 
 from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
 from tao_shapes import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
@@ -29,7 +29,7 @@ from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
 from stages.formats.deployable_onnx import write_for_export
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model
-from stages.open_backend.engines import EngineRequest, build_engine
+from stages.open_backend.engines import build_engine
 from tensor_compare import cosine
 from stages.open_backend.int8_calibration import collect_ranges
 
@@ -57,7 +57,8 @@ def main() -> None:
         engines = {}
         for data_type in ("fp32", "int8"):
             path = folder / f"{data_type}.engine.onnx"
-            build_engine(EngineRequest(folder, data_type, path, args.batch))
+            build_engine(engine_request(folder, data_type, path, max_batch_size=args.batch,
+                                        opt_batch_size=args.batch))
             engines[data_type] = OnnxRunner(path)
         batch = next(iter_batches(images, args.batch, WIDTH, HEIGHT))
         print(f"TAO 5-shaped DetectNet_v2, ResNet-18 widths {widths}, {CLASSES} classes, {WIDTH}x{HEIGHT}, opset 12")

@@ -49,7 +49,7 @@ def main() -> None:
     repository = ROOT / "artifacts" / "triton"
     if not (repository / "detectnet_v2_ensemble").is_dir():
         sys.exit(f"{repository} is missing: run `make repro` first")
-    spec = Spec.load(ROOT / "artifacts/calibration/spec.txt")
+    spec = Spec.load(ROOT / "artifacts/spec/spec.txt")
     setup = evaluation_setup(spec, facts(spec).width, facts(spec).height)
     max_batch = int((repository / "detectnet_v2/config.pbtxt").read_text().split("max_batch_size:")[1].split()[0])
     images = sorted((ROOT / "data/sample/validation/image_2").glob("*.png")) * args.rounds

@@ -18,7 +18,8 @@ import sys
 from omegaconf import DictConfig
 
 from .pipeline.cli import run_stage
-from .pipeline.config import CODE_DIR, PIPELINE_STAGES, PROJECT, project_path
+from .pipeline.layout import CODE_DIR, PROJECT, project_path
+from .pipeline.stage_params import PIPELINE_STAGES
 from .pipeline.errors import StageError
 from .pipeline.imports import stage_code, stage_packages
 from .pipeline.outputs import staged_dir

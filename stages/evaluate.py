@@ -13,19 +13,18 @@ import re
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .detectnet_v2 import plots
 from .detectnet_v2.evaluation import ModelResult, Sample, evaluation_setup, truth_of, validation_set
-from .detectnet_v2.spec_facts import SpecFacts, facts
-from .pipeline import backends, platform
-from .pipeline.cli import log_to_file, run_stage
-from .pipeline.config import (CALIBRATION_DIR, ENGINE_DIR, EVALUATE_REPORT, EVALUATION_DIR, EXPORT_DIR, EXPORT_REPORT,
-                              RESOLVED_SPEC, project_path)
+from .detectnet_v2.spec_facts import SpecFacts
+from .pipeline import backends
+from .pipeline.cli import StageInputs, log_to_file, run_stage
+from .pipeline.layout import (EVALUATE_REPORT, EVALUATION_DIR, EXPORT_REPORT, EXPORTED_MODEL, engine_file,
+                              project_path)
 from .pipeline.errors import StageError
 from .pipeline.outputs import staged_dir, write_text_atomically
 from .pipeline.resolved_spec import kitti_image_dir
-from .spec import Spec
 
 log = logging.getLogger("stages.evaluate")
 
@@ -49,18 +48,15 @@ def summary(aps: dict[str, float]) -> dict:
     return {"mAP": round(sum(aps.values()) / len(aps), 6), "AP": {name: round(ap, 6) for name, ap in aps.items()}}
 
 
-def run(cfg: DictConfig) -> None:
-    spec_path = project_path(CALIBRATION_DIR) / RESOLVED_SPEC
-    platform.checked(OmegaConf.to_container(cfg))  # the engine runs where it was built, or not at all
-    spec = Spec.load(spec_path)
-    spec_facts = facts(spec)
-    setup = evaluation_setup(spec, spec_facts.width, spec_facts.height)
+def run(cfg: DictConfig, inputs: StageInputs) -> None:
+    spec_facts = inputs.facts
+    setup = evaluation_setup(inputs.spec, spec_facts.width, spec_facts.height)
     image_dir, label_dir = validation_dirs(cfg, spec_facts)
     samples = validation_set(image_dir, label_dir, spec_facts.image_extension)
     step = backends.step(cfg, "evaluate")  # imported before any output is staged
     with staged_dir(project_path(EVALUATION_DIR)) as out, log_to_file(out / "evaluate.log"):
-        results = step.run(cfg, setup, samples, image_dir, label_dir, spec_path,
-                           project_path(EXPORT_DIR) / "model.onnx", project_path(ENGINE_DIR), out)
+        results = step.run(cfg, setup, samples, image_dir, label_dir, inputs.spec_path, project_path(EXPORTED_MODEL),
+                           project_path(engine_file(cfg.backend.name, cfg.convert.engine)), out)
         write_plots(out, results, samples[:cfg.evaluate.draw_images])
     engine, reference = summary(results["engine"].aps), summary(results["reference"].aps)
     drop = round(reference["mAP"] - engine["mAP"], 6)
@@ -129,4 +125,4 @@ def calibration_advice() -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("evaluate", __doc__, run))
+    sys.exit(run_stage("evaluate", __doc__, run, reads_spec=True, checks_platform=True))

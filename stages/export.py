@@ -11,24 +11,20 @@ import sys
 
 from omegaconf import DictConfig
 
-from .detectnet_v2.spec_facts import facts
 from .formats import deployable_onnx
 from .pipeline import backends
-from .pipeline.cli import log_to_file, run_stage
-from .pipeline.config import CALIBRATION_DIR, EXPORT_DIR, EXPORT_REPORT, RESOLVED_SPEC, TENSORFILE, project_path
+from .pipeline.cli import StageInputs, log_to_file, run_stage
+from .pipeline.layout import EXPORT_DIR, EXPORT_REPORT, TENSORFILE, project_path
 from .pipeline.outputs import staged_dir, write_text_atomically
-from .spec import Spec
 
 log = logging.getLogger("stages.export")
 
 
-def run(cfg: DictConfig) -> None:
-    calibration = project_path(CALIBRATION_DIR)
-    spec_path = calibration / RESOLVED_SPEC
+def run(cfg: DictConfig, inputs: StageInputs) -> None:
     step = backends.step(cfg, "export")  # imported before any output is staged
     with staged_dir(project_path(EXPORT_DIR)) as out, log_to_file(out / "export.log"):
-        outcome = step.run(cfg, facts(Spec.load(spec_path)), spec_path, project_path(cfg.model.file),
-                           calibration / TENSORFILE, out)
+        outcome = step.run(cfg, inputs.facts, inputs.spec_path, project_path(cfg.model.file),
+                           project_path(TENSORFILE), out)
         if (out / deployable_onnx.DEPLOYABLE_FILES["fp32"]).is_file():  # not from TAO's .etlt
             written = deployable_onnx.write_for_export(out, cfg.export.data_type, cfg.export.high_precision,
                                                        outcome.maxima, outcome.float_layers)
@@ -43,4 +39,4 @@ def run(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_stage("export", __doc__, run))
+    sys.exit(run_stage("export", __doc__, run, reads_spec=True))

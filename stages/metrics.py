@@ -15,8 +15,7 @@ import sys
 from omegaconf import DictConfig
 
 from .pipeline.cli import run_stage
-from .pipeline.config import (CONVERT_REPORT, EVALUATE_METRICS_FILE, EVALUATE_REPORT, EXPORT_METRICS_FILE,
-                              EXPORT_REPORT, METRICS_FILE, TIMINGS_FILE, project_path)
+from .pipeline.layout import (CONVERT_REPORT, EVALUATE_METRICS_FILE, EVALUATE_REPORT, EXPORT_METRICS_FILE, EXPORT_REPORT, METRICS_FILE, TIMINGS_FILE, project_path)
 from .pipeline.errors import StageError
 from .pipeline.outputs import write_text_atomically
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .pipeline.config import PROJECT, ConfigError, composed_yaml
+from .pipeline.config import composed_yaml
+from .pipeline.layout import PROJECT
+from .pipeline.schema import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

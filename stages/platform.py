@@ -12,7 +12,9 @@ import argparse
 import json
 import sys
 
-from .pipeline.config import PLATFORM_FILE, ConfigError, project_path, read_params
+from .pipeline.config import read_params
+from .pipeline.layout import PLATFORM_FILE, project_path
+from .pipeline.schema import ConfigError
 from .pipeline.errors import StageError
 from .pipeline.outputs import write_text_atomically
 from .pipeline.platform import describe, probe

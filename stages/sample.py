@@ -10,7 +10,7 @@ from omegaconf import DictConfig
 
 from . import bundled_sample
 from .pipeline.cli import run_stage
-from .pipeline.config import SAMPLE_DATA, SAMPLE_MODELS, project_path
+from .pipeline.layout import SAMPLE_DATA, SAMPLE_MODELS, project_path
 from .pipeline.outputs import staged_dir
 from .pipeline.progress import progress
 

@@ -17,7 +17,8 @@ import sys
 from omegaconf import DictConfig
 
 from .pipeline.cli import run_stage
-from .pipeline.config import PARAMS_DIR, STAGE_PARAMS, VALIDATED_FILE, project_path, stage_params
+from .pipeline.layout import PARAMS_DIR, VALIDATED_FILE, project_path
+from .pipeline.stage_params import STAGE_PARAMS, stage_params
 from .pipeline.outputs import staged_dir, write_text_atomically
 from .pipeline.preflight import check_inputs
 

@@ -1,6 +1,8 @@
 """Shared fixtures: NVIDIA's tutorial specs from ../shared, and TAO's own spec messages."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -56,6 +58,18 @@ def tiny_export(folder: Path) -> Path:
     bundled_sample.build_model(folder / "sample.onnx", 96, 48, base_width=8, seed=1)
     export_model(folder / "sample.onnx", folder / "model.onnx", expected_chw=(3, 48, 96))
     return folder
+
+
+@functools.lru_cache(maxsize=None)
+def _composed_convert():
+    from stages.pipeline import config
+    return config.load([]).convert
+
+
+def engine_request(export_dir: Path, data_type: str, output: Path, **changes):
+    """The engine request the convert stage makes with conf/'s values, with `changes`."""
+    from stages.open_backend.engines import EngineRequest
+    return dataclasses.replace(EngineRequest.of(_composed_convert(), export_dir, data_type, output, None), **changes)
 
 
 def tiny_images(seed: int = 0, n: int = 4, gain: float = 1.0):

@@ -215,7 +215,7 @@ def test_a_validation_image_without_its_label_file(project):
 
 
 def spec_edit(project, old: str, new: str) -> None:
-    spec = project / "artifacts/calibration/spec.txt"
+    spec = project / "artifacts/spec/spec.txt"
     text = spec.read_text()
     start = text.index("postprocessing_config")
     spec.write_text(text[:start] + text[start:].replace(old, new, 1))

@@ -10,13 +10,13 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from conftest import tiny_export, tiny_images
+from conftest import engine_request, tiny_export, tiny_images
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import read_cache, write_cache
 from stages.formats.deployable_onnx import (
     FP16_DATA_MAX, explicit_int8, lint, quantized_convolutions, residual_inputs, strongly_typed_fp16,
     write_for_export)
-from stages.open_backend.engines import EngineRequest, build_engine
+from stages.open_backend.engines import build_engine
 from stages.open_backend.int8_calibration import collect_ranges
 from tensor_compare import cosine
 
@@ -280,7 +280,7 @@ def test_the_onnxruntime_engine_computes_what_the_deployable_onnx_computes(expor
     shutil.copyfile(exported / "model.onnx", folder / "model.onnx")
     write_cache(folder / "calibration.bin", statistics[0])
     write_for_export(folder, "int8", high_precision, statistics[1])
-    build_engine(EngineRequest(folder, "int8", tmp_path / "engine.onnx"))
+    build_engine(engine_request(folder, "int8", tmp_path / "engine.onnx"))
     batch = images(11)
     engine = OnnxRunner(tmp_path / "engine.onnx")(batch)
     deployable = _run_unoptimized(folder / "model.int8.onnx", batch)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import PROBE, ROOT, SMALL_SAMPLE, copy_tracked_files, make_project, ran, run, up_to_date
-from stages.pipeline.config import PIPELINE_STAGES
+from stages.pipeline.stage_params import PIPELINE_STAGES
 
 STAGES = ["code", *PIPELINE_STAGES]
 
@@ -125,21 +125,61 @@ def test_committed_dvc_lock_records_the_committed_code(tmp_path):
 
 
 def test_dvc_yaml_names_the_paths_the_stages_write():
-    from stages.pipeline import config
+    from stages.pipeline import layout
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    assert stages["code"]["outs"] == [config.CODE_DIR]
-    assert stages["validate"]["outs"] == [config.VALIDATED_FILE, config.PARAMS_DIR]
-    assert stages[PROBE]["outs"] == [config.PLATFORM_FILE]
-    assert stages["sample"]["outs"] == [config.SAMPLE_DATA, config.SAMPLE_MODELS]
-    assert stages["calibration_tensorfile"]["outs"] == [config.CALIBRATION_DIR]
-    assert stages["export"]["outs"] == [config.EXPORT_DIR, config.EXPORT_REPORT]
-    assert stages["convert"]["outs"] == [config.ENGINE_DIR, config.CONVERT_REPORT]
-    assert stages["evaluate"]["outs"] == [config.EVALUATION_DIR, config.EVALUATE_REPORT]
+    assert stages["code"]["outs"] == [layout.CODE_DIR]
+    assert stages["validate"]["outs"] == [layout.VALIDATED_FILE, layout.PARAMS_DIR]
+    assert stages[PROBE]["outs"] == [layout.PLATFORM_FILE]
+    assert stages["sample"]["outs"] == [layout.SAMPLE_DATA, layout.SAMPLE_MODELS]
+    assert stages["calibration_tensorfile"]["outs"] == [layout.SPEC_DIR, layout.CALIBRATION_DIR]
+    assert stages["export"]["outs"] == [layout.EXPORT_DIR, layout.EXPORT_REPORT]
+    assert stages["convert"]["outs"] == [layout.ENGINE_DIR, layout.CONVERT_REPORT]
+    assert stages["evaluate"]["outs"] == [layout.EVALUATION_DIR, layout.EVALUATE_REPORT]
     assert stages["metrics"]["metrics"] == [{path: {"cache": False}} for path in
-                                            (config.EXPORT_METRICS_FILE, config.METRICS_FILE, config.TIMINGS_FILE,
-                                             config.EVALUATE_METRICS_FILE)]
-    assert stages["triton"]["outs"] == [config.TRITON_DIR]
+                                            (layout.EXPORT_METRICS_FILE, layout.METRICS_FILE, layout.TIMINGS_FILE,
+                                             layout.EVALUATE_METRICS_FILE)]
+    assert stages["triton"]["outs"] == [layout.TRITON_DIR]
     assert list(stages) == ["code", "validate", PROBE, *PIPELINE_STAGES[1:]]
+
+
+def test_the_files_stages_read_are_the_layouts():
+    from stages.pipeline import layout
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage in ("export", "convert", "evaluate", "triton"):
+        assert layout.RESOLVED_SPEC in stages[stage]["deps"], stage
+    assert layout.EXPORTED_MODEL in stages["evaluate"]["deps"]
+    assert layout.EXPORT_REPORT in stages["evaluate"]["deps"]
+    assert all(path.startswith(layout.SPEC_DIR + "/") for path in (layout.RESOLVED_SPEC,))
+    assert layout.TENSORFILE.startswith(layout.CALIBRATION_DIR + "/")
+    assert layout.CALIBRATION_CACHE.startswith(layout.EXPORT_DIR + "/")
+    for engine in ("onnxruntime", "tensorrt", "trtexec"):
+        assert layout.engine_file("open", engine).startswith(layout.ENGINE_DIR + "/")
+
+
+def _reads_comments() -> dict[str, str]:
+    """{stage: its `# reads ...` comment in dvc.yaml, its continuation lines joined}."""
+    found, stage = {}, None
+    for line in (ROOT / "dvc.yaml").read_text().splitlines():
+        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
+            stage = line.strip()[:-1]
+        elif line.startswith("    # reads "):
+            found[stage] = line[len("    # reads "):]
+        elif line.startswith("    #   ") and stage in found:
+            found[stage] += " " + line[len("    #   "):]
+    return found
+
+
+def _described(entries: tuple[str, ...]) -> str:
+    from stages.pipeline.stage_params import CALIBRATION_ONLY
+    less = [e[1:] for e in entries if e.startswith("-") and e not in CALIBRATION_ONLY]
+    text = ", ".join(e for e in entries if not e.startswith("-"))
+    text += f" (less {', '.join(less)})" if less else ""
+    return text + ("; not how export calibrates" if set(CALIBRATION_ONLY) <= set(entries) else "")
+
+
+def test_each_stage_in_dvc_yaml_says_which_config_it_reads_as_stage_params_lists_it():
+    from stages.pipeline.stage_params import STAGE_PARAMS
+    assert _reads_comments() == {stage: _described(entries) for stage, entries in STAGE_PARAMS.items()}
 
 
 @pytest.mark.parametrize("stage", STAGES)

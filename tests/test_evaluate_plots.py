@@ -64,7 +64,7 @@ def test_a_curves_samples_are_the_sample_ap(built_project):
 @pytest.fixture
 def integrating(project_copy):
     """The built project's evaluation again, with a spec that asks for INTEGRATE."""
-    spec = project_copy / "artifacts/calibration/spec.txt"
+    spec = project_copy / "artifacts/spec/spec.txt"
     spec.write_text(spec.read_text().replace("average_precision_mode: SAMPLE", "average_precision_mode: INTEGRATE"))
     run([sys.executable, "-m", "stages.evaluate", "--params", "params.yaml"], project_copy)
     return project_copy

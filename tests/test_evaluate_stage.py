@@ -10,7 +10,7 @@ import yaml
 
 from conftest import ROOT, env_for, project_for, records, run, set_params
 from stages import bundled_sample
-from stages.pipeline.config import EVALUATE_METRICS_FILE, EVALUATE_REPORT
+from stages.pipeline.layout import EVALUATE_METRICS_FILE, EVALUATE_REPORT
 
 
 def stage(project, name, check=True, env=None):
@@ -153,5 +153,5 @@ def test_a_tao_evaluation_without_results_fails_clearly(tmp_path, fake_bin):
 def test_dvc_yaml_runs_evaluate_on_what_it_reads():
     evaluate = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]
     assert "artifacts/params/evaluate.json" in evaluate["deps"] and "params" not in evaluate
-    reads = {"artifacts/engine", "artifacts/export/model.onnx", "artifacts/calibration/spec.txt", "${dataset.root}"}
+    reads = {"artifacts/engine", "artifacts/export/model.onnx", "artifacts/spec/spec.txt", "${dataset.root}"}
     assert reads <= set(evaluate["deps"])

@@ -17,7 +17,8 @@ from stages.formats.deployable_onnx import explicit_int8, fused_outputs, lint
 from stages.formats.onnx_model import export_model
 from stages.open_backend import int8_selection
 from stages.open_backend.int8_calibration import collect_candidates
-from stages.pipeline.config import ConfigError, load
+from stages.pipeline.config import load
+from stages.pipeline.schema import ConfigError
 from stages.pipeline.errors import StageError
 from stages.spec import Spec
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import ROOT
-from stages.pipeline.config import PIPELINE_STAGES
+from stages.pipeline.stage_params import PIPELINE_STAGES
 from stages.pipeline.imports import imports_of, module_file
 
 STAGE_MODULES = {f"stages.{stage}" for stage in ("code", "platform", "params", *PIPELINE_STAGES)}
@@ -75,7 +75,7 @@ def test_the_rules_see_the_imports_they_check():
     # the checks above would pass vacuously if imports went unseen
     assert "stages.tao_backend.runners" in project_imports("stages.tao_backend.export")
     assert "stages.spec.textformat" in project_imports("stages.spec.paths")
-    assert "stages.pipeline.config" in project_imports("stages.export")
+    assert "stages.pipeline.layout" in project_imports("stages.export")
     assert "stages.formats.onnx_model" in project_imports("stages.formats.deepstream")
     assert outside("stages.pipeline.resolved_spec", ("stages.pipeline",)) == [
         "stages.detectnet_v2.postprocessing", "stages.detectnet_v2.preprocessing", "stages.spec"]

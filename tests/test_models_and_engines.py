@@ -9,13 +9,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import tiny_export, tiny_images
+from conftest import engine_request, tiny_export, tiny_images
 from stages import bundled_sample
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import write_cache
 from stages.formats.deployable_onnx import write_for_export
 from stages.formats.onnx_model import ModelError, export_model
-from stages.open_backend.engines import EngineRequest, build_engine
+from stages.open_backend.engines import build_engine
 from stages.open_backend.int8_calibration import collect_ranges
 from tensor_compare import cosine
 
@@ -105,7 +105,7 @@ def ranges(exported, seeds=range(3), method="entropy"):
 def test_float_engines_match_the_model(exported, tmp_path, data_type):
     folder = export_folder(exported, tmp_path / "export", data_type, ranges(exported, method="minmax"))
     engine = tmp_path / f"{data_type}.onnx"
-    build_engine(EngineRequest(folder, data_type, engine))
+    build_engine(engine_request(folder, data_type, engine))
     for got, want in zip(run_engine(engine, images()), run_engine(exported / "model.onnx", images())):
         assert cosine(got, want) > 0.9999
 
@@ -114,8 +114,8 @@ def test_int8_engine_uses_the_cache(exported, tmp_path):
     amax = ranges(exported)
     good = export_folder(exported, tmp_path / "good", "int8", amax)
     coarse = export_folder(exported, tmp_path / "coarse", "int8", {k: v * 40 for k, v in amax.items()})
-    build_engine(EngineRequest(good, "int8", tmp_path / "good.onnx"))
-    build_engine(EngineRequest(coarse, "int8", tmp_path / "coarse.onnx"))
+    build_engine(engine_request(good, "int8", tmp_path / "good.onnx"))
+    build_engine(engine_request(coarse, "int8", tmp_path / "coarse.onnx"))
     reference = run_engine(exported / "model.onnx", images(9))
     good_out, coarse_out = run_engine(tmp_path / "good.onnx", images(9)), run_engine(tmp_path / "coarse.onnx", images(9))
     assert all(cosine(g, r) >= 0.99 for g, r in zip(good_out, reference))
@@ -130,13 +130,13 @@ def test_int8_without_its_deployable_onnx_is_an_error_naming_the_file(exported, 
     shutil.copyfile(exported / "model.onnx", folder / "model.onnx")
     with pytest.raises(ValueError, match=f"{folder / 'model.int8.onnx'} does not exist: run the export stage with "
                                          "export=int8 first"):
-        build_engine(EngineRequest(folder, "int8", tmp_path / "e.onnx"))
+        build_engine(engine_request(folder, "int8", tmp_path / "e.onnx"))
 
 
 def test_the_implicit_route_is_tensorrts_not_onnxruntimes(exported, tmp_path):
     folder = export_folder(exported, tmp_path / "export", "fp32")
     with pytest.raises(ValueError, match="convert.quantization is implicit, TensorRT's route"):
-        build_engine(EngineRequest(folder, "fp32", tmp_path / "e.onnx", quantization="implicit"))
+        build_engine(engine_request(folder, "fp32", tmp_path / "e.onnx", quantization="implicit"))
     assert not (tmp_path / "e.onnx").exists()
 
 

@@ -61,7 +61,7 @@ def test_own_spec_data_and_model_through_one_config_file(tmp_path):
 
     run(["dvc", "exp", "run", "-S", "experiment=mine", "-S", "export=int8"], project)
 
-    resolved = (project / "artifacts/calibration/spec.txt").read_text()
+    resolved = (project / "artifacts/spec/spec.txt").read_text()
     assert 'image_directory_path: "mydata/training"' in resolved
     assert resolved.replace("mydata", "/workspace/tao-experiments/data").replace(
         "mymodels", "/workspace/tao-experiments/detectnet_v2") == spec.read_text()  # only the paths changed

@@ -37,7 +37,7 @@ def test_tensorfile_holds_preprocessed_images(built_project):
 
 
 def test_resolved_spec_has_no_container_paths_and_parses_as_tao(built_project):
-    text = (built_project / "artifacts/calibration/spec.txt").read_text()
+    text = (built_project / "artifacts/spec/spec.txt").read_text()
     values = [pv.value for pv in path_values(Spec(text))]
     assert values and not any(v.startswith("/workspace") for v in values)
     assert "batch_size_per_gpu: 8" in text
@@ -122,7 +122,7 @@ def test_deepstream_clusters_each_class_as_the_specs_postprocessing_config_says(
     config.optionxform = str  # DeepStream's keys are case-sensitive (minBoxes)
     config.read(built_project / "artifacts/export/nvinfer_config.txt")
     # the oracle: the spec as TAO's own message reads it
-    spec_text = (built_project / "artifacts/calibration/spec.txt").read_text()
+    spec_text = (built_project / "artifacts/spec/spec.txt").read_text()
     spec = text_format.Parse(spec_text, tao_message_for(spec_text))
     classes = [target.name for target in spec.cost_function_config.target_classes]
     clustering = {name: value.clustering_config

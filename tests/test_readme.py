@@ -249,7 +249,7 @@ def test_the_own_data_example(tmp_path):
         bash(command, project)
     evaluation = json.loads((project / "metrics/evaluate.json").read_text())
     assert evaluation["images"] == 8 and evaluation["engine"]["precision"] == "int8"
-    assert 'image_directory_path: "data/kitti/training"' in (project / "artifacts/calibration/spec.txt").read_text()
+    assert 'image_directory_path: "data/kitti/training"' in (project / "artifacts/spec/spec.txt").read_text()
     assert "infer-dims=3;384;1248" in (project / "artifacts/export/nvinfer_config.txt").read_text()
 
     # the spec tool's examples, on the same KITTI-shaped data (TFRecords made where the spec names them)

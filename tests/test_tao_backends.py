@@ -47,7 +47,7 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     assert re.fullmatch(rf"{project}/artifacts/\.export\.\d+\.\w+\.partial/model\.onnx", export[6])
     assert export[7:9] == ["--data_type", "int8"]
     assert export[export.index("--cal_data_file") + 1] == str(project / "artifacts/calibration/calibration.tensor")
-    assert export[export.index("-e") + 1] == str(project / "artifacts/calibration/spec.txt")
+    assert export[export.index("-e") + 1] == str(project / "artifacts/spec/spec.txt")
     assert "--gen_ds_config" in export
     converter = calls[2]["argv"]
     assert converter[:4] == ["-k", KEY, "-d", "3,64,160"]

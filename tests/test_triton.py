@@ -45,7 +45,8 @@ def repository(tmp_path, engine_name: str, engine_backend: str) -> Path:
     out = tmp_path / "triton"
     out.mkdir()
     clustering = {name: Clustering(coverage_threshold=0.1, dbscan_eps=0.5) for name in CLASSES}
-    write_repository(out, RepositoryRequest(engine, CLASSES, clustering, 624, 192, 8, engine_backend, 2, 300))
+    write_repository(out, RepositoryRequest(engine, "tensorrt" if engine.suffix == ".engine" else "onnxruntime",
+                                            CLASSES, clustering, 624, 192, 8, engine_backend, 2, 300, 40_000_000, 32 << 20))
     return out
 
 
@@ -152,7 +153,7 @@ def evaluate_stage_detections(project: Path, image: Path):
 
     from stages.detectnet_v2.spec_facts import facts
 
-    spec = Spec.load(project / "artifacts/calibration/spec.txt")
+    spec = Spec.load(project / "artifacts/spec/spec.txt")
     setup = evaluation_setup(spec, facts(spec).width, facts(spec).height)
     batch = next(iter_batches([image], 1, setup.width, setup.height, resample=EVALUATION_RESAMPLE))
     cov, bbox = OnnxRunner(project / "artifacts/engine/model.onnx")(batch)

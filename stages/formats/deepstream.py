@@ -17,6 +17,7 @@ from typing import Mapping, Sequence
 
 from .deployable_onnx import deployable_file
 from .onnx_model import TAO_INPUT, TAO_OUTPUTS
+from .calibration_cache import CACHE_FILE
 
 KEY_PLACEHOLDER = "YOUR_TAO_KEY"
 CONFIG_FILES = {"implicit": "nvinfer_config.txt", "explicit": "nvinfer_config.explicit.txt"}
@@ -74,7 +75,7 @@ def write_deepstream_config(out: Path, classes: list[str], chw: tuple[int, int, 
     lines_of = {
         "explicit": [f"onnx-file={deployable_file(data_type)}", "strongly-typed=1", "network-mode=0"],
         "implicit": [f"onnx-file={deployable_file('fp32')}", f"network-mode={NETWORK_MODES[data_type]}"]
-        + (["int8-calib-file=calibration.bin"] if data_type == "int8" else []),
+        + ([f"int8-calib-file={CACHE_FILE}"] if data_type == "int8" else []),
     }
     for route in routes:
         text = common + lines_of[route] + (clustering_lines(clustering) if clustering else [])

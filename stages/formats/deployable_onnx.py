@@ -526,14 +526,14 @@ def write_for_export(folder, data_type: str, high_precision: str = "fp16",
     left in higher precision."""
     from pathlib import Path
 
-    from .calibration_cache import map_onto_model, read_cache
+    from .calibration_cache import CACHE_FILE, map_onto_model, read_cache
 
     folder = Path(folder)
     if data_type == "fp32":
         return None
     model = onnx.load(str(folder / DEPLOYABLE_FILES["fp32"]))
     if data_type == "int8":
-        cache = folder / "calibration.bin"
+        cache = folder / CACHE_FILE
         _, scales = read_cache(cache)
         on_model = map_onto_model(cache, scales, model, DEPLOYABLE_FILES["fp32"]).scales
         ranges = {name: scale * INT8_MAX for name, scale in on_model.items()}

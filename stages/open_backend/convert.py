@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 from ..detectnet_v2.inference import OnnxRunner
 from ..detectnet_v2.preprocessing import iter_batches
 from ..detectnet_v2.spec_facts import SpecFacts
-from ..pipeline.config import TIMING_CACHE_DIR, project_path
+from ..pipeline.layout import TIMING_CACHE_DIR, engine_file, project_path
 from ..pipeline.resolved_spec import images_of
 from . import engines
 
@@ -21,15 +21,13 @@ log = logging.getLogger("stages.open")
 def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out: Path) -> dict:  # noqa: ARG001
     """Build the engine into `out` and return the verification metrics."""
     data_type, kind, c = cfg.export.data_type, cfg.convert.engine, cfg.convert
-    engine_path = out / engines.ENGINE_FILES[kind]
-    request = engines.EngineRequest(exported, data_type, engine_path, c.max_batch_size, c.workspace_mib, kind,
-                                    c.quantization, c.min_batch_size, c.opt_batch_size,
-                                    project_path(TIMING_CACHE_DIR))
+    engine_path = out / Path(engine_file("open", kind)).name
+    request = engines.EngineRequest.of(c, exported, data_type, engine_path, project_path(TIMING_CACHE_DIR))
     engines.build_engine(request, out / "trtexec.log")
     log.info("built an %s %s engine", data_type, kind)  # fp16, fp32, int8: each reads with "an"
     if kind != "onnxruntime":  # no GPU to run it on here: TensorRT's engine is judged where it was built
         return {"precision": data_type, "engine": kind, "engine_size_bytes": engine_path.stat().st_size}
     images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension)[: cfg.convert.verify_images]
     batches = iter_batches(images, cfg.convert.max_batch_size, facts.width, facts.height, cfg.backend.workers)
-    return engines.verify(OnnxRunner(engine_path), OnnxRunner(exported / "model.onnx"),
+    return engines.verify(OnnxRunner(engine_path), OnnxRunner(request.model),
                           batches, cfg.convert.max_batch_size, data_type, engine_path, kind)

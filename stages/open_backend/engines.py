@@ -16,11 +16,11 @@ import onnx
 
 from ..formats.deployable_onnx import deployable_file
 from ..formats.onnx_model import TAO_OUTPUTS
-from ..pipeline.config import DATA_TYPES, ENGINE_KINDS, QUANTIZATIONS
+from ..pipeline.schema import DATA_TYPES, ENGINE_KINDS, QUANTIZATIONS
+from ..formats.calibration_cache import CACHE_FILE
 
 log = logging.getLogger("stages.convert")
 
-ENGINE_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.engine", "trtexec": "model.engine"}
 
 
 @dataclass
@@ -28,13 +28,21 @@ class EngineRequest:
     export_dir: Path  # export's folder: model.onnx (TAO names, dynamic batch), the deployable ONNX, calibration.bin
     data_type: str
     output: Path
-    max_batch_size: int = 8
-    workspace_mib: int = 1024
-    kind: str = "onnxruntime"  # convert.engine: asked for, never chosen by probing the machine
-    quantization: str = "auto"  # convert.quantization: TensorRT's route (tensorrt_builds.route)
-    min_batch_size: int = 1
-    opt_batch_size: int | None = None  # None: max_batch_size
-    timing_cache_dir: Path | None = None  # where TensorRT's timing cache of each version is read and written back
+    # the convert section's values (conf/config.yaml holds their defaults)
+    max_batch_size: int
+    workspace_mib: int
+    kind: str  # convert.engine: asked for, never chosen by probing the machine
+    quantization: str  # convert.quantization: TensorRT's route (tensorrt_builds.route)
+    min_batch_size: int
+    opt_batch_size: int
+    timing_cache_dir: Path | None  # where TensorRT's timing cache of each version is read and written back
+
+    @classmethod
+    def of(cls, convert, export_dir: Path, data_type: str, output: Path,
+           timing_cache_dir: Path | None) -> EngineRequest:
+        """The request the convert section (cfg.convert) asks for."""
+        return cls(export_dir, data_type, output, convert.max_batch_size, convert.workspace_mib, convert.engine,
+                   convert.quantization, convert.min_batch_size, convert.opt_batch_size, timing_cache_dir)
 
     @property
     def deployable(self) -> Path:
@@ -47,7 +55,7 @@ class EngineRequest:
 
     @property
     def cache(self) -> Path:
-        return Path(self.export_dir) / "calibration.bin"
+        return Path(self.export_dir) / CACHE_FILE
 
 
 def build_engine(request: EngineRequest, log_path: Path | None = None) -> None:

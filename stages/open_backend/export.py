@@ -15,12 +15,12 @@ from ..detectnet_v2.evaluation import evaluation_setup
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
-from ..formats.calibration_cache import map_onto_model, read_cache, write_cache, write_scales
+from ..formats.calibration_cache import CACHE_FILE, map_onto_model, read_cache, write_cache, write_scales
 from ..formats.deepstream import write_deepstream_config
 from ..formats.deployable_onnx import fused_outputs
 from ..formats.tensorfile import describe, read_batches
 from ..pipeline.backends import ExportOutcome
-from ..pipeline.config import project_path
+from ..pipeline.layout import project_path
 from ..pipeline.errors import StageError
 from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import deepstream_clustering, images_of
@@ -115,7 +115,7 @@ def _scales_from_cache(cfg: DictConfig, facts: SpecFacts, exported, renames: dic
     header, scales = read_cache(given)
     on_model = map_onto_model(cfg.export.calibration_cache, scales, exported, cfg.model.file, renames)
     _check_cache_on_images(cfg, facts, out / "model.onnx", on_model.scales, exported)
-    write_scales(out / "calibration.bin", header, on_model.scales)
+    write_scales(out / CACHE_FILE, header, on_model.scales)
     moved = ", ".join(f"{old} -> {new}" for old, new in renames.items() if old in scales)
     log.info("calibration cache: %d scales from the given %s (%s)%s, no calibration; they scale the input of %d "
              "of the model's %d convolutions", len(on_model.scales), cfg.export.calibration_cache, header,
@@ -166,7 +166,7 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
         graph = onnx.load(str(exported))
         left_out = {name for conv in selection.float_layers for name in fused_outputs(graph, conv)}
         amax = {name: value for name, value in candidates[method].items() if name not in left_out}
-    write_cache(out / "calibration.bin", amax, method, backend.trt_version)
+    write_cache(out / CACHE_FILE, amax, method, backend.trt_version)
     log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, method)
     return outcome
 

@@ -79,7 +79,7 @@ def _profile_shapes(request: EngineRequest, model: Path) -> tuple[tuple[int, ...
     chw = input_chw(load_model(model))
     if None in chw:
         raise StageError(f"{model} has no fixed (C, H, W) input: TensorRT's optimization profile needs one")
-    batches = request.min_batch_size, request.opt_batch_size or request.max_batch_size, request.max_batch_size
+    batches = request.min_batch_size, request.opt_batch_size, request.max_batch_size
     return tuple((batch, *chw) for batch in batches)
 
 

@@ -7,18 +7,48 @@ import logging
 import os
 import signal
 import sys
-from typing import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from .. import HELD_SIGNALS
 from ..compute import workers
-from . import config
+from . import config, stage_params
 from .errors import StageError
 from .outputs import raise_if_interrupted, signal_received, unwind_on_signals
+from .schema import ConfigError
+
+if TYPE_CHECKING:
+    from ..detectnet_v2.spec_facts import SpecFacts
+    from ..spec import Spec
 
 log = logging.getLogger("stages")
+
+
+@dataclass
+class StageInputs:
+    """What the stages after calibration_tensorfile share, set up once by run_stage: the spec as that stage
+    resolved it, what the steps read from it, and the platform record, checked against this machine."""
+    spec_path: Path
+    spec: Spec
+    facts: SpecFacts
+    platform: dict | None  # None for a stage that does not run the engine
+
+
+def _stage_inputs(cfg: DictConfig, check_platform: bool) -> StageInputs:
+    from ..detectnet_v2.spec_facts import facts
+    from ..spec import Spec
+    from . import platform
+    from .layout import RESOLVED_SPEC, project_path
+
+    # the engine runs, is judged and is served where it was built, or not at all
+    record = platform.checked(OmegaConf.to_container(cfg)) if check_platform else None
+    spec_path = project_path(RESOLVED_SPEC)
+    spec = Spec.load(spec_path)
+    return StageInputs(spec_path, spec, facts(spec), record)
 
 # an override each stage's --help shows: one of the parameters that stage reads (`code` reads none)
 EXAMPLE_OVERRIDES = {
@@ -28,10 +58,11 @@ EXAMPLE_OVERRIDES = {
 }
 
 
-def run_stage(stage: str, description: str, run: Callable[[DictConfig | None], None],
-              argv: list[str] | None = None, reads_config: bool = True) -> int:
+def run_stage(stage: str, description: str, run: Callable[..., None], argv: list[str] | None = None,
+              reads_config: bool = True, reads_spec: bool = False, checks_platform: bool = False) -> int:
     """The stage's command line. A stage that reads no parameter (reads_config=False, the `code` stage)
-    runs whatever params.yaml holds: a wrong value is the validate stage's to report."""
+    runs whatever params.yaml holds: a wrong value is the validate stage's to report. A stage that
+    reads_spec is called run(cfg, StageInputs); with checks_platform, its inputs hold the checked record."""
     parser = argparse.ArgumentParser(
         prog=f"python -m stages.{stage}", description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -50,19 +81,22 @@ def run_stage(stage: str, description: str, run: Callable[[DictConfig | None], N
             print(OmegaConf.to_yaml(config.load(args.overrides, args.params)), end="")
             return 0
         cfg = config.load(args.overrides, args.params) if reads_config else None
-        if cfg is not None and stage in config.STAGE_PARAMS:
-            cfg = config.for_stage(cfg, stage)
+        if cfg is not None and stage in stage_params.STAGE_PARAMS:
+            cfg = stage_params.for_stage(cfg, stage)
         workers.configure(cfg.backend.get("workers") if cfg is not None and "backend" in cfg else None)
         try:
-            run(cfg)
+            if reads_spec:
+                run(cfg, _stage_inputs(cfg, checks_platform))
+            else:
+                run(cfg)
         except (ConfigAttributeError, ConfigKeyError) as exc:  # a read of a key the stage does not list
-            raise StageError(f"read config key {exc.full_key}, which config.STAGE_PARAMS[{stage!r}] "
-                             "(stages/pipeline/config.py) does not list: list it there, so that DVC re-runs "
+            raise StageError(f"read config key {exc.full_key}, which STAGE_PARAMS[{stage!r}] "
+                             "(stages/pipeline/stage_params.py) does not list: list it there, so that DVC re-runs "
                              "this stage when it changes") from None
         return 0
     except KeyboardInterrupt:
         return _interrupted(stage)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         return _failed(stage, 2, f"error: {exc}")
     except (StageError, ValueError, OSError) as exc:
         if signal_received():

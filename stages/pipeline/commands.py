@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .config import PROJECT
+from .layout import PROJECT
 from .errors import StageError
 
 log = logging.getLogger("stages.commands")

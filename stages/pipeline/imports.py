@@ -12,7 +12,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 
 from .backends import STEP_PACKAGES
-from .config import PROJECT
+from .layout import PROJECT
 from .errors import StageError
 
 

@@ -14,7 +14,8 @@ import shutil
 import subprocess
 from importlib import metadata
 
-from .config import BACKENDS, ENGINE_KINDS, PLATFORM_FILE, ConfigError, project_path
+from .layout import PLATFORM_FILE, project_path
+from .schema import BACKENDS, ENGINE_KINDS, ConfigError
 from .errors import StageError
 
 # TensorRT's Python package, under the names NVIDIA publishes it (pip wheels per CUDA major, Debian's
@@ -102,7 +103,7 @@ def probe(params: dict) -> dict:
     name = backend.get("name")
     if name not in BACKENDS:
         raise ConfigError(f"config key backend.name is {name!r}; expected one of {', '.join(BACKENDS)}")
-    engine = (params.get("convert") or {}).get("engine", "onnxruntime")
+    engine = (params.get("convert") or {}).get("engine")
     if engine not in ENGINE_KINDS:
         raise ConfigError(f"config key convert.engine is {engine!r}; expected one of {', '.join(ENGINE_KINDS)}")
     if name == "open" and engine == "onnxruntime":
@@ -119,7 +120,7 @@ def probe(params: dict) -> dict:
         builder = {"converter": backend.get("converter"),
                    "image": images.get("deploy" if backend.get("converter") == "gen_trt_engine" else "tf1")}
     else:  # tao_launcher: the launcher's version picks the images (its config.json)
-        builder = {"converter": backend.get("converter"), "launcher": launcher_version(backend.get("launcher") or "tao")}
+        builder = {"converter": backend.get("converter"), "launcher": launcher_version(backend["launcher"])}
     return {"backend": name, "engine": "tensorrt", "builder": builder, "gpus": gpus()}
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .config import PIPELINE_OUTPUTS, PROJECT, ConfigError, project_path
+from .layout import PIPELINE_OUTPUTS, PROJECT, project_path
+from .schema import ConfigError
 
 
 def _made_by_the_pipeline(path: Path) -> bool:
@@ -29,9 +30,9 @@ def _model_files(cfg: DictConfig) -> list[tuple[str, str]]:
 
 def _named_files(cfg: DictConfig) -> list[tuple[str, str]]:
     """(config key, path) of every input file or directory the config names."""
-    named = [("dataset.root", cfg.dataset.root), ("spec.file", cfg.spec.file), ("model.root", cfg.model.root),
+    named = [("dataset.root", cfg.dataset.root), ("dataset.spec", cfg.dataset.spec), ("model.root", cfg.model.root),
              *_model_files(cfg)]
-    named += [(f"spec.references[{ref}]", real) for ref, real in cfg.spec.references.items()]
+    named += [(f"dataset.references[{ref}]", real) for ref, real in cfg.dataset.references.items()]
     named += [(f"evaluate.{key}", cfg.evaluate[key]) for key in ("image_dir", "label_dir") if cfg.evaluate[key]]
     if cfg.export.cal_source == "image_dir" and cfg.export.cal_image_dir:
         named.append(("export.cal_image_dir", cfg.export.cal_image_dir))
@@ -102,10 +103,10 @@ def _model_shapes(model_path: Path, cfg: DictConfig) -> dict[str, tuple]:
 def _agreement_problems(cfg: DictConfig) -> list[str]:
     """dataset.classes vs the spec's target_classes; the model's input vs the spec's preprocessing; its
     coverage and bbox channels vs the classes. Checked on the files there now."""
-    spec_path, model_path = project_path(cfg.spec.file), project_path(cfg.model.file)
+    spec_path, model_path = project_path(cfg.dataset.spec), project_path(cfg.model.file)
     if not spec_path.is_file():
         return []
-    spec_name = cfg.spec.file
+    spec_name = cfg.dataset.spec
     spec_classes, spec_chw = _spec_classes_and_input(spec_path)
     problems = []
     if cfg.dataset.classes and spec_classes and list(cfg.dataset.classes) != spec_classes:

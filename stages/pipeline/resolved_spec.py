@@ -11,14 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 from ..detectnet_v2.postprocessing import PostprocessingError, clustering_config
 from ..detectnet_v2.preprocessing import ImageError, list_images
 from ..spec import Spec, check, substitute
-from .config import PROJECT, flatten, project_path
+from .layout import PROJECT, project_path
+from .stage_params import flatten
 
 
 def resolve_spec(cfg: DictConfig) -> Spec:
     """Load the configured spec, map its references, apply overrides, check what the backend reads."""
-    path = project_path(cfg.spec.file)
+    path = project_path(cfg.dataset.spec)
     spec = Spec.load(path)
-    references = {ref: str(real) for ref, real in OmegaConf.to_container(cfg.spec.references).items()}
+    references = {ref: str(real) for ref, real in OmegaConf.to_container(cfg.dataset.references).items()}
     overrides = {k: _literal(v) for k, v in flatten(OmegaConf.to_container(cfg.spec.set)).items()}
     resolved, rewrites = substitute(spec, references, overrides)
     kind = "open" if cfg.backend.name == "open" else "tao"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import PROJECT
+from .layout import PROJECT
 
 log = logging.getLogger("stages")
 

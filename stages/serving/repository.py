@@ -43,23 +43,21 @@ PACKAGE = Path(__file__).resolve().parents[1]  # stages/
 
 @dataclass
 class RepositoryRequest:
-    engine: Path  # artifacts/engine/model.onnx (onnxruntime) or model.engine (TensorRT)
+    engine: Path  # the convert stage's engine
+    engine_kind: str  # what built it (convert.engine; TAO's converters: tensorrt): onnxruntime | tensorrt | trtexec
     classes: list[str]  # in the order of the model's outputs
     clustering: dict[str, Clustering]
     width: int
     height: int
+    # the triton section's values (conf/config.yaml holds their defaults), and convert.max_batch_size
     max_batch_size: int
-    engine_backend: str = "python"  # for onnxruntime engines: python | auto
-    instances: int = 1
-    max_queue_delay_microseconds: int = 500
-    max_image_pixels: int = 40_000_000
-    max_request_bytes: int = 32 << 20
+    engine_backend: str  # for onnxruntime engines: python | auto
+    instances: int
+    max_queue_delay_microseconds: int
+    max_image_pixels: int
+    max_request_bytes: int
     environment: Path | None = None  # the packed environment (serving/environment.py); None: the checkout's venv
     stub: Path | None = None  # the Python backend stub for the packed environment's Python
-
-
-def engine_kind(engine: Path) -> str:
-    return "tensorrt" if engine.suffix == ".engine" else "onnxruntime"
 
 
 # config.pbtxt is written as text: Triton's ModelConfig message ships only with tritonclient, which the
@@ -94,10 +92,9 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
     detections = [_tensor("BOXES", "TYPE_FP32", [-1, 4]), _tensor("SCORES", "TYPE_FP32", [-1]),
                   _tensor("CLASS_IDS", "TYPE_INT32", [-1])]
 
-    kind = engine_kind(request.engine)
     version = out / ENGINE / "1"
     version.mkdir(parents=True)
-    if kind == "tensorrt":  # only Triton's TensorRT backend runs a plan, whatever engine_backend says
+    if request.engine_kind != "onnxruntime":  # only Triton's TensorRT backend runs a plan, whatever engine_backend says
         shutil.copyfile(request.engine, version / "model.plan")
         config = _config(ENGINE, 'platform: "tensorrt_plan"', request, [model_input], raw_outputs, "KIND_GPU")
     elif request.engine_backend == "python":

@@ -18,7 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ..pipeline.config import TRITON_DIR, project_path
+from ..pipeline.layout import TRITON_DIR, project_path
 from ..pipeline.errors import StageError
 
 TRITON_HOME = Path(sys.prefix) / "triton"  # nvidia-pytriton 0.7.0, installed there by make setup (triton.txt)

@@ -9,7 +9,7 @@ import re
 from typing import Iterable, Sequence
 
 from ..pipeline.commands import Secret
-from ..pipeline.config import DATA_TYPES
+from ..pipeline.schema import DATA_TYPES
 
 INPUT_ORDERS = ("nchw", "nhwc", "nc")
 _PROFILE = re.compile(r"[^,\s]+(,\d+x\d+x\d+x\d+){3}")
@@ -83,7 +83,7 @@ def _flag(argv: list, flag: str, key: str, value) -> None:
 
 def calibration_tensorfile(spec: str, output: str, max_batches: int, use_validation_set: bool) -> list:
     """detectnet_v2 calibration_tensorfile -e SPEC -o OUT -m MAX_BATCHES [--use_validation_set]"""
-    argv = ["detectnet_v2", "calibration_tensorfile", "-e", _path("spec.file", spec),
+    argv = ["detectnet_v2", "calibration_tensorfile", "-e", _path("dataset.spec", spec),
             "-o", _path("calibration.output", output),
             "-m", _positive("calibration.max_batches", max_batches)]
     _flag(argv, "--use_validation_set", "calibration.use_validation_set", use_validation_set)
@@ -117,7 +117,7 @@ def export(model: str, key: Secret, output: str, export_cfg, spec: str | None = 
                  "--batch_size", _positive("export.batch_size", e.batch_size)]
     _opt(argv, "--max_batch_size", "export.max_batch_size", e.max_batch_size, _positive)
     _opt(argv, "--max_workspace_size", "export.max_workspace_size", e.max_workspace_size, _positive)
-    _opt(argv, "-e", "spec.file", spec, _path)
+    _opt(argv, "-e", "dataset.spec", spec, _path)
     _opt(argv, "--engine_file", "export.engine_file", engine_file, _path)
     _flag(argv, "--strict_type_constraints", "export.strict_type_constraints", e.strict_type_constraints)
     _flag(argv, "--force_ptq", "export.force_ptq", e.force_ptq)
@@ -164,7 +164,7 @@ def gen_trt_engine(model: str, key: Secret | None, spec: str, convert_cfg, data_
     argv = ["detectnet_v2", "gen_trt_engine", "-m", _path("export.output", model)]
     if key is not None:
         argv += ["-k", key]
-    argv += ["-e", _path("spec.file", spec), "--data_type", _choice("export.data_type", data_type, DATA_TYPES),
+    argv += ["-e", _path("dataset.spec", spec), "--data_type", _choice("export.data_type", data_type, DATA_TYPES),
              "--engine_file", _path("convert.engine_file", engine)]
     if data_type == "int8":
         _opt(argv, "--cal_cache_file", "export.cal_cache_file", cache, _path)
@@ -183,6 +183,6 @@ def gen_trt_engine(model: str, key: Secret | None, spec: str, convert_cfg, data_
 
 def evaluate(spec: str, engine: str, image_dir: str, label_dir: str, results_dir: str, batch_size: int) -> list:
     """detectnet_v2 evaluate (TAO Deploy) -e SPEC -m ENGINE -i IMAGE_DIR -l LABEL_DIR -r RESULTS_DIR -b BATCH"""
-    return ["detectnet_v2", "evaluate", "-e", _path("spec.file", spec), "-m", _path("convert.engine_file", engine),
+    return ["detectnet_v2", "evaluate", "-e", _path("dataset.spec", spec), "-m", _path("convert.engine_file", engine),
             "-i", _path("evaluate.image_dir", image_dir), "-l", _path("evaluate.label_dir", label_dir),
             "-r", _path("evaluate.results_dir", results_dir), "-b", _positive("evaluate.batch_size", batch_size)]

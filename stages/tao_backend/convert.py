@@ -6,7 +6,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..detectnet_v2.spec_facts import SpecFacts
+from ..formats.calibration_cache import CACHE_FILE
 from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
+from ..pipeline.layout import ENGINE_FILES
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 
@@ -17,10 +19,10 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
     model = exported / f"model.{cfg.backend.export_format}"
     if not model.is_file():
         raise RunnerError(f"{model} does not exist: run the export stage with this backend first")
-    cache = exported / "calibration.bin" if data_type == "int8" else None
+    cache = exported / CACHE_FILE if data_type == "int8" else None
     if cache is not None and not cache.is_file():
         raise RunnerError(f"{cache} does not exist: export with export=int8 first")
-    engine = out / "model.engine"
+    engine = out / ENGINE_FILES["tensorrt"]
     chw = (facts.channels, facts.height, facts.width)
     if cfg.backend.converter == "tao-converter":
         shape = "x".join(map(str, chw))

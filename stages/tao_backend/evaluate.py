@@ -27,8 +27,7 @@ def read_results(path: Path, classes: list[str]) -> dict[str, float]:
 
 
 def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path, label_dir: Path,
-        spec_path: Path, reference_model: Path, engine_dir: Path, out: Path) -> dict[str, ModelResult]:
-    engine = engine_dir / "model.engine"
+        spec_path: Path, reference_model: Path, engine: Path, out: Path) -> dict[str, ModelResult]:
     if not engine.is_file():
         raise RunnerError(f"{engine} does not exist: run the convert stage with this backend first")
     runner = runner_for(cfg.backend, "detectnet_v2")

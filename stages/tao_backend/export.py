@@ -9,11 +9,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..detectnet_v2.spec_facts import SpecFacts
-from ..formats.calibration_cache import read_cache
+from ..formats.calibration_cache import CACHE_FILE, read_cache
 from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering, write_deepstream_config
 from ..formats.onnx_model import load_model
 from ..pipeline.backends import ExportOutcome
-from ..pipeline.config import project_path
+from ..pipeline.layout import project_path
 from ..pipeline.resolved_spec import deepstream_clustering, images_of
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
@@ -28,10 +28,10 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
         # TensorRT reads an existing cache instead of calibrating: TAO gets a copy of the given one, as it is
         given = project_path(e.calibration_cache)
         read_cache(given)  # a cache that does not parse stops here, with its file and line
-        shutil.copyfile(given, out / "calibration.bin")
-        calibration.update(cal_cache_file=runner.path(out / "calibration.bin"), cache_given=True)
+        shutil.copyfile(given, out / CACHE_FILE)
+        calibration.update(cal_cache_file=runner.path(out / CACHE_FILE), cache_given=True)
     elif e.data_type == "int8":
-        calibration["cal_cache_file"] = runner.path(out / "calibration.bin")
+        calibration["cal_cache_file"] = runner.path(out / CACHE_FILE)
         if e.cal_source == "tensorfile":
             if not tensorfile.is_file():
                 raise RunnerError(f"export.cal_source is tensorfile but {tensorfile} does not exist")
@@ -53,7 +53,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
                                 e.data_type, clustering, routes=("explicit",))
     check_written(runner, exported, "detectnet_v2 export", load_model if exported.suffix == ".onnx" else read_etlt)
     if e.data_type == "int8":
-        check_written(runner, out / "calibration.bin", "detectnet_v2 export", read_cache)
+        check_written(runner, out / CACHE_FILE, "detectnet_v2 export", read_cache)
     method = None if e.data_type != "int8" else "given" if e.calibration_cache else "tao"  # TensorRT's entropy
     return ExportOutcome(calibration={"method": method})
 

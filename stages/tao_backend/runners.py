@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from ..pipeline import commands
-from ..pipeline.config import BACKENDS, PROJECT, project_path
+from ..pipeline.layout import PROJECT, project_path
+from ..pipeline.schema import BACKENDS
 from ..pipeline.errors import StageError
 from ..spec import Spec, path_values
 from ..spec.textformat import literal_for
@@ -46,7 +47,7 @@ def load_key(backend: DictConfig) -> Secret:
         if not value:
             raise MissingKeyError(f"backend.key_file {path} is empty")
         return Secret(value)
-    name = backend.get("key_env") or "TAO_KEY"
+    name = backend.key_env
     value = os.environ.get(name, "")
     if not value:
         raise MissingKeyError(f"the TAO key is missing: export it in the environment variable {name} "
@@ -60,8 +61,8 @@ def not_on_path(executable: str, backend: str) -> "RunnerError":
                        f"install it (or run inside the TAO container), or choose another backend: {others}")
 
 
-def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None = None,
-                secrets: Sequence[Secret] = (), backend: str = "tao") -> None:
+def run_command(argv: Sequence, log_path: Path, env: dict[str, str] | None,
+                secrets: Sequence[Secret], backend: str) -> None:
     """Run argv through pipeline.commands (Secret elements passed for real, printed as ***). Raises
     RunnerError with TAO's last lines on failure, and names the other backends when the tool is missing."""
     commands.run_command(argv, log_path, env, secrets, not_found=lambda executable: not_on_path(executable, backend),
@@ -108,7 +109,7 @@ class Runner:
         return self.path(spec_path)
 
     def run(self, argv: list, log_path: Path, secrets: Sequence[Secret] = ()) -> None:
-        run_command(argv, log_path, secrets=secrets, backend=self.name)
+        run_command(argv, log_path, None, secrets, self.name)
 
 
 class _Mounted(Runner):
@@ -179,7 +180,7 @@ class LauncherRunner(_Mounted):
     name = "tao_launcher"
 
     def executable(self, tool: str) -> str:
-        return self.backend.get("launcher") or "tao"
+        return self.backend.launcher
 
     def docker_options(self) -> dict:
         options = _plain(self.backend.get("docker_options"))
@@ -187,7 +188,7 @@ class LauncherRunner(_Mounted):
             if key not in LAUNCHER_DOCKER_OPTIONS:
                 raise RunnerError(f"config key backend.docker_options.{key} is not an option the TAO launcher "
                                   f"accepts: {', '.join(LAUNCHER_DOCKER_OPTIONS)}")
-        if self.backend.get("map_user", True):
+        if self.backend.map_user:
             options.setdefault("user", f"{os.getuid()}:{os.getgid()}")
         return options
 
@@ -204,11 +205,11 @@ class LauncherRunner(_Mounted):
         tool, *args = argv
         deploy = is_deploy_task(argv)
         group = b.get("deploy_task_group" if deploy else "model_task_group")
-        command = [b.get("launcher") or "tao", *([group] if group else []), LAUNCHER_TASKS.get(tool, tool)]
+        command = [b.launcher, *([group] if group else []), LAUNCHER_TASKS.get(tool, tool)]
         env: dict[str, str] = {}
         for arg in args:
             if isinstance(arg, Secret):
-                key_var = b.get("key_env") or "TAO_KEY"
+                key_var = b.key_env
                 env[key_var] = arg.value
                 command.append(f'"${key_var}"')
             else:
@@ -241,11 +242,11 @@ class DockerRunner(_Mounted):
 
     def command(self, argv: list) -> tuple[list, dict[str, str]]:
         b = self.backend
-        key_var = b.get("key_env") or "TAO_KEY"
+        key_var = b.key_env
         docker = [b.get("docker") or "docker", "run", "--rm"]
         if b.get("gpus"):
             docker += ["--gpus", str(b.gpus)]
-        if b.get("map_user", True):
+        if b.map_user:
             docker += ["--user", f"{os.getuid()}:{os.getgid()}"]
         for source, destination in self.mounts():
             docker += ["-v", f"{source}:{destination}"]
