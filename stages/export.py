@@ -12,6 +12,7 @@ import sys
 from omegaconf import DictConfig
 
 from .formats import deployable_onnx
+from .formats.file_names import DEPLOYABLE_FILES
 from .pipeline import backends
 from .pipeline.cli import StageInputs, log_to_file, run_stage
 from .pipeline.layout import EXPORT_DIR, EXPORT_REPORT, TENSORFILE, project_path
@@ -25,7 +26,7 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
     with staged_dir(project_path(EXPORT_DIR)) as out, log_to_file(out / "export.log"):
         outcome = step.run(cfg, inputs.facts, inputs.spec_path, project_path(cfg.model.file),
                            project_path(TENSORFILE), out)
-        if (out / deployable_onnx.DEPLOYABLE_FILES["fp32"]).is_file():  # not from TAO's .etlt
+        if (out / DEPLOYABLE_FILES["fp32"]).is_file():  # not from TAO's .etlt
             written = deployable_onnx.write_for_export(out, cfg.export.data_type, cfg.export.high_precision,
                                                        outcome.maxima, outcome.float_layers)
             for line in deployable_onnx.described(written, cfg.export.data_type, outcome.maxima is not None) \

@@ -7,7 +7,7 @@ import sys
 
 from .pipeline.config import composed_yaml
 from .pipeline.layout import PROJECT
-from .pipeline.schema import ConfigError
+from .pipeline.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ import sys
 
 from .pipeline.config import read_params
 from .pipeline.layout import PLATFORM_FILE, project_path
-from .pipeline.schema import ConfigError
+from .pipeline.errors import ConfigError
 from .pipeline.errors import StageError
 from .pipeline.outputs import write_text_atomically
 from .pipeline.platform import describe, probe

@@ -4,8 +4,8 @@ Its options are each version's, from NVIDIA's trtexec documentation and "Migrati
 11.x" (trtexec): 11 removed --fp16 --bf16 --int8 --fp8 --int4 --best --calib --precisionConstraints
 --layerPrecisions --layerOutputTypes --{min,opt,max}ShapesCalib --calibProfile, and keeps --stronglyTyped as a
 no-op; an unknown option stops it with "Unknown option" (TensorRT OSS samples/common/sampleOptions.cpp and
-trtexec.cpp, as DESIGN.md section 12 records them). 8.6 has no --stronglyTyped (added with strong typing in
-TensorRT 9/10). Every run prints trtexec's banner first,
+trtexec.cpp, as docs/design.md, "TensorRT 10 and 11", records them). 8.6 has no --stronglyTyped (added
+with strong typing in TensorRT 9/10). Every run prints trtexec's banner first,
 `&&&& RUNNING TensorRT.trtexec [TensorRT v110400] # trtexec ...`, and `&&&& PASSED` or `&&&& FAILED` last.
 The ONNX is read with onnx (a file it cannot read fails the build, as the real parser does), and the
 "engine" is a JSON description of the command line. Each run appends its argv to $FAKE_TRTEXEC_RECORD;

@@ -53,12 +53,12 @@ def test_syntax_error_in_the_code_names_the_file_and_line(project):
 
 def test_malformed_spec(project):
     (project / "bad_spec.txt").write_text("dataset_config {\n  data_sources {\n    image_directory_path: \n")
-    set_params(project, spec__file="bad_spec.txt")
+    set_params(project, dataset__spec="bad_spec.txt")
     fails(project, "calibration_tensorfile", "bad_spec.txt:4:1", "expected a value for field 'image_directory_path'")
 
 
 def test_missing_spec(project):
-    set_params(project, spec__file="specs/nope.txt")
+    set_params(project, dataset__spec="specs/nope.txt")
     fails(project, "calibration_tensorfile", "cannot read spec", "specs/nope.txt")
 
 
@@ -69,14 +69,14 @@ def test_override_of_a_field_path_that_does_not_exist(project):
 
 
 def test_reference_mapped_to_a_path_that_does_not_exist(project):
-    set_params(project, spec__references={"/workspace/tao-experiments/data": "data/moved",
+    set_params(project, dataset__references={"/workspace/tao-experiments/data": "data/moved",
                                           "/workspace/tao-experiments/detectnet_v2": "models/sample"})
     fails(project, "calibration_tensorfile", "dataset_config.data_sources[0].image_directory_path",
           "'data/moved/training': no such directory")
 
 
 def test_spec_still_pointing_at_an_unmapped_container_path(project):
-    set_params(project, spec__references={"/workspace/tao-experiments/data": "data/sample"})
+    set_params(project, dataset__references={"/workspace/tao-experiments/data": "data/sample"})
     fails(project, "calibration_tensorfile", "model_config.pretrained_model_file",
           "still under the container prefix '/workspace'")
 
@@ -84,7 +84,7 @@ def test_spec_still_pointing_at_an_unmapped_container_path(project):
 def test_empty_image_directory(project):
     for split in ("training", "validation"):
         (project / "empty" / split).mkdir(parents=True)
-    set_params(project, spec__references={"/workspace/tao-experiments/data": "empty",
+    set_params(project, dataset__references={"/workspace/tao-experiments/data": "empty",
                                           "/workspace/tao-experiments/detectnet_v2": "models/sample"})
     fails(project, "calibration_tensorfile", f"image directory {project}/empty/training holds no .png images")
 
@@ -234,7 +234,16 @@ def test_a_target_class_without_clustering_and_no_default(project):
 def test_a_tensorrt_engine_the_open_backend_cannot_run(project):
     engine = project / "artifacts/engine"
     (engine / "model.onnx").rename(engine / "model.engine")
+    set_params(project, convert__engine="tensorrt")
+    run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project)  # as `dvc repro` would
     fails(project, "evaluate", "model.engine is a TensorRT engine", "onnxruntime engines only")
+
+
+def test_an_engine_directory_without_the_engine_the_config_names(project):
+    # nothing guesses the file from what lies in artifacts/engine: convert.engine names it
+    engine = project / "artifacts/engine"
+    (engine / "model.onnx").rename(engine / "model.engine")
+    fails(project, "evaluate", "artifacts/engine/model.onnx does not exist", "run the convert stage first")
 
 
 def test_a_tensorrt_engine_asked_for_where_tensorrt_is_missing(project):

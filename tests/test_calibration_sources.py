@@ -71,7 +71,7 @@ def test_validation_set_from_tfrecords_folds_is_a_clear_error(project):
     start = spec.index("  validation_data_source: {")
     end = spec.index("  }\n", start) + 4
     (project / "fold_spec.txt").write_text(spec[:start] + "  validation_fold: 0\n" + spec[end:])
-    set_params(project, spec__file="fold_spec.txt", calibration__use_validation_set=True)
+    set_params(project, dataset__spec="fold_spec.txt", calibration__use_validation_set=True)
     result = run([sys.executable, "-m", "stages.calibration_tensorfile", "--params", "params.yaml"], project,
                  check=False)
     assert result.returncode == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 import sys
 from importlib import metadata
 
@@ -160,8 +161,8 @@ def _reads_comments() -> dict[str, str]:
     """{stage: its `# reads ...` comment in dvc.yaml, its continuation lines joined}."""
     found, stage = {}, None
     for line in (ROOT / "dvc.yaml").read_text().splitlines():
-        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
-            stage = line.strip()[:-1]
+        if re.match(r"  \w+:", line):  # a stage's name, perhaps with a comment after it
+            stage = line.split(":")[0].strip()
         elif line.startswith("    # reads "):
             found[stage] = line[len("    # reads "):]
         elif line.startswith("    #   ") and stage in found:
@@ -196,7 +197,7 @@ def test_stage_help_explains_overrides_and_params():
 @pytest.mark.parametrize("stage", [s for s in PIPELINE_STAGES if s != "metrics"])  # metrics reads no parameter
 def test_each_stage_help_shows_an_override_of_a_parameter_it_reads(stage):
     from stages.pipeline.cli import EXAMPLE_OVERRIDES
-    from stages.pipeline.config import STAGE_PARAMS
+    from stages.pipeline.stage_params import STAGE_PARAMS
     example = EXAMPLE_OVERRIDES[stage]
     assert f"python -m stages.{stage} {example} --cfg job" in run([sys.executable, "-m", f"stages.{stage}", "--help"],
                                                                  ROOT).stdout
@@ -240,7 +241,8 @@ def fingerprinted_packages(stage: str) -> dict[str, str]:
 
 
 def test_each_stage_depends_on_its_slice_of_the_config_and_lists_no_params():
-    from stages.pipeline.config import PARAMS_DIR, STAGE_PARAMS
+    from stages.pipeline.layout import PARAMS_DIR
+    from stages.pipeline.stage_params import STAGE_PARAMS
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert set(STAGE_PARAMS) == set(PIPELINE_STAGES) - {"validate", "metrics"}
     for stage in STAGE_PARAMS:
@@ -250,7 +252,8 @@ def test_each_stage_depends_on_its_slice_of_the_config_and_lists_no_params():
 
 
 def test_a_stage_that_reads_a_key_it_does_not_list_fails_naming_it(tmp_path):
-    from stages.pipeline.config import for_stage, load
+    from stages.pipeline.config import load
+    from stages.pipeline.stage_params import for_stage
     masked = for_stage(load(params=ROOT / "params.yaml"), "calibration_tensorfile")
     assert masked.backend.name == "open" and masked.calibration.max_batches > 0
     with pytest.raises(Exception, match="calibration_method"):
@@ -262,7 +265,7 @@ def test_a_stage_that_reads_a_key_it_does_not_list_fails_naming_it(tmp_path):
 @pytest.mark.parametrize("stage", ["sample", "calibration_tensorfile", "export", "convert", "evaluate", "triton"])
 def test_every_key_a_stage_lists_is_named_in_its_code(stage):
     # the other half of "exactly what it reads": a listed key that no file the stage runs names is stale
-    from stages.pipeline.config import STAGE_PARAMS
+    from stages.pipeline.stage_params import STAGE_PARAMS
     from stages.pipeline.imports import stage_code
     code = "".join(path.read_text() for path in stage_code(stage) if path.name != "config.py")
     for entry in STAGE_PARAMS[stage]:

@@ -260,7 +260,7 @@ def test_the_readme_upgrade_commands_rerun_exactly_the_stages_that_run_the_packa
     whose code runs tqdm (the code stage's fingerprints) and no other."""
     import os
 
-    from stages.pipeline.config import PIPELINE_STAGES
+    from stages.pipeline.stage_params import PIPELINE_STAGES
     from stages.pipeline.imports import stage_packages
 
     project = make_project(tmp_path / "project")

@@ -18,7 +18,7 @@ from stages.formats.onnx_model import export_model
 from stages.open_backend import int8_selection
 from stages.open_backend.int8_calibration import collect_candidates
 from stages.pipeline.config import load
-from stages.pipeline.schema import ConfigError
+from stages.pipeline.errors import ConfigError
 from stages.pipeline.errors import StageError
 from stages.spec import Spec
 

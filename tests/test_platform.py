@@ -80,7 +80,7 @@ def test_no_nvidia_smi_means_no_gpu_found_and_tensorrt_missing_means_no_version(
     ("tao_docker", {"converter": "gen_trt_engine", "images": {"tf1": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-tf1.15.5",
                                                              "deploy": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-deploy"}},
      {"converter": "gen_trt_engine", "image": "nvcr.io/nvidia/tao/tao-toolkit:5.0.0-deploy"}),  # builds the engine
-    ("tao_launcher", {"converter": "tao-converter"}, {"converter": "tao-converter", "launcher": "6.26.3"}),
+    ("tao_launcher", {"converter": "tao-converter", "launcher": "tao"}, {"converter": "tao-converter", "launcher": "6.26.3"}),
 ])
 def test_tao_backends_build_tensorrt_engines_named_by_image_or_launcher_and_gpu(tmp_path, fake_bin, backend, keys,
                                                                                  builder):
@@ -96,7 +96,7 @@ def test_tao_backends_build_tensorrt_engines_named_by_image_or_launcher_and_gpu(
 
 def test_the_launcher_recorded_is_the_one_on_path_asked_for_its_version(tmp_path, fake_bin):
     """Not the launcher package the tests import: with no `tao` on PATH there is no launcher version."""
-    params = params_file(tmp_path, "tao_launcher", converter="tao-converter")
+    params = params_file(tmp_path, "tao_launcher", converter="tao-converter", launcher="tao")
     bare = os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])
     record = json.loads(probe(tmp_path, params, PATH=bare).stdout)
     assert record["builder"] == {"converter": "tao-converter", "launcher": None}

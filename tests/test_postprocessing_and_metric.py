@@ -118,7 +118,8 @@ def test_our_dbscan_labels_every_box_as_scikit_learns_dbscan_on_taos_dense_matri
 @pytest.fixture
 def taos_nms_given_a_copy(monkeypatch):
     """TAO's NMS sorts and decays the coverage array in place, then reads the kept boxes' coverages from
-    it by their original index (wrong confidences): hand it a copy, as DESIGN.md says."""
+    it by their original index (wrong confidences): hand it a copy, as docs/design.md says ("Evaluation
+    against TAO's own code")."""
     tao_modules()
     from nvidia_tao_deploy.cv.detectnet_v2 import utils
 

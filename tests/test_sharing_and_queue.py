@@ -65,7 +65,7 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
                                       "artifacts/evaluation", "artifacts/export", "artifacts/params",
                                       "artifacts/platform.json",
                                       "artifacts/reports/evaluate.json", "artifacts/reports/export.json",
-                                      "artifacts/triton", "artifacts/validated.txt", "data/sample",
+                                      "artifacts/spec", "artifacts/triton", "artifacts/validated.txt", "data/sample",
                                       "metrics/convert.json", "metrics/evaluate.json", "metrics/export.json",
                                       "models/sample"]
 

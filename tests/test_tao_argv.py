@@ -1,4 +1,4 @@
-"""Each TAO command line as DESIGN.md section 1 documents it, from representative configs."""
+"""Each TAO command line as docs/design.md, "TAO's command lines", documents it, from representative configs."""
 from __future__ import annotations
 
 import pytest

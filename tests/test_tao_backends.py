@@ -15,7 +15,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import KEY, ROOT, env_for, project_for, records, run, secrets_in, set_params
+from conftest import KEY, env_for, project_for, records, run, secrets_in, set_params
 from stages.spec import Spec, path_values
 from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret
@@ -23,6 +23,14 @@ from stages.tao_backend.argv import Secret
 REAL_LAUNCHER = pytest.mark.skipif(
     importlib.util.find_spec("nvidia_tao_cli") is None,
     reason="nvidia-tao (the TAO launcher's code) is not installed: make setup installs it")
+
+
+def backend_of(name: str, **values) -> OmegaConf:
+    """conf/backend/<name>.yaml as the pipeline composes it, with `values` in place of its own."""
+    from stages.pipeline.config import compose
+    backend = compose([f"backend={name}"]).backend
+    OmegaConf.set_struct(backend, False)  # Hydra's composition is closed; a user's params.yaml is not
+    return OmegaConf.merge(backend, values)
 
 
 def stage(project, name, env, check=True):
@@ -39,7 +47,7 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     # TAO writes into a temp dir beside the output, moved into place only on success
     calibration = calls[0]["argv"]
     assert calibration[0:2] == ["calibration_tensorfile", "-e"] and calibration[3] == "-o"
-    assert re.fullmatch(rf"{project}/artifacts/\.calibration\.\d+\.\w+\.partial/spec\.txt", calibration[2])
+    assert re.fullmatch(rf"{project}/artifacts/\.spec\.\d+\.\w+\.partial/spec\.txt", calibration[2])
     assert re.fullmatch(rf"{project}/artifacts/\.calibration\.\d+\.\w+\.partial/calibration\.tensor", calibration[4])
     assert calibration[5:] == ["-m", "3"]
     export = calls[1]["argv"]
@@ -125,7 +133,7 @@ def test_missing_key_is_a_clear_error_only_where_a_key_is_needed(tmp_path, fake_
     assert result.returncode == 1
     assert "the TAO key is missing" in result.stderr and "TAO_KEY" in result.stderr
     assert "\n\n" not in result.stderr.strip()
-    assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["calibration"]  # nothing else made
+    assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["calibration", "spec"]  # nothing else made
 
 
 @REAL_LAUNCHER
@@ -179,22 +187,23 @@ def test_launcher_passes_paths_its_shell_would_split(tmp_path, fake_bin):
 
 
 def test_launcher_refuses_what_its_shell_cannot_take(tmp_path):
-    runner = LauncherRunner(OmegaConf.create({"mounts": [{"source": str(tmp_path), "destination": "/w"}]}))
+    runner = LauncherRunner(backend_of("tao_launcher", mounts=[{"source": str(tmp_path), "destination": "/w"}]))
     with pytest.raises(RunnerError, match=r"cannot pass \"/w/it's\".*single quote.*backend=tao_docker"):
         runner.command(["detectnet_v2", "export", "-m", "/w/it's"])
 
 
 def test_a_mount_whose_source_does_not_exist_is_refused(tmp_path):
     # docker would create it, empty and owned by root
-    runner = DockerRunner(OmegaConf.create({"mounts": [{"source": str(tmp_path / "nope"), "destination": "/d"}]}))
+    runner = DockerRunner(backend_of("tao_docker", mounts=[{"source": str(tmp_path / "nope"), "destination": "/d"}]))
     with pytest.raises(RunnerError, match=r"backend.mounts\[0\].source: .*/nope does not exist"):
         runner.mounts()
 
 
 def test_launcher_refuses_docker_options_it_does_not_accept(tmp_path):
-    backend = {"mounts": [{"source": str(tmp_path), "destination": "/w"}], "docker_options": {"gpus": "all"}}
+    backend = backend_of("tao_launcher", mounts=[{"source": str(tmp_path), "destination": "/w"}],
+                         docker_options={"gpus": "all"})
     with pytest.raises(RunnerError, match=r"backend.docker_options.gpus is not an option.*shm_size"):
-        LauncherRunner(OmegaConf.create(backend)).mounts_json()
+        LauncherRunner(backend).mounts_json()
 
 
 @REAL_LAUNCHER
@@ -278,15 +287,15 @@ def test_the_key_appears_nowhere_after_a_full_run(tmp_path, fake_bin, backend, s
 
 def test_key_from_a_file_wins_and_an_empty_file_is_refused(tmp_path):
     (tmp_path / "k").write_text("abc\n")
-    assert load_key(OmegaConf.create({"key_file": str(tmp_path / "k"), "key_env": "NOPE"})) == Secret("abc")
+    assert load_key(backend_of("tao", key_file=str(tmp_path / "k"), key_env="NOPE")) == Secret("abc")
     (tmp_path / "empty").write_text("")
     with pytest.raises(RunnerError, match="is empty"):
-        load_key(OmegaConf.create({"key_file": str(tmp_path / "empty")}))
+        load_key(backend_of("tao", key_file=str(tmp_path / "empty")))
 
 
 def test_paths_outside_every_mount_are_refused(tmp_path):
     (tmp_path / "data").mkdir()
-    runner = LauncherRunner(OmegaConf.create({"mounts": [{"source": str(tmp_path / "data"), "destination": "/d"}]}))
+    runner = LauncherRunner(backend_of("tao_launcher", mounts=[{"source": str(tmp_path / "data"), "destination": "/d"}]))
     assert runner.path(tmp_path / "data" / "x y" / "z.png") == "/d/x y/z.png"
     with pytest.raises(RunnerError, match="is not under any mount"):
         runner.path(tmp_path / "elsewhere")
@@ -295,7 +304,7 @@ def test_paths_outside_every_mount_are_refused(tmp_path):
 def test_longest_mount_wins(tmp_path):
     (tmp_path / "data").mkdir()
     mounts = [{"source": str(tmp_path), "destination": "/w"}, {"source": str(tmp_path / "data"), "destination": "/d"}]
-    runner = DockerRunner(OmegaConf.create({"mounts": mounts, "images": {"tf1": "img", "deploy": "img"}}))
+    runner = DockerRunner(backend_of("tao_docker", mounts=mounts))
     assert runner.path(tmp_path / "data" / "a") == "/d/a"
     assert runner.path(tmp_path / "data2" / "a") == "/w/data2/a"
 
@@ -309,8 +318,7 @@ def test_every_command_we_send_is_a_task_the_launcher_routes(tmp_path, argv):
     from nvidia_tao_cli.components.instance_handler.utils import get_config_file
 
     task_map, _ = LocalInstance.parse_launcher_config(LocalInstance.load_config(get_config_file()))
-    backend = yaml.safe_load((ROOT / "conf/backend/tao_launcher.yaml").read_text())
-    command, _ = LauncherRunner(OmegaConf.create(backend)).command(argv)
+    command, _ = LauncherRunner(backend_of("tao_launcher")).command(argv)
     group, task = command[1:3]
     assert task in task_map[group]
 

@@ -16,6 +16,7 @@ import pytest
 from google.protobuf import text_format
 
 from conftest import ROOT, SMALL_SAMPLE, make_project, run
+from stages.pipeline.layout import EXPORTED_MODEL, RESOLVED_SPEC
 from tao_family import FAMILY, TAO5, Member, write_member
 from tao_oracle import tao_evaluate
 
@@ -172,9 +173,9 @@ def test_an_explicit_method_is_that_method_with_nothing_chosen(runs):
 
 def test_our_evaluation_of_a_tao_shaped_model_equals_tao_deploys(runs):
     member = FAMILY[-1]  # four classes at 960x544
-    artifacts = runs / f"{member.name}-fp32" / "artifacts"
+    project = runs / f"{member.name}-fp32"
     data = runs.parent / "data" / member.name / "validation"
-    theirs = tao_evaluate(artifacts / "export" / "model.onnx", data / "image_2", data / "label_2",
-                          (artifacts / "calibration" / "spec.txt").read_text())
+    theirs = tao_evaluate(project / EXPORTED_MODEL, data / "image_2", data / "label_2",
+                          (project / RESOLVED_SPEC).read_text())
     ours = report(runs, member, "fp32", "evaluate")["reference"]["AP"]
     assert ours == pytest.approx(theirs, abs=1e-6)

@@ -18,7 +18,7 @@ from stages.compute.workers import allowed_cores, worker_count
 from stages.detectnet_v2.evaluation import evaluate, evaluation_setup, validation_set
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.pipeline.config import load
-from stages.pipeline.schema import ConfigError
+from stages.pipeline.errors import ConfigError
 from stages.spec import Spec
 
 WIDTH, HEIGHT = 160, 64

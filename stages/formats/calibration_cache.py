@@ -12,8 +12,6 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-CACHE_FILE = "calibration.bin"  # the cache's name beside the exported model, as TAO's export and DeepStream name it
-
 CALIBRATOR_NAMES = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration",
                     "percentile": "LegacyCalibration"}
 DEFAULT_TRT_VERSION = 8601  # TensorRT 8.6.1 writes "TRT-8601-..."

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 from .deployable_onnx import deployable_file
 from .onnx_model import TAO_INPUT, TAO_OUTPUTS
-from .calibration_cache import CACHE_FILE
+from .file_names import CACHE_FILE
 
 KEY_PLACEHOLDER = "YOUR_TAO_KEY"
 CONFIG_FILES = {"implicit": "nvinfer_config.txt", "explicit": "nvinfer_config.explicit.txt"}

@@ -33,7 +33,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-DEPLOYABLE_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+from .file_names import DEPLOYABLE_FILES
+
 HIGH_PRECISIONS = ("fp16", "fp32")  # export.high_precision: what is not INT8 computes in
 QDQ_PER_CHANNEL_OPSET = 13  # QuantizeLinear/DequantizeLinear take `axis` (per-channel scales) from opset 13
 FP16_QDQ_OPSET = 19  # and a float16 scale (DequantizeLinear then gives float16) from opset 19
@@ -526,7 +527,8 @@ def write_for_export(folder, data_type: str, high_precision: str = "fp16",
     left in higher precision."""
     from pathlib import Path
 
-    from .calibration_cache import CACHE_FILE, map_onto_model, read_cache
+    from .calibration_cache import map_onto_model, read_cache
+    from .file_names import CACHE_FILE
 
     folder = Path(folder)
     if data_type == "fp32":

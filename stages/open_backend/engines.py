@@ -16,8 +16,8 @@ import onnx
 
 from ..formats.deployable_onnx import deployable_file
 from ..formats.onnx_model import TAO_OUTPUTS
-from ..pipeline.schema import DATA_TYPES, ENGINE_KINDS, QUANTIZATIONS
-from ..formats.calibration_cache import CACHE_FILE
+from ..pipeline.choices import DATA_TYPES, ENGINE_KINDS, QUANTIZATIONS
+from ..formats.file_names import CACHE_FILE
 
 log = logging.getLogger("stages.convert")
 

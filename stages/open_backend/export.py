@@ -15,9 +15,10 @@ from ..detectnet_v2.evaluation import evaluation_setup
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
-from ..formats.calibration_cache import CACHE_FILE, map_onto_model, read_cache, write_cache, write_scales
+from ..formats.calibration_cache import map_onto_model, read_cache, write_cache, write_scales
 from ..formats.deepstream import write_deepstream_config
 from ..formats.deployable_onnx import fused_outputs
+from ..formats.file_names import CACHE_FILE
 from ..formats.tensorfile import describe, read_batches
 from ..pipeline.backends import ExportOutcome
 from ..pipeline.layout import project_path

@@ -8,7 +8,7 @@ from types import ModuleType
 
 from omegaconf import DictConfig
 
-from .schema import BACKENDS
+from .choices import BACKENDS
 
 # backend.name -> the package holding its step modules (one per stage, named after the stage)
 STEP_PACKAGES = {name: "open_backend" if name == "open" else "tao_backend" for name in BACKENDS}

@@ -19,7 +19,7 @@ from ..compute import workers
 from . import config, stage_params
 from .errors import StageError
 from .outputs import raise_if_interrupted, signal_received, unwind_on_signals
-from .schema import ConfigError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from ..detectnet_v2.spec_facts import SpecFacts

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from .layout import PROJECT
-from .schema import ConfigError, validate
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -69,6 +69,8 @@ def read_params(path: str | Path) -> dict:
 
 
 def load_params(path: str | Path) -> DictConfig:
+    from .schema import validate
+
     return validate(read_params(path), str(path))
 
 
@@ -78,4 +80,6 @@ def load(overrides: list[str] | tuple[str, ...] = (), params: str | Path | None 
             raise ConfigError(f"overrides {list(overrides)} apply to conf/, not to {params}: "
                               "drop --params, or use `dvc exp run -S ...`")
         return load_params(params)
+    from .schema import validate
+
     return validate(compose(overrides), "conf/")

@@ -1,6 +1,6 @@
 """Which of the project's files a stage can run, read from import statements (never by importing:
 the backends' modules pull in onnxruntime or TAO's tools). The `code` stage fingerprints these files
-for each pipeline stage; the layering tests check DESIGN.md's import rules with the same reading."""
+for each pipeline stage; the layering tests check docs/design.md's "Import rules" with the same reading."""
 from __future__ import annotations
 
 import ast

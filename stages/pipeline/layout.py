@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..formats.calibration_cache import CACHE_FILE
-from ..formats.deployable_onnx import DEPLOYABLE_FILES
+from ..formats.file_names import CACHE_FILE, DEPLOYABLE_FILES
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,8 @@ import subprocess
 from importlib import metadata
 
 from .layout import PLATFORM_FILE, project_path
-from .schema import BACKENDS, ENGINE_KINDS, ConfigError
+from .choices import BACKENDS, ENGINE_KINDS
+from .errors import ConfigError
 from .errors import StageError
 
 # TensorRT's Python package, under the names NVIDIA publishes it (pip wheels per CUDA major, Debian's

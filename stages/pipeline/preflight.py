@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .layout import PIPELINE_OUTPUTS, PROJECT, project_path
-from .schema import ConfigError
+from .errors import ConfigError
 
 
 def _made_by_the_pipeline(path: Path) -> bool:

@@ -10,25 +10,12 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from ..compute.workers import is_count
+from .choices import (BACKENDS, CALIBRATION_METHODS, DATA_TYPES, ENGINE_KINDS, EXPORT_FORMATS,
+                      GATE_FAILURE_ACTIONS, HIGH_PRECISIONS, QUANTIZATIONS, TRITON_ENGINE_BACKENDS)
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
-
-DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
-ENGINE_KINDS = ("onnxruntime", "tensorrt", "trtexec")  # convert.engine: what the open backend builds with
-# convert.quantization: precision from the deployable ONNX (explicit), or TensorRT 8's flags and the calibration
-# cache (implicit); auto: explicit where the TensorRT found has it (10, 11), else implicit (8.6)
-QUANTIZATIONS = ("auto", "explicit", "implicit")
-HIGH_PRECISIONS = ("fp16", "fp32")  # export.high_precision: what an int8 model computes outside INT8
-GATE_FAILURE_ACTIONS = ("stop", "record")  # evaluate.on_gate_failure
-CALIBRATION_METHODS = ("auto", "entropy", "minmax", "percentile")  # backend.calibration_method (open backend)
-BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the four steps
-EXPORT_FORMATS = ("onnx",)  # backend.export_format (TAO backends); see validate for TAO 3/4's etlt
-TRITON_ENGINE_BACKENDS = ("python", "auto")  # triton.engine_backend: how Triton runs the engine
-
-
-class ConfigError(ValueError):
-    """A config that cannot be composed or does not fit the schema. Names the key."""
 
 
 @dataclass

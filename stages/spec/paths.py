@@ -22,7 +22,7 @@ class PathField:
 
 _BOTH, _TAO, _NONE = frozenset({"open", "tao"}), frozenset({"tao"}), frozenset()
 
-# DESIGN.md section 5, plus the model paths of inference specs (a TAO user expects them mapped too).
+# docs/design.md, "Spec substitution", plus the model paths of inference specs (a TAO user expects them mapped too).
 # Training-only inputs (pretrained model, confidence model) are mapped and checked for leftover
 # container prefixes, but not required to exist: none of the deployment steps reads them.
 PATH_FIELDS: tuple[PathField, ...] = (

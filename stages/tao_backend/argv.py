@@ -9,7 +9,7 @@ import re
 from typing import Iterable, Sequence
 
 from ..pipeline.commands import Secret
-from ..pipeline.schema import DATA_TYPES
+from ..pipeline.choices import DATA_TYPES
 
 INPUT_ORDERS = ("nchw", "nhwc", "nc")
 _PROFILE = re.compile(r"[^,\s]+(,\d+x\d+x\d+x\d+){3}")

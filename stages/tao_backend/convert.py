@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..detectnet_v2.spec_facts import SpecFacts
-from ..formats.calibration_cache import CACHE_FILE
+from ..formats.file_names import CACHE_FILE
 from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
 from ..pipeline.layout import ENGINE_FILES
 from . import argv

@@ -9,7 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from ..detectnet_v2.spec_facts import SpecFacts
-from ..formats.calibration_cache import CACHE_FILE, read_cache
+from ..formats.calibration_cache import read_cache
+from ..formats.file_names import CACHE_FILE
 from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering, write_deepstream_config
 from ..formats.onnx_model import load_model
 from ..pipeline.backends import ExportOutcome

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..pipeline import commands
 from ..pipeline.layout import PROJECT, project_path
-from ..pipeline.schema import BACKENDS
+from ..pipeline.choices import BACKENDS
 from ..pipeline.errors import StageError
 from ..spec import Spec, path_values
 from ..spec.textformat import literal_for

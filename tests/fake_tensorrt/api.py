@@ -16,8 +16,8 @@ fails as on the real module (AttributeError):
   OBEY_/PREFER_PRECISION_CONSTRAINTS and DIRECT_IO, int8_calibrator, ITensor.dynamic_range and
   set_dynamic_range, EXPLICIT_BATCH and platform_has_fast_fp16/int8 are gone; STRONGLY_TYPED is 0 and
   ignored; create_network() takes no flags by default.
-Sources: DESIGN.md section 12, which collects them (TensorRT OSS python/src/infer/pyCore.cpp and
-pyGraph.cpp, 11.1 against release/10.16; the migration pages). The network is read from the ONNX file with onnx (one layer per node), every build is recorded in BUILDS so
+Sources: docs/design.md, "TensorRT 10 and 11", which collects them (TensorRT OSS
+python/src/infer/pyCore.cpp and pyGraph.cpp, 11.1 against release/10.16; the migration pages). The network is read from the ONNX file with onnx (one layer per node), every build is recorded in BUILDS so
 a test can check what the builder was asked for, and the "engine" is a JSON description of that request."""
 from __future__ import annotations
 
