@@ -34,6 +34,7 @@ from stages.detectnet_v2.evaluation import detect, evaluation_setup
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, image_size, iter_batches
 from stages.detectnet_v2.spec_facts import facts
+from stages.pipeline.layout import RESOLVED_SPEC, TRITON_DIR, engine_file
 from stages.serving.server import TritonServer
 from stages.spec import Spec
 
@@ -46,15 +47,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="times each validation image is sent")
     parser.add_argument("--soak", type=int, default=2000, help="requests of the soak (default: %(default)s)")
     args = parser.parse_args()
-    repository = ROOT / "artifacts" / "triton"
+    repository = ROOT / TRITON_DIR
     if not (repository / "detectnet_v2_ensemble").is_dir():
         sys.exit(f"{repository} is missing: run `make repro` first")
-    spec = Spec.load(ROOT / "artifacts/spec/spec.txt")
+    spec = Spec.load(ROOT / RESOLVED_SPEC)
     setup = evaluation_setup(spec, facts(spec).width, facts(spec).height)
     max_batch = int((repository / "detectnet_v2/config.pbtxt").read_text().split("max_batch_size:")[1].split()[0])
     images = sorted((ROOT / "data/sample/validation/image_2").glob("*.png")) * args.rounds
     encoded = [path.read_bytes() for path in images]
-    engine = OnnxRunner(ROOT / "artifacts/engine/model.onnx")
+    engine = OnnxRunner(ROOT / engine_file("open", "onnxruntime"))
 
     def in_process():
         for start, batch in zip(range(0, len(images), max_batch),

@@ -16,6 +16,7 @@ from PIL import Image
 from conftest import ROOT, run, set_params
 from fake_trtexec import install as install_trtexec
 from stages.formats.tensorfile import describe
+from stages.pipeline.layout import CALIBRATION_CACHE, ENGINE_DIR, RESOLVED_SPEC, TENSORFILE
 
 OUTPUTS = ("artifacts", "data", "models", "metrics")
 
@@ -98,7 +99,7 @@ def test_grayscale_image_is_converted_as_tao_does(project):
     path = project / "data/sample/training/image_2/000002.png"
     Image.fromarray(np.full((120, 320), 90, np.uint8), "L").save(path)
     run([sys.executable, "-m", "stages.calibration_tensorfile", "--params", "params.yaml"], project)
-    assert describe(project / "artifacts/calibration/calibration.tensor")[1] == (8, 3, 64, 160)
+    assert describe(project / TENSORFILE)[1] == (8, 3, 64, 160)
 
 
 def test_model_file_missing(project):
@@ -149,7 +150,7 @@ def test_max_batches_beyond_the_data_writes_what_the_data_holds(project):
     set_params(project, calibration__max_batches=100)
     result = run([sys.executable, "-m", "stages.calibration_tensorfile", "--params", "params.yaml"], project)
     assert "calibration.max_batches is 100 but the data holds 3 full batches of 8: writing 3" in result.stderr
-    assert describe(project / "artifacts/calibration/calibration.tensor")[0] == 3
+    assert describe(project / TENSORFILE)[0] == 3
 
 
 def test_int8_without_any_calibration_source(project):
@@ -173,13 +174,13 @@ def on_tensorrt_10_implicit(project):
 
 def test_a_calibration_cache_of_another_model_stops_the_implicit_route(project):
     env = on_tensorrt_10_implicit(project)
-    (project / "artifacts/export/calibration.bin").write_text("TRT-8601-EntropyCalibration2\nblock_7z/Relu: 3c010a14\n")
+    (project / CALIBRATION_CACHE).write_text("TRT-8601-EntropyCalibration2\nblock_7z/Relu: 3c010a14\n")
     fails(project, "convert", "calibration.bin: scales none of the", "calibration cache of another model", env=env)
 
 
 def test_unparsable_calibration_cache(project):
     env = on_tensorrt_10_implicit(project)
-    cache = project / "artifacts/export/calibration.bin"
+    cache = project / CALIBRATION_CACHE
     lines = cache.read_text().splitlines()
     lines[3] = "this is not a cache line"
     cache.write_text("\n".join(lines) + "\n")
@@ -215,7 +216,7 @@ def test_a_validation_image_without_its_label_file(project):
 
 
 def spec_edit(project, old: str, new: str) -> None:
-    spec = project / "artifacts/spec/spec.txt"
+    spec = project / RESOLVED_SPEC
     text = spec.read_text()
     start = text.index("postprocessing_config")
     spec.write_text(text[:start] + text[start:].replace(old, new, 1))
@@ -232,7 +233,7 @@ def test_a_target_class_without_clustering_and_no_default(project):
 
 
 def test_a_tensorrt_engine_the_open_backend_cannot_run(project):
-    engine = project / "artifacts/engine"
+    engine = project / ENGINE_DIR
     (engine / "model.onnx").rename(engine / "model.engine")
     set_params(project, convert__engine="tensorrt")
     run([sys.executable, "-m", "stages.platform", "--params", "params.yaml"], project)  # as `dvc repro` would
@@ -241,7 +242,7 @@ def test_a_tensorrt_engine_the_open_backend_cannot_run(project):
 
 def test_an_engine_directory_without_the_engine_the_config_names(project):
     # nothing guesses the file from what lies in artifacts/engine: convert.engine names it
-    engine = project / "artifacts/engine"
+    engine = project / ENGINE_DIR
     (engine / "model.onnx").rename(engine / "model.engine")
     fails(project, "evaluate", "artifacts/engine/model.onnx does not exist", "run the convert stage first")
 

@@ -11,6 +11,7 @@ import pytest
 from conftest import run, set_params
 from stages.formats.calibration_cache import CALIBRATOR_NAMES, calibration_tensor_names, read_cache
 from stages.formats.tensorfile import describe, read_batches
+from stages.pipeline.layout import CALIBRATION_CACHE, EXPORTED_MODEL, EXPORT_REPORT, TENSORFILE
 
 
 @pytest.fixture
@@ -24,15 +25,15 @@ def stage(project, name):
 
 def tensors(project) -> int:
     """Tensors TensorRT would calibrate in the exported model: its input and every node output."""
-    return len(calibration_tensor_names(onnx.load(project / "artifacts/export/model.onnx")))
+    return len(calibration_tensor_names(onnx.load(project / EXPORTED_MODEL)))
 
 
 def test_cache_from_an_image_directory(project):
     set_params(project, export__cal_source="image_dir", export__cal_image_dir="data/sample/validation/image_2")
     result = stage(project, "export")
     assert f"calibration cache: {tensors(project)} tensors from 1 batches" in result.stderr  # 8 validation images
-    header, scales = read_cache(project / "artifacts/export/calibration.bin")
-    chosen = json.loads((project / "artifacts/reports/export.json").read_text())["calibration"]["chosen"]
+    header, scales = read_cache(project / CALIBRATION_CACHE)
+    chosen = json.loads((project / EXPORT_REPORT).read_text())["calibration"]["chosen"]
     assert header == f"TRT-8601-{CALIBRATOR_NAMES[chosen]}" and "input_1" in scales  # auto's choice
 
 
@@ -48,7 +49,7 @@ def test_the_three_sources_give_different_caches(project):
     for source, extra in [("tensorfile", {}), ("image_dir", image_dir)]:
         set_params(project, export__cal_source=source, **extra)
         stage(project, "export")
-        caches[source] = read_cache(project / "artifacts/export/calibration.bin")[1]
+        caches[source] = read_cache(project / CALIBRATION_CACHE)[1]
     assert caches["tensorfile"] != caches["image_dir"]
 
 
@@ -57,13 +58,13 @@ def test_the_three_sources_give_different_caches(project):
 def test_other_calibration_methods(project, method, header):
     set_params(project, backend__calibration_method=method)
     stage(project, "export")
-    assert read_cache(project / "artifacts/export/calibration.bin")[0] == f"TRT-8601-{header}"
+    assert read_cache(project / CALIBRATION_CACHE)[0] == f"TRT-8601-{header}"
 
 
 def test_tensorfile_from_the_validation_set(project):
     set_params(project, calibration__use_validation_set=True)
     stage(project, "calibration_tensorfile")
-    assert describe(project / "artifacts/calibration/calibration.tensor") == (1, (8, 3, 64, 160))
+    assert describe(project / TENSORFILE) == (1, (8, 3, 64, 160))
 
 
 def test_validation_set_from_tfrecords_folds_is_a_clear_error(project):
@@ -80,7 +81,7 @@ def test_validation_set_from_tfrecords_folds_is_a_clear_error(project):
 
 
 def test_tensorfile_batches_are_a_seeded_sample(project):
-    first = next(read_batches(project / "artifacts/calibration/calibration.tensor"))
+    first = next(read_batches(project / TENSORFILE))
     set_params(project, calibration__seed=1234)
     stage(project, "calibration_tensorfile")
-    assert not (next(read_batches(project / "artifacts/calibration/calibration.tensor")) == first).all()
+    assert not (next(read_batches(project / TENSORFILE)) == first).all()

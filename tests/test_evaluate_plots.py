@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import SMALL_SAMPLE, make_project, run
 from stages import bundled_sample
+from stages.pipeline.layout import EVALUATE_REPORT, RESOLVED_SPEC
 
 CURVES = "artifacts/evaluation/precision_recall"
 DRAWN = "artifacts/evaluation/detections"
@@ -64,14 +65,14 @@ def test_a_curves_samples_are_the_sample_ap(built_project):
 @pytest.fixture
 def integrating(project_copy):
     """The built project's evaluation again, with a spec that asks for INTEGRATE."""
-    spec = project_copy / "artifacts/spec/spec.txt"
+    spec = project_copy / RESOLVED_SPEC
     spec.write_text(spec.read_text().replace("average_precision_mode: SAMPLE", "average_precision_mode: INTEGRATE"))
     run([sys.executable, "-m", "stages.evaluate", "--params", "params.yaml"], project_copy)
     return project_copy
 
 
 def test_a_curves_area_is_the_integrate_ap(integrating):
-    aps = json.loads((integrating / "artifacts/reports/evaluate.json").read_text())  # evaluate run by hand
+    aps = json.loads((integrating / EVALUATE_REPORT).read_text())  # evaluate run by hand
     for name in bundled_sample.CLASSES:
         found = curve(integrating / CURVES / f"{name}.csv")
         for model in ("engine", "reference"):

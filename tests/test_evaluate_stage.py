@@ -10,7 +10,8 @@ import yaml
 
 from conftest import ROOT, env_for, project_for, records, run, set_params
 from stages import bundled_sample
-from stages.pipeline.layout import EVALUATE_METRICS_FILE, EVALUATE_REPORT
+from stages.pipeline.layout import (ENGINE_DIR, EVALUATE_METRICS_FILE, EVALUATE_REPORT, EVALUATION_DIR,
+                                    EXPORTED_MODEL, EXPORT_REPORT, RESOLVED_SPEC, engine_file)
 
 
 def stage(project, name, check=True, env=None):
@@ -52,12 +53,12 @@ def install_engine(project, detects: bool) -> None:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(project / "artifacts/export/model.onnx")
+    model = onnx.load(project / EXPORTED_MODEL)
     if not detects:
         [head] = [n for n in model.graph.node if n.op_type == "Conv" and n.output[0] == "output_cov/BiasAdd"]
         bias = next(i for i in model.graph.initializer if i.name == head.input[2])
         bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) * 0 - 1000, bias.name))
-    onnx.save(model, project / "artifacts/engine/model.onnx")
+    onnx.save(model, project / engine_file("open", "onnxruntime"))
 
 
 def test_an_engine_that_lost_its_accuracy_fails_the_gate_with_the_figures(project_copy):
@@ -74,7 +75,7 @@ def test_an_engine_that_lost_its_accuracy_fails_the_gate_with_the_figures(projec
     assert f"{found['mAP_drop']:.4f} below" in message and "evaluate.max_map_drop 0.02" in message
     assert "lost most" in message and EVALUATE_REPORT in message
     # the advice is what the export's auto calibration measured, not a guess
-    calibration = json.loads((project_copy / "artifacts/reports/export.json").read_text())["calibration"]
+    calibration = json.loads((project_copy / EXPORT_REPORT).read_text())["calibration"]
     assert f"On {calibration['images']} selection images auto measured fp32 " in message
     assert f"it kept {calibration['chosen']} with none in higher precision" in message
 
@@ -130,7 +131,7 @@ def test_tao_backends_evaluate_the_engine_with_taos_own_command(tmp_path, fake_b
     evaluate = [c["argv"] for c in records(tmp_path) if c["argv"][:1] == ["evaluate"]]
     assert len(evaluate) == 1
     argv = evaluate[0]
-    assert argv[argv.index("-m") + 1] == str(project / "artifacts/engine/model.engine")
+    assert argv[argv.index("-m") + 1] == str(project / engine_file("tao", "tensorrt"))
     assert argv[argv.index("-i") + 1] == str(project / "data/sample/validation/image_2")
     assert argv[argv.index("-l") + 1] == str(project / "data/sample/validation/label_2")
     assert argv[argv.index("-b") + 1] == "8" and argv[argv.index("-e") + 1].endswith("spec.txt")
@@ -147,11 +148,11 @@ def test_a_tao_evaluation_without_results_fails_clearly(tmp_path, fake_bin):
         stage(project, name, env=env)
     result = stage(project, "evaluate", check=False, env={**env, "FAKE_TAO_FAIL": "detectnet_v2 evaluate"})
     assert result.returncode == 1 and "detectnet_v2 failed (exit 1)" in result.stderr
-    assert not (project / "artifacts/evaluation").exists() and not (project / EVALUATE_REPORT).exists()
+    assert not (project / EVALUATION_DIR).exists() and not (project / EVALUATE_REPORT).exists()
 
 
 def test_dvc_yaml_runs_evaluate_on_what_it_reads():
     evaluate = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["evaluate"]
     assert "artifacts/params/evaluate.json" in evaluate["deps"] and "params" not in evaluate
-    reads = {"artifacts/engine", "artifacts/export/model.onnx", "artifacts/spec/spec.txt", "${dataset.root}"}
+    reads = {ENGINE_DIR, EXPORTED_MODEL, RESOLVED_SPEC, "${dataset.root}"}
     assert reads <= set(evaluate["deps"])

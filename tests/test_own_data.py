@@ -9,6 +9,7 @@ import pytest
 
 from conftest import SHARED_SPECS, SMALL_SAMPLE, make_project, run
 from stages import bundled_sample
+from stages.pipeline.layout import DEEPSTREAM_CONFIG, RESOLVED_SPEC
 
 MINE = """\
 # @package _global_
@@ -61,13 +62,13 @@ def test_own_spec_data_and_model_through_one_config_file(tmp_path):
 
     run(["dvc", "exp", "run", "-S", "experiment=mine", "-S", "export=int8"], project)
 
-    resolved = (project / "artifacts/spec/spec.txt").read_text()
+    resolved = (project / RESOLVED_SPEC).read_text()
     assert 'image_directory_path: "mydata/training"' in resolved
     assert resolved.replace("mydata", "/workspace/tao-experiments/data").replace(
         "mymodels", "/workspace/tao-experiments/detectnet_v2") == spec.read_text()  # only the paths changed
     metrics = json.loads((project / "metrics/convert.json").read_text())
     assert metrics["precision"] == "int8" and metrics["images"] == 4
-    assert "infer-dims=3;384;1248" in (project / "artifacts/export/nvinfer_config.txt").read_text()
+    assert "infer-dims=3;384;1248" in (project / DEEPSTREAM_CONFIG).read_text()
     evaluation = json.loads((project / "metrics/evaluate.json").read_text())
     assert evaluation["images"] == 8 and list(evaluation["engine"]["AP"]) == ["car", "cyclist", "pedestrian"]
 

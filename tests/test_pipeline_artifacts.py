@@ -12,12 +12,14 @@ from conftest import ROOT, tao_message_for
 from stages.formats.calibration_cache import CALIBRATOR_NAMES, calibration_tensor_names, read_cache
 from stages.spec import Spec, path_values
 from stages.formats.tensorfile import describe, read_batches
+from stages.pipeline.layout import (CALIBRATION_CACHE, DEEPSTREAM_CONFIG, EXPORTED_MODEL, EXPORT_DIR,
+                                    EXPORT_REPORT, RESOLVED_SPEC, TENSORFILE, deployable_model, engine_file)
 
 
 def test_tensorfile_reads_back_with_taos_own_reader(built_project):
     tensorfile_module = pytest.importorskip("nvidia_tao_deploy.engine.tensorfile",
                                             reason="nvidia-tao-deploy is not installed")
-    path = built_project / "artifacts/calibration/calibration.tensor"
+    path = built_project / TENSORFILE
     ours = list(read_batches(path))
     reader = tensorfile_module.TensorFile(str(path), "r")
     theirs = []
@@ -30,14 +32,14 @@ def test_tensorfile_reads_back_with_taos_own_reader(built_project):
 
 
 def test_tensorfile_holds_preprocessed_images(built_project):
-    count, shape = describe(built_project / "artifacts/calibration/calibration.tensor")
+    count, shape = describe(built_project / TENSORFILE)
     assert (count, shape) == (3, (8, 3, 64, 160))
-    batch = next(read_batches(built_project / "artifacts/calibration/calibration.tensor"))
+    batch = next(read_batches(built_project / TENSORFILE))
     assert 0.0 <= batch.min() and batch.max() <= 1.0 and batch.std() > 0.05
 
 
 def test_resolved_spec_has_no_container_paths_and_parses_as_tao(built_project):
-    text = (built_project / "artifacts/spec/spec.txt").read_text()
+    text = (built_project / RESOLVED_SPEC).read_text()
     values = [pv.value for pv in path_values(Spec(text))]
     assert values and not any(v.startswith("/workspace") for v in values)
     assert "batch_size_per_gpu: 8" in text
@@ -46,7 +48,7 @@ def test_resolved_spec_has_no_container_paths_and_parses_as_tao(built_project):
 
 
 def test_exported_model_has_tao_names_and_a_dynamic_batch(built_project):
-    model = onnx.load(built_project / "artifacts/export/model.onnx")
+    model = onnx.load(built_project / EXPORTED_MODEL)
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["input_1"]
     assert {o.name for o in model.graph.output} == {"output_cov/Sigmoid", "output_bbox/BiasAdd"}
@@ -55,17 +57,17 @@ def test_exported_model_has_tao_names_and_a_dynamic_batch(built_project):
 
 
 def test_calibration_cache_covers_every_tensor_tensorrt_needs(built_project):
-    header, scales = read_cache(built_project / "artifacts/export/calibration.bin")
-    chosen = json.loads((built_project / "artifacts/reports/export.json").read_text())["calibration"]["chosen"]
+    header, scales = read_cache(built_project / CALIBRATION_CACHE)
+    chosen = json.loads((built_project / EXPORT_REPORT).read_text())["calibration"]["chosen"]
     assert header == f"TRT-8601-{CALIBRATOR_NAMES[chosen]}"  # the method auto kept (the gate is off: no layer left out)
-    model = onnx.load(built_project / "artifacts/export/model.onnx")
+    model = onnx.load(built_project / EXPORTED_MODEL)
     assert list(scales) == calibration_tensor_names(model)
     assert all(0 < s < float("inf") for s in scales.values())
     assert scales["input_1"] <= 1 / 127  # images scaled to [0, 1]: amax at most 1
 
 
 def test_deepstream_config_has_the_fields_and_a_key_placeholder(built_project):
-    config = (built_project / "artifacts/export/nvinfer_config.txt").read_text().splitlines()
+    config = (built_project / DEEPSTREAM_CONFIG).read_text().splitlines()
     for line in ["net-scale-factor=0.00392156862745098", "offsets=0;0;0", "infer-dims=3;64;160",
                  "network-type=0", "num-detected-classes=3", "model-color-format=0", "uff-input-order=0",
                  "output-blob-names=output_cov/Sigmoid;output_bbox/BiasAdd", "uff-input-blob-name=input_1",
@@ -91,7 +93,7 @@ def test_deepstream_reads_every_key_of_each_config(built_project, name):
 
     config = configparser.ConfigParser(interpolation=None)
     config.optionxform = str
-    config.read(built_project / "artifacts/export" / name)
+    config.read(built_project / EXPORT_DIR / name)
     known = deepstream_keys()
     for section in config.sections():
         group = "class-attrs" if section.startswith("class-attrs-") else section
@@ -107,7 +109,7 @@ def test_the_explicit_deepstream_config_names_the_deployable_onnx_strongly_typed
 def test_the_samples_deployable_int8_onnx_follows_tensorrts_rules_and_the_log_says_what_it_holds(built_project):
     from stages.formats.deployable_onnx import lint
 
-    assert lint(onnx.load(built_project / "artifacts/export/model.int8.onnx"), "int8") == []
+    assert lint(onnx.load(built_project / deployable_model("int8")), "int8") == []
     log = (built_project / "artifacts/export/export.log").read_text()
     assert "model.int8.onnx: explicit INT8 at opset 19: 18 convolutions quantized (per-channel weights)" in log
     assert "model.int8.onnx: what is not INT8 computes in fp16" in log
@@ -120,9 +122,9 @@ def test_deepstream_clusters_each_class_as_the_specs_postprocessing_config_says(
 
     config = configparser.ConfigParser(interpolation=None)
     config.optionxform = str  # DeepStream's keys are case-sensitive (minBoxes)
-    config.read(built_project / "artifacts/export/nvinfer_config.txt")
+    config.read(built_project / DEEPSTREAM_CONFIG)
     # the oracle: the spec as TAO's own message reads it
-    spec_text = (built_project / "artifacts/spec/spec.txt").read_text()
+    spec_text = (built_project / RESOLVED_SPEC).read_text()
     spec = text_format.Parse(spec_text, tao_message_for(spec_text))
     classes = [target.name for target in spec.cost_function_config.target_classes]
     clustering = {name: value.clustering_config
@@ -166,14 +168,14 @@ def test_int8_engine_matches_the_fp32_model(built_project):
     timings = json.loads((built_project / "metrics/timings.json").read_text())
     assert set(timings["latency_ms"]) == {"batch_1", "max_batch"} and metrics["max_batch_size"] == 8
     assert "latency_ms" not in metrics  # timings apart from the figures that are the same on every run
-    assert metrics["engine_size_bytes"] == (built_project / "artifacts/engine/model.onnx").stat().st_size
+    assert metrics["engine_size_bytes"] == (built_project / engine_file("open", "onnxruntime")).stat().st_size
 
 
 def test_int8_engine_carries_the_cache_scales(built_project):
     """The deployable ONNX quantizes the input with the cache's scale (in fp16, as the rest computes in fp16:
     rounded to fp16's 11 bits), and the engine is that graph."""
-    _, scales = read_cache(built_project / "artifacts/export/calibration.bin")
-    for path in ("artifacts/export/model.int8.onnx", "artifacts/engine/model.onnx"):
+    _, scales = read_cache(built_project / CALIBRATION_CACHE)
+    for path in (deployable_model("int8"), engine_file("open", "onnxruntime")):
         model = onnx.load(built_project / path)
         initial = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
         made_by = {o: n for n in model.graph.node for o in n.output}

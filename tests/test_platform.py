@@ -17,6 +17,7 @@ import yaml
 from conftest import KEY, PROBE, ROOT, env_for, project_for, ran, run, set_params
 from fake_trtexec import install as install_trtexec
 from ssh_server import unavailable
+from stages.pipeline.layout import CONVERT_REPORT, PLATFORM_FILE, deployable_model, engine_file
 
 FAKE_TENSORRT = ROOT / "tests" / "fake_tensorrt" / "10.3.0"
 A100, T4 = "NVIDIA A100-SXM4-40GB, 8.0", "Tesla T4, 7.5"
@@ -144,7 +145,7 @@ def test_the_probe_starts_without_heavy_imports():
 
 def test_help_says_what_the_record_holds():
     result = run([sys.executable, "-m", "stages.platform", "--help"], ROOT)
-    assert "artifacts/platform.json" in result.stdout and "always_changed" in result.stdout
+    assert PLATFORM_FILE in result.stdout and "always_changed" in result.stdout
     assert "--params" in result.stdout and "--print" in result.stdout
 
 
@@ -153,28 +154,28 @@ def test_help_says_what_the_record_holds():
 def test_the_engines_metrics_name_its_platform(built_project):
     metrics = json.loads((built_project / "metrics/convert.json").read_text())
     assert metrics["platform"] == f"onnxruntime engine by onnxruntime {metadata.version('onnxruntime')} on the CPU"
-    assert json.loads((built_project / "artifacts/platform.json").read_text())["engine"] == "onnxruntime"
+    assert json.loads((built_project / PLATFORM_FILE).read_text())["engine"] == "onnxruntime"
 
 
 def test_the_probe_runs_on_every_repro_and_an_unchanged_platform_reruns_nothing(project_copy):
-    before = (project_copy / "artifacts/platform.json").read_bytes()
+    before = (project_copy / PLATFORM_FILE).read_bytes()
     again = run(["dvc", "repro"], project_copy)
     assert f"Running stage '{PROBE}'" in again.stdout
     assert ran(again.stdout) == []
-    assert (project_copy / "artifacts/platform.json").read_bytes() == before
+    assert (project_copy / PLATFORM_FILE).read_bytes() == before
 
 
 def test_a_stage_run_by_hand_refuses_another_platforms_record(project_copy):
-    record = project_copy / "artifacts/platform.json"
+    record = project_copy / PLATFORM_FILE
     record.chmod(0o644)  # DVC checks outputs out read-only when it links them from its cache
     record.write_text(json.dumps({"backend": "open", "engine": "onnxruntime", "builder": {"onnxruntime": "0.1.0"}}))
-    before = (project_copy / "artifacts/reports/convert.json").read_bytes()
+    before = (project_copy / CONVERT_REPORT).read_bytes()
     for stage in ("convert", "evaluate"):
         result = run([sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml"], project_copy, check=False)
         assert result.returncode == 1, stage
         assert ("platform.json describes a onnxruntime engine by onnxruntime 0.1.0 on the CPU, but this machine has "
                 f"a onnxruntime engine by onnxruntime {metadata.version('onnxruntime')}") in result.stderr
-    assert (project_copy / "artifacts/reports/convert.json").read_bytes() == before
+    assert (project_copy / CONVERT_REPORT).read_bytes() == before
 
 
 def test_tensorrt_asked_for_where_it_is_missing_fails_convert_with_the_platform_named(project_copy):
@@ -183,7 +184,7 @@ def test_tensorrt_asked_for_where_it_is_missing_fails_convert_with_the_platform_
                                                                            f"{os.pathsep}{path_without_nvidia_smi()}"})
     assert result.returncode != 0
     assert "convert.engine is tensorrt, but TensorRT cannot build here" in result.stdout + result.stderr
-    record = json.loads((project_copy / "artifacts/platform.json").read_text())
+    record = json.loads((project_copy / PLATFORM_FILE).read_text())
     assert record == {"backend": "open", "engine": "tensorrt", "builder": {"tensorrt": None}, "gpus": []}
 
 
@@ -192,10 +193,10 @@ def test_trtexec_builds_the_engine_under_dvc_and_triton_serves_its_plan(project_
     set_params(project_copy, convert__engine="trtexec")
     env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{path_without_nvidia_smi()}"}
     run(["dvc", "repro", "triton"], project_copy, env=env)  # evaluate runs where the engine's GPU is
-    record = json.loads((project_copy / "artifacts/platform.json").read_text())
+    record = json.loads((project_copy / PLATFORM_FILE).read_text())
     assert record == {"backend": "open", "engine": "tensorrt", "builder": {"trtexec": "v110400"}, "gpus": []}
-    engine = json.loads((project_copy / "artifacts/engine/model.engine").read_text())
-    assert engine["version"] == "11.4.0" and engine["options"]["--onnx"].endswith("artifacts/export/model.int8.onnx")
+    engine = json.loads((project_copy / engine_file("open", "trtexec")).read_text())
+    assert engine["version"] == "11.4.0" and engine["options"]["--onnx"].endswith(deployable_model("int8"))
     assert "&&&& PASSED" in (project_copy / "artifacts/engine/trtexec.log").read_text()
     config = (project_copy / "artifacts/triton/detectnet_v2/config.pbtxt").read_text()
     assert 'platform: "tensorrt_plan"' in config
@@ -206,10 +207,10 @@ def test_a_failed_trtexec_leaves_the_previous_engine(project_copy, tmp_path):
     set_params(project_copy, convert__engine="trtexec")
     env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{path_without_nvidia_smi()}"}
     run(["dvc", "repro", "convert"], project_copy, env=env)
-    before = (project_copy / "artifacts/engine/model.engine").read_bytes()
+    before = (project_copy / engine_file("open", "trtexec")).read_bytes()
     result = run(["dvc", "repro", "-f", "convert"], project_copy, check=False, env={**env, "FAKE_TRTEXEC_FAIL": "1"})
     assert result.returncode != 0 and "trtexec failed (exit 1)" in result.stderr
-    assert (project_copy / "artifacts/engine/model.engine").read_bytes() == before
+    assert (project_copy / engine_file("open", "trtexec")).read_bytes() == before
 
 
 def test_the_trtexec_on_path_names_the_tensorrt_version_of_the_record(tmp_path):
@@ -236,7 +237,7 @@ def test_a_fleet_keeps_one_engine_per_platform_and_rebuilds_only_where_a_platfor
     run([*GIT, "add", "-A"], first)
     run([*GIT, "commit", "-qm", "built on an A100"], first)
     run(["dvc", "push", "--run-cache"], first)
-    a100_engine = (first / "artifacts/engine/model.engine").read_bytes()
+    a100_engine = (first / engine_file("tao", "tensorrt")).read_bytes()
     assert a100_engine == f"fake engine built on {A100}".encode()
 
     # platform B (a T4) pulls: only the engine, its evaluation and its Triton repository are built again
@@ -247,7 +248,7 @@ def test_a_fleet_keeps_one_engine_per_platform_and_rebuilds_only_where_a_platfor
     assert ran(run(["dvc", "repro", "--pull"], second, env=on_t4).stdout) == ["convert", "evaluate", "metrics",
                                                                                 "triton"]
     assert [call["argv"][0] for call in records_in(tmp_path / "second.jsonl")] == ["-k", "evaluate"]
-    assert (second / "artifacts/engine/model.engine").read_bytes() == f"fake engine built on {T4}".encode()
+    assert (second / engine_file("tao", "tensorrt")).read_bytes() == f"fake engine built on {T4}".encode()
     assert "Tesla T4 (7.5)" in json.loads((second / "metrics/convert.json").read_text())["platform"]
     run([*GIT, "add", "-A"], second)
     run([*GIT, "commit", "-qm", "built on a T4"], second)
@@ -265,7 +266,7 @@ def test_a_fleet_keeps_one_engine_per_platform_and_rebuilds_only_where_a_platfor
     assert "Stage 'triton' is cached - skipping run, checking out outputs" in again.stdout
     assert (third / "artifacts/triton/detectnet_v2/1/model.plan").read_bytes() == a100_engine
     assert not (tmp_path / "third.jsonl").exists(), "a TAO tool ran"
-    assert (third / "artifacts/engine/model.engine").read_bytes() == a100_engine
+    assert (third / engine_file("tao", "tensorrt")).read_bytes() == a100_engine
     assert "NVIDIA A100-SXM4-40GB (8.0)" in json.loads((third / "metrics/convert.json").read_text())["platform"]
     assert KEY not in again.stdout + again.stderr
 

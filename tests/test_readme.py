@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from conftest import ROOT, SHARED_SPECS, SMALL_SAMPLE, make_project, run
+from stages.pipeline.layout import (CALIBRATION_CACHE, DEEPSTREAM_CONFIG, RESOLVED_SPEC, TENSORFILE,
+                                    deployable_model)
 
 README = ROOT / "README.md"
 
@@ -249,8 +251,8 @@ def test_the_own_data_example(tmp_path):
         bash(command, project)
     evaluation = json.loads((project / "metrics/evaluate.json").read_text())
     assert evaluation["images"] == 8 and evaluation["engine"]["precision"] == "int8"
-    assert 'image_directory_path: "data/kitti/training"' in (project / "artifacts/spec/spec.txt").read_text()
-    assert "infer-dims=3;384;1248" in (project / "artifacts/export/nvinfer_config.txt").read_text()
+    assert 'image_directory_path: "data/kitti/training"' in (project / RESOLVED_SPEC).read_text()
+    assert "infer-dims=3;384;1248" in (project / DEEPSTREAM_CONFIG).read_text()
 
     # the spec tool's examples, on the same KITTI-shaped data (TFRecords made where the spec names them)
     for fold in ("kitti_trainval", "kitti_val"):
@@ -299,18 +301,18 @@ def test_the_ngc_cache_example(tmp_path):
     for command in block("dvc add data/traffic models/trafficcamnet").commands():
         bash(command, project)
     assert json.loads((project / "metrics/convert.json").read_text())["precision"] == "int8"
-    assert not (project / "artifacts/calibration/calibration.tensor").exists()
+    assert not (project / TENSORFILE).exists()
     assert "no calibration tensorfile made, no image read" in (
         project / "artifacts/calibration/calibration_tensorfile.log").read_text()
     log = (project / "artifacts/export/export.log").read_text()
     assert f"{len(TENSORRT_OWN_NAMES)} of its names match no tensor of the model" in log
     assert all(name in log for name in TENSORRT_OWN_NAMES)
-    header, used = read_cache(project / "artifacts/export/calibration.bin")
+    header, used = read_cache(project / CALIBRATION_CACHE)
     assert header == "TRT-100300-EntropyCalibration2" and used["input_1"] == scales["input_1:0"]
     # the deployable ONNX: the cache's scales as Q/DQ, by TensorRT's rules; in fp16 (export.high_precision), so
     # the input's scale is the cache's rounded to fp16
     from stages.formats.deployable_onnx import lint
-    deployable = onnx.load(project / "artifacts/export/model.int8.onnx")
+    deployable = onnx.load(project / deployable_model("int8"))
     assert lint(deployable, "int8") == []
     made_by = {o: n for n in deployable.graph.node for o in n.output}
     quantize = next(n for n in deployable.graph.node if n.op_type == "QuantizeLinear"

@@ -11,6 +11,9 @@ import pytest
 import yaml
 
 from conftest import SMALL_SAMPLE, make_project, ran, run
+from stages.pipeline.layout import (CALIBRATION_DIR, CODE_DIR, CONVERT_REPORT, ENGINE_DIR, EVALUATE_REPORT,
+                                    EVALUATION_DIR, EXPORT_DIR, EXPORT_REPORT, PARAMS_DIR, PLATFORM_FILE, SPEC_DIR,
+                                    TRITON_DIR, VALIDATED_FILE, engine_file)
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -32,7 +35,7 @@ def test_a_second_clone_pulls_and_has_nothing_to_run(tmp_path):
     second = tmp_path / "second"
     run(["git", "clone", "-q", str(first), str(second)], tmp_path)
     run(["dvc", "pull"], second)
-    assert (second / "artifacts/engine/model.onnx").read_bytes() == (first / "artifacts/engine/model.onnx").read_bytes()
+    assert (second / engine_file("open", "onnxruntime")).read_bytes() == (first / engine_file("open", "onnxruntime")).read_bytes()
     result = run(["dvc", "repro"], second)
     assert ran(result.stdout) == []
 
@@ -59,13 +62,13 @@ def test_another_checkout_rebuilds_byte_identical_outputs(tmp_path):
     def outputs(project):  # every stage output's hash; convert's report holds timings, so they differ
         stages = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
         return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])
-                if o["path"] not in ("artifacts/reports/convert.json", "metrics/timings.json")}
+                if o["path"] not in (CONVERT_REPORT, "metrics/timings.json")}
     assert outputs(second) == outputs(first)
-    assert sorted(outputs(first)) == ["artifacts/calibration", "artifacts/code", "artifacts/engine",
-                                      "artifacts/evaluation", "artifacts/export", "artifacts/params",
-                                      "artifacts/platform.json",
-                                      "artifacts/reports/evaluate.json", "artifacts/reports/export.json",
-                                      "artifacts/spec", "artifacts/triton", "artifacts/validated.txt", "data/sample",
+    assert sorted(outputs(first)) == [CALIBRATION_DIR, CODE_DIR, ENGINE_DIR,
+                                      EVALUATION_DIR, EXPORT_DIR, PARAMS_DIR,
+                                      PLATFORM_FILE,
+                                      EVALUATE_REPORT, EXPORT_REPORT,
+                                      SPEC_DIR, TRITON_DIR, VALIDATED_FILE, "data/sample",
                                       "metrics/convert.json", "metrics/evaluate.json", "metrics/export.json",
                                       "models/sample"]
 

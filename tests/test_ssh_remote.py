@@ -16,6 +16,7 @@ import pytest
 
 from conftest import KEY, ran, run, secrets_in
 from ssh_server import SshServer, make_server, unavailable
+from stages.pipeline.layout import engine_file
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 DVC = str(Path(sys.executable).parent / "dvc")
@@ -100,7 +101,7 @@ def test_the_fleet_shares_engines_and_experiments_over_ssh(tmp_path, fake_bin, s
     run([*GIT, "commit", "-qm", "built on an A100"], first)
     run(["dvc", "push", "--run-cache"], first, env=on_a100)
     run(["git", "push", "-q", git_hub, "HEAD:main"], first)
-    a100_engine = (first / "artifacts/engine/model.engine").read_bytes()
+    a100_engine = (first / engine_file("tao", "tensorrt")).read_bytes()
 
     # a T4 clones, pulls outputs and run-cache, and rebuilds only what depends on the platform
     second = clone(git_hub, tmp_path / "second", ssh_server)
@@ -120,7 +121,7 @@ def test_the_fleet_shares_engines_and_experiments_over_ssh(tmp_path, fake_bin, s
     again = run(["dvc", "repro", "--pull"], third, env={**on_a100, "FAKE_TAO_RECORD": str(tmp_path / "third.jsonl")})
     assert "Stage 'convert' is cached - skipping run, checking out outputs" in again.stdout
     assert not (tmp_path / "third.jsonl").exists(), "a TAO tool ran"
-    assert (third / "artifacts/engine/model.engine").read_bytes() == a100_engine
+    assert (third / engine_file("tao", "tensorrt")).read_bytes() == a100_engine
 
     # an experiment made on the first machine reaches the third through `dvc exp push` / `dvc exp pull`
     run(["git", "remote", "add", "origin", git_hub], first)
@@ -134,7 +135,7 @@ def test_the_fleet_shares_engines_and_experiments_over_ssh(tmp_path, fake_bin, s
     assert "bigger-workspace" in names
     run(["dvc", "exp", "apply", "bigger-workspace"], third, env=on_a100)
     assert json.loads((third / "artifacts/params/convert.json").read_text())["convert.workspace_mib"] == 2048
-    engine = "artifacts/engine/model.engine"
+    engine = engine_file("tao", "tensorrt")
     assert (third / engine).read_bytes() == (first / engine).read_bytes()
 
     # credentials: only in each machine's .dvc/config.local, nowhere else after all that

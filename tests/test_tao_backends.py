@@ -19,6 +19,8 @@ from conftest import KEY, env_for, project_for, records, run, secrets_in, set_pa
 from stages.spec import Spec, path_values
 from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret
+from stages.pipeline.layout import (CALIBRATION_CACHE, CONVERT_REPORT, DEEPSTREAM_CONFIG, EXPORTED_MODEL,
+                                    PLATFORM_FILE, RESOLVED_SPEC, TENSORFILE, deployable_model, engine_file)
 
 REAL_LAUNCHER = pytest.mark.skipif(
     importlib.util.find_spec("nvidia_tao_cli") is None,
@@ -54,26 +56,26 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     assert export[:5] == ["export", "-m", str(project / "models/sample/detectnet_v2.onnx"), "-k", KEY]
     assert re.fullmatch(rf"{project}/artifacts/\.export\.\d+\.\w+\.partial/model\.onnx", export[6])
     assert export[7:9] == ["--data_type", "int8"]
-    assert export[export.index("--cal_data_file") + 1] == str(project / "artifacts/calibration/calibration.tensor")
-    assert export[export.index("-e") + 1] == str(project / "artifacts/spec/spec.txt")
+    assert export[export.index("--cal_data_file") + 1] == str(project / TENSORFILE)
+    assert export[export.index("-e") + 1] == str(project / RESOLVED_SPEC)
     assert "--gen_ds_config" in export
     converter = calls[2]["argv"]
     assert converter[:4] == ["-k", KEY, "-d", "3,64,160"]
-    assert converter[converter.index("-c") + 1] == str(project / "artifacts/export/calibration.bin")
+    assert converter[converter.index("-c") + 1] == str(project / CALIBRATION_CACHE)
     assert converter[converter.index("-p") + 1] == "input_1,1x3x64x160,8x3x64x160,8x3x64x160"
-    assert converter[-1] == str(project / "artifacts/export/model.onnx")
+    assert converter[-1] == str(project / EXPORTED_MODEL)
     # what TAO wrote is in place, its log kept, the key replaced in the DeepStream config
-    assert (project / "artifacts/engine/model.engine").read_bytes() == b"fake engine"
-    nvinfer = (project / "artifacts/export/nvinfer_config.txt").read_text()
+    assert (project / engine_file("tao", "tensorrt")).read_bytes() == b"fake engine"
+    nvinfer = (project / DEEPSTREAM_CONFIG).read_text()
     assert "tlt-model-key=YOUR_TAO_KEY" in nvinfer
     assert "cluster-mode=1" in nvinfer and "[class-attrs-2]" in nvinfer  # the spec's DBSCAN, added to TAO's file
     # the deployable ONNX of TAO's export and its cache, and DeepStream's config for it
     from stages.formats.deployable_onnx import lint
-    assert lint(onnx.load(project / "artifacts/export/model.int8.onnx"), "int8") == []
+    assert lint(onnx.load(project / deployable_model("int8")), "int8") == []
     explicit = (project / "artifacts/export/nvinfer_config.explicit.txt").read_text()
     assert "onnx-file=model.int8.onnx" in explicit and "strongly-typed=1" in explicit and "cluster-mode=1" in explicit
     assert "[TAO] running detectnet_v2 export" in (project / "artifacts/export/tao.log").read_text()
-    assert json.loads((project / "artifacts/reports/convert.json").read_text())["engine"] == "tensorrt"
+    assert json.loads((project / CONVERT_REPORT).read_text())["engine"] == "tensorrt"
 
 
 def failed_export(tmp_path, fake_bin, backend):
@@ -153,7 +155,7 @@ def test_launcher_translates_host_paths_into_its_mounts(tmp_path, fake_bin):
     assert re.fullmatch(r"/workspace/project/artifacts/\.calibration\.\d+\.\w+\.partial/spec\.container\.txt", spec_arg)
     container_spec = Spec.load(project / "artifacts/calibration/spec.container.txt")
     assert all(pv.value.startswith("/workspace/project/") for pv in path_values(container_spec))
-    assert (project / "artifacts/calibration/calibration.tensor").is_file()
+    assert (project / TENSORFILE).is_file()
 
 
 @REAL_LAUNCHER
@@ -168,7 +170,7 @@ def test_launcher_gets_the_key_from_its_shell_not_its_command_line(tmp_path, fak
     # the launcher's shell expands it into `docker exec`'s arguments, where TAO receives it
     exec_call = [c for c in records(tmp_path) if c["tool"] == "docker"][-1]["argv"]
     assert exec_call[exec_call.index("-k") + 1] == KEY
-    assert (project / "artifacts/export/model.onnx").is_file()
+    assert (project / EXPORTED_MODEL).is_file()
 
 
 @REAL_LAUNCHER
@@ -183,7 +185,7 @@ def test_launcher_passes_paths_its_shell_would_split(tmp_path, fake_bin):
         stage(project, name, env)
     exec_call = [c for c in records(tmp_path) if c["tool"] == "docker"][-1]["argv"]
     assert exec_call[exec_call.index("-o") + 1].startswith(destination + "/artifacts/")
-    assert (project / "artifacts/calibration/calibration.tensor").is_file()
+    assert (project / TENSORFILE).is_file()
 
 
 def test_launcher_refuses_what_its_shell_cannot_take(tmp_path):
@@ -234,7 +236,7 @@ def test_docker_runs_each_step_in_tao_5s_image_for_it(tmp_path, fake_bin, conver
     convert = ("detectnet_v2 gen_trt_engine", deploy) if converter == "gen_trt_engine" else ("tao-converter", tf1)
     assert ran_in == [("detectnet_v2 calibration_tensorfile", tf1), ("detectnet_v2 export", tf1), convert,
                       ("detectnet_v2 evaluate", deploy)]
-    built_by = json.loads((project / "artifacts/platform.json").read_text())["builder"]["image"]
+    built_by = json.loads((project / PLATFORM_FILE).read_text())["builder"]["image"]
     assert built_by == convert[1]
 
 
@@ -258,7 +260,7 @@ def test_docker_passes_the_key_by_name_and_expands_it_inside(tmp_path, fake_bin)
     assert export_call[export_call.index("--user") + 1] == f"{os.getuid()}:{os.getgid()}"
     inside = [c for c in calls if c["tool"] == "detectnet_v2"][-1]["argv"]
     assert inside[inside.index("-k") + 1] == KEY  # expanded inside the container
-    assert (project / "artifacts/export/model.onnx").is_file()
+    assert (project / EXPORTED_MODEL).is_file()
 
 
 # the open backend reads no key, and no backend.key_file (the validate stage refuses one there)
@@ -346,8 +348,8 @@ def test_a_tao_tool_that_dies_under_dvc_leaves_the_previous_engine_in_place(tmp_
     project = project_for(tmp_path, "tao")
     env = env_for(fake_bin, tmp_path)
     run(["dvc", "repro"], project, env=env)
-    before = {path: (project / path).read_bytes() for path in ("artifacts/engine/model.engine",
-                                                                "artifacts/reports/convert.json")}
+    before = {path: (project / path).read_bytes() for path in (engine_file("tao", "tensorrt"),
+                                                                CONVERT_REPORT)}
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["convert"]["workspace_mib"] = 2048
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -374,9 +376,9 @@ def test_a_given_calibration_cache_goes_to_tao_as_it_is_and_no_image_is_read(tmp
         stage(project, name, env)
     calls = records(tmp_path)
     assert [c["argv"][0] for c in calls if c["tool"] == "detectnet_v2"][:1] == ["export"]  # no calibration_tensorfile
-    assert not (project / "artifacts/calibration/calibration.tensor").exists()
+    assert not (project / TENSORFILE).exists()
     export = calls[0]["argv"]
     assert "--cal_data_file" not in export and "--cal_image_dir" not in export and "--batches" not in export
-    assert (project / "artifacts/export/calibration.bin").read_text() == NGC_CACHE  # bit for bit
+    assert (project / CALIBRATION_CACHE).read_text() == NGC_CACHE  # bit for bit
     convert = calls[-1]["argv"]
-    assert convert[convert.index(cache_flag) + 1] == str(project / "artifacts/export/calibration.bin")
+    assert convert[convert.index(cache_flag) + 1] == str(project / CALIBRATION_CACHE)

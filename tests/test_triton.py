@@ -18,6 +18,7 @@ from google.protobuf import text_format
 
 from conftest import ROOT, run
 from stages.detectnet_v2.postprocessing import Clustering
+from stages.pipeline.layout import RESOLVED_SPEC, TRITON_DIR, engine_file
 from stages.serving.repository import (ENGINE, ENSEMBLE, POSTPROCESS, PREPROCESS, RepositoryRequest,
                                        write_repository)
 
@@ -125,7 +126,7 @@ def served(built_project, tmp_path_factory):
     params["triton"].update(max_image_pixels=LIMITS["pixels"], max_request_bytes=LIMITS["bytes"])
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([sys.executable, "-m", "stages.triton", "--params", "params.yaml"], project)
-    server = TritonServer(project / "artifacts/triton", log_path=project / "triton.log")
+    server = TritonServer(project / TRITON_DIR, log_path=project / "triton.log")
     with server:
         yield project, server
     assert server.process.poll() is not None, "the server was left running"
@@ -153,10 +154,10 @@ def evaluate_stage_detections(project: Path, image: Path):
 
     from stages.detectnet_v2.spec_facts import facts
 
-    spec = Spec.load(project / "artifacts/spec/spec.txt")
+    spec = Spec.load(project / RESOLVED_SPEC)
     setup = evaluation_setup(spec, facts(spec).width, facts(spec).height)
     batch = next(iter_batches([image], 1, setup.width, setup.height, resample=EVALUATION_RESAMPLE))
-    cov, bbox = OnnxRunner(project / "artifacts/engine/model.onnx")(batch)
+    cov, bbox = OnnxRunner(project / engine_file("open", "onnxruntime"))(batch)
     found = detect(cov[0], bbox[0], setup, image_size(image))
     rows = [(float(c), k, *map(float, b)) for k, name in enumerate(setup.classes)
             for b, c in zip(found[name].boxes, found[name].confidences)]
@@ -295,7 +296,7 @@ def test_make_serve_stops_the_server_and_exits_cleanly_on_a_signal(served, signu
     project, _ = served
     port = free_port()
     serve = subprocess.Popen([sys.executable, "-m", "stages.serving.server",
-                              "--repository", project / "artifacts/triton",
+                              "--repository", project / TRITON_DIR,
                               "--http-port", str(port), "--grpc-port", str(free_port()),
                               "--metrics-port", str(free_port())], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
@@ -367,7 +368,7 @@ def travelled(built_project, tmp_path_factory):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run([sys.executable, "-m", "stages.triton", "--params", "params.yaml"], project)
     elsewhere = tmp_path_factory.mktemp("another_host")
-    shutil.copytree(project / "artifacts/triton", elsewhere / "models")
+    shutil.copytree(project / TRITON_DIR, elsewhere / "models")
 
     class ElsewhereServer(TritonServer):
         def environment(self):  # the server's own libraries only (the host's Triton), nothing of the project
