@@ -13,7 +13,8 @@ from reference_entropy import reference_entropy_amax
 from stages import bundled_sample
 from stages.formats.calibration_cache import (CalibrationCacheError, calibration_tensor_names,
                                               read_cache, write_cache)
-from stages.open_backend.int8_calibration import HistogramCollector, collect_ranges, entropy_amax, with_all_outputs
+from stages.open_backend.int8_calibration import (HistogramCollector, collect_histograms, collect_ranges, entropy_amax,
+                                                  with_all_outputs)
 
 RNG = np.random.default_rng(1)
 DISTRIBUTIONS = {
@@ -95,6 +96,23 @@ def test_ranges_are_the_same_whether_batches_overlap_or_run_one_at_a_time(tiny_m
     overlapped = collect_ranges(tiny_model, iter(batches), "entropy")
     monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 0)
     assert collect_ranges(tiny_model, iter(batches), "entropy") == overlapped
+
+
+def test_histograms_are_the_same_to_the_count_whatever_pieces_the_tensors_are_binned_in(tiny_model, batches,
+                                                                                        monkeypatch):
+    # a large tensor is binned in pieces on several threads; each batch reaches further than the last,
+    # so the grids widen (and merge bins) between batches as well
+    from stages.open_backend import int8_calibration
+
+    growing = [batch * scale for batch, scale in zip(batches, (1, 5, 40))]
+    whole = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
+    monkeypatch.setattr(int8_calibration, "CHUNK_ELEMENTS", 999)  # tensors of 32768 values: 33 uneven pieces
+    pieces = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
+    assert set(pieces) == set(whole)
+    for name, collector in whole.items():
+        assert (collector.width, collector.top) == (pieces[name].width, pieces[name].top), name
+        assert np.array_equal(collector.hist, pieces[name].hist), name
+    assert any(len(c.hist) > 2048 for c in whole.values()), "no grid widened: the case is not exercised"
 
 
 def test_entropy_scales_match_an_independent_computation(tiny_model, batches):

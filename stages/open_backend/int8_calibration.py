@@ -26,13 +26,38 @@ NUM_BINS, START_BIN, QUANT_LEVELS = 2048, 128, 128
 
 # --------------------------------------------------------------------------- collectors
 
+# A large tensor is reduced in pieces of this many elements (8 MiB), each on any free thread: with one
+# task per tensor, the largest tensors (234 MiB at TAO's ResNet-18 on 1248x384) leave every other core
+# idle at the end of each batch. The histogram's counts are integers, so the pieces' sum is the same
+# histogram to the last count, whatever the number of pieces or threads.
+CHUNK_ELEMENTS = 1 << 21
+
+
+def _flat(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.float32).ravel()
+
+
+def chunks(values: np.ndarray) -> list[np.ndarray]:
+    """The tensor as contiguous float32 pieces of at most CHUNK_ELEMENTS (views, no copy)."""
+    flat = _flat(values)
+    return [flat[start:start + CHUNK_ELEMENTS] for start in range(0, flat.size, CHUNK_ELEMENTS)]
+
+
+def largest_magnitude(values: np.ndarray, relu: bool = False) -> float:
+    """max |x|, or max(max(x), 0) with relu, of a non-empty array."""
+    return max(float(values.max()), 0.0 if relu else -float(values.min()))
+
+
 class MaxCollector:
     def __init__(self):
         self.amax = 0.0
 
     def add(self, values: np.ndarray, relu: bool = False) -> None:
         if values.size:
-            self.amax = max(self.amax, float(values.max()), 0.0 if relu else -float(values.min()))
+            self.observe(largest_magnitude(values, relu))
+
+    def observe(self, top: float) -> None:
+        self.amax = max(self.amax, top)
 
     def compute(self) -> float:
         return self.amax
@@ -40,16 +65,23 @@ class MaxCollector:
 
 @numba.njit(cache=True, nogil=True)
 def _bin(values: np.ndarray, inv: np.float32, hist: np.ndarray, relu: bool) -> int:
-    """hist[int(|v| * inv)] += 1 for every v (v -> max(v, 0) with relu), in one pass without
-    temporaries (numpy needs five passes and two arrays as large as the tensor); returns how many
-    binned values were exactly zero."""
+    """hist[int(|v| * inv)] += 1 for every non-zero v (v -> max(v, 0) with relu), in one pass without
+    temporaries (numpy needs five passes and two arrays as large as the tensor); returns how many values
+    were zero. Zeros are counted, not binned: half of a ReLU's values are, and incrementing one counter
+    in memory over and over makes each increment wait for the last (measured: 18% slower)."""
     zeros = 0
     for v in values:
         a = (v if v > 0 else np.float32(0)) if relu else abs(v)
         if a == 0:
             zeros += 1
-        hist[np.intp(a * inv)] += 1
+        else:
+            hist[np.intp(a * inv)] += 1
     return zeros
+
+
+def _load_kernels() -> None:
+    _bin(np.zeros(1, np.float32), np.float32(1), np.zeros(1, np.int64), False)
+    _kl_divergences(np.ones(2, np.int64), 1, 1)
 
 
 class HistogramCollector:
@@ -57,7 +89,11 @@ class HistogramCollector:
     batches that reach further add bins of the same width; past 2 x 2048 bins, neighbouring bins are
     merged in pairs, which keeps the histogram exact on a coarser grid. Exact zeros (ReLU's) are
     left out with skip_zeros, as pytorch-quantization's option of that name does: otherwise the
-    zero spike dominates the KL search and clips most of the range."""
+    zero spike dominates the KL search and clips most of the range.
+
+    A batch is added in three steps, so that its pieces can be binned on several threads: observe()
+    the batch's largest magnitude (which fixes or widens the grid), binned() each piece into a
+    histogram of its own, merge() those. add() does the three for one array."""
 
     def __init__(self, num_bins: int = NUM_BINS, skip_zeros: bool = True):
         self.num_bins, self.skip_zeros = num_bins, skip_zeros
@@ -68,18 +104,21 @@ class HistogramCollector:
 
     def add(self, values: np.ndarray, relu: bool = False) -> None:
         """Add |values|, or max(values, 0) with relu: a ReLU's tensor from its input's."""
-        flat = np.ascontiguousarray(values, dtype=np.float32).ravel()
-        if not flat.size:
-            return
-        top = max(float(flat.max()), 0.0 if relu else -float(flat.min()))
+        flat = _flat(values)
+        if flat.size and self.observe(largest_magnitude(flat, relu), flat.size):
+            self.merge(*self.binned(flat, relu))
+
+    def observe(self, top: float, size: int) -> bool:
+        """Take in a batch of `size` values whose largest magnitude is `top`: fix the grid, or widen it
+        to reach top. False when the batch is all zeros, which leaves nothing to bin."""
         self.top = max(self.top, top)
         if top == 0.0:
             if not self.skip_zeros:
                 if self.width is None:
-                    self.zeros += flat.size
+                    self.zeros += size
                 else:
-                    self.hist[0] += flat.size
-            return
+                    self.hist[0] += size
+            return False
         if self.width is None:
             self.width = top / self.num_bins
             self.hist = np.zeros(self.num_bins, dtype=np.int64)
@@ -92,10 +131,19 @@ class HistogramCollector:
                     self.hist = np.append(self.hist, 0)
                 self.hist = self.hist.reshape(-1, 2).sum(axis=1)
                 self.width *= 2
+        return True
+
+    def binned(self, piece: np.ndarray, relu: bool) -> tuple[np.ndarray, int]:
+        """A piece of the observed batch binned on the current grid (zeros left out), and how many of its
+        values were zero."""
+        hist = np.zeros(len(self.hist), np.int64)
         # float32 products, like `needed` above, so no index passes the last bin
-        zeros = _bin(flat, np.float32(1.0 / self.width), self.hist, relu)
-        if self.skip_zeros:
-            self.hist[0] -= zeros
+        return hist, _bin(piece, np.float32(1.0 / self.width), hist, relu)
+
+    def merge(self, hist: np.ndarray, zeros: int) -> None:
+        self.hist += hist
+        if not self.skip_zeros:
+            self.hist[0] += zeros
 
     def edges(self) -> np.ndarray:
         return np.arange(len(self.hist) + 1) * (self.width or 0.0)
@@ -193,7 +241,12 @@ class Calibrator:
             raise ValueError(f"calibration method {self.method!r} is not one of {sorted(CALIBRATOR_NAMES)} or {AUTO}")
         self.collectors: dict[str, MaxCollector | HistogramCollector] = {}
         self._pool = ThreadPoolExecutor(worker_count())
-        self._pending: list[Future] = []
+        self._batches = ThreadPoolExecutor(1)  # hands one batch at a time to the pool, so add() returns
+        self._pending: Future | None = None
+        if self.method != "minmax":
+            # numba loads a compiled kernel on its first call (about 0.8 s here): on a worker, while the
+            # caller builds its session and runs the first batch, not in the way of the first reduction
+            self._batches.submit(_load_kernels)  # before the first batch, on the one batch thread
 
     def add(self, tensors: Mapping[str, np.ndarray], relus: Mapping[str, str] | None = None) -> None:
         """Reduce one batch. `relus` maps a ReLU's output name to its input's: that tensor is
@@ -204,22 +257,46 @@ class Calibrator:
             if name not in self.collectors:
                 self.collectors[name] = (MaxCollector() if self.method == "minmax"
                                          else HistogramCollector(skip_zeros=self.skip_zeros))
-        work = [(name, values, False) for name, values in tensors.items()]
-        work += [(relu, tensors[source], True) for relu, source in relus.items()]
-        for name, values, relu in sorted(work, key=lambda item: -item[1].size):  # largest first
-            self._pending.append(self._pool.submit(self.collectors[name].add, values, relu))
+        work = [(self.collectors[name], values, False) for name, values in tensors.items()]
+        work += [(self.collectors[relu], tensors[source], True) for relu, source in relus.items()]
+        self._pending = self._batches.submit(self._reduce, work)
+
+    def _reduce(self, work: list[tuple[MaxCollector | HistogramCollector, np.ndarray, bool]]) -> None:
+        """Every tensor of one batch, in pieces over the pool: first the largest magnitudes (which set
+        each histogram's grid), then the histograms."""
+        pieces = [(collector, piece, relu) for collector, values, relu in work for piece in chunks(values)]
+        tops = self._pool.map(lambda item: largest_magnitude(item[1], item[2]), pieces)
+        batch_top: dict[int, float] = {}
+        for (collector, _, _), top in zip(pieces, tops):
+            batch_top[id(collector)] = max(batch_top.get(id(collector), 0.0), top)
+        binning = set()
+        for collector, values, _ in work:
+            if id(collector) not in batch_top:
+                continue  # an empty tensor
+            if isinstance(collector, MaxCollector):
+                collector.observe(batch_top[id(collector)])
+            elif collector.observe(batch_top[id(collector)], values.size):
+                binning.add(id(collector))
+        to_bin = [item for item in pieces if id(item[0]) in binning]
+        for (collector, _, _), binned in zip(to_bin, self._pool.map(lambda item: item[0].binned(item[1], item[2]),
+                                                                     to_bin)):
+            collector.merge(*binned)
 
     def wait(self) -> None:
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _shutdown(self) -> None:
+        self._batches.shutdown()
+        self._pool.shutdown()
 
     def amax(self) -> dict[str, float]:
         self.wait()
         try:
             return dict(zip(self.collectors, self._pool.map(self._amax, self.collectors.values())))
         finally:
-            self._pool.shutdown()
+            self._shutdown()
 
     def maxima(self) -> dict[str, float]:
         """Each tensor's largest magnitude seen: what decides whether it fits fp16."""
@@ -235,12 +312,12 @@ class Calibrator:
                                                                      histograms)))
                     for method in METHODS}
         finally:
-            self._pool.shutdown()
+            self._shutdown()
 
     def histograms(self) -> dict[str, HistogramCollector]:
         """The collectors themselves (method `auto`), the last batch reduced and the threads let go."""
         self.wait()
-        self._pool.shutdown()
+        self._shutdown()
         return dict(self.collectors)
 
     def _amax_by(self, collector: HistogramCollector, method: str) -> float:
