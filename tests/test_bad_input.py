@@ -317,7 +317,8 @@ def refused_by_dvc(project, overrides, *expected):
 
 @pytest.mark.parametrize("override, expected", [
     ("convert.max_batch_size=-2", "config key convert.max_batch_size must be a positive integer, got -2"),
-    ("+convert.max_batchsize=4", "config key convert.max_batchsize: Key 'max_batchsize' not in 'ConvertSection'"),
+    ("+convert.max_batchsize=4", "config key convert.max_batchsize: Key 'max_batchsize' not in 'ConvertSection'; "
+                                 "did you mean `max_batch_size`?"),
     ("convert.opt_batch_size=16", "convert.min_batch_size <= opt_batch_size <= max_batch_size must hold"),
     ("+backend.image=x", "config key backend.image is not read by backend open"),
     ("model.file=models/mine.onnx", "config key model.file names models/mine.onnx, which does not exist"),

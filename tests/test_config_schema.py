@@ -62,8 +62,25 @@ def test_the_base_of_the_precisions_is_no_precision_itself():
 
 def test_a_typo_in_a_backend_key_is_refused_with_what_that_backend_reads():
     with pytest.raises(schema.ConfigError, match=r"config key backend.calibration_methd is not read by backend "
-                                                 r"open \(it reads calibration_method, name, "):
+                                                 r"open; did you mean `calibration_method`\? "
+                                                 r"\(it reads calibration_method, name, "):
         config.load(["+backend.calibration_methd=minmax"])
+
+
+def test_a_typo_in_a_key_is_refused_with_the_key_it_is_near():
+    # Hydra's advice for `-S convert.max_batchsize=4` is to add `+`; with it, our check names the key meant
+    with pytest.raises(schema.ConfigError, match=r"config key convert.max_batchsize: .*; did you mean `max_batch_size`\?"):
+        config.load(["+convert.max_batchsize=4"])
+
+
+def test_a_typo_in_a_section_name_is_refused_with_the_section_it_is_near():
+    with pytest.raises(schema.ConfigError, match=r"config key evaluat: .*; did you mean `evaluate`\?"):
+        config.load(["+evaluat.max_map_drop=0.1"])
+
+
+def test_a_key_near_no_known_key_is_refused_without_a_guess():
+    with pytest.raises(schema.ConfigError, match=r"config key convert.zzz: Key 'zzz' not in 'ConvertSection'$"):
+        config.load(["+convert.zzz=1"])
 
 
 def test_a_key_the_schema_lacks_in_params_yaml_is_refused_by_name(tmp_path):

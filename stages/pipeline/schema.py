@@ -197,9 +197,17 @@ _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "
              "triton.max_image_pixels", "triton.max_request_bytes")
 
 
+def _did_you_mean(key: str, known: list[str]) -> str:
+    """", did you mean `x`?" for the known key nearest a typo (difflib), or nothing when none is near."""
+    import difflib
+
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
 def validate(raw: DictConfig | dict, source: str) -> DictConfig:
     """Merge onto the schema (types are checked there) and check value ranges."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
     backend = raw.get("backend") if hasattr(raw, "get") else None
@@ -218,8 +226,13 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
             hint = (". An experiment file is composed at the top of the config only when `# @package _global_` "
                     "is its first line: Hydra reads that header before any other line, comments included")
         elif isinstance(exc, ConfigKeyError) and key.startswith("backend.") and key.count(".") == 1:
-            raise ConfigError(f"{source}: config key {key} is not read by backend {name} (it reads "
-                              f"{', '.join(sorted(BACKEND_SCHEMAS[name].__dataclass_fields__))})") from None
+            known = sorted(BACKEND_SCHEMAS[name].__dataclass_fields__)
+            raise ConfigError(f"{source}: config key {key} is not read by backend {name}{_did_you_mean(key, known)} "
+                              f"(it reads {', '.join(known)})") from None
+        elif isinstance(exc, ConfigKeyError):
+            section = OmegaConf.select(schema, key.rsplit(".", 1)[0]) if "." in key else schema
+            if isinstance(section, DictConfig):
+                hint = _did_you_mean(key, [str(k) for k in section.keys()])
         raise ConfigError(f"{source}: config key {key}: {str(exc).splitlines()[0]}{hint}") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
