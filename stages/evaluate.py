@@ -76,15 +76,18 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
 
 
 def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample]) -> None:
-    """precision_recall/<class>.csv (recall and each model's interpolated precision) and
-    detections/<image>.png, for `dvc plots`. A model evaluated by TAO's own command has APs only: it
+    """precision_recall/<class>.csv (recall and each model's interpolated precision), the same drawn in
+    curves/<class>.png (for a machine without internet), and detections/<image>.png, for `dvc plots`. A model evaluated by TAO's own command has APs only: it
     has no curve and no boxes to draw."""
     evaluated = {name: result.evaluation for name, result in results.items() if result.evaluation is not None}
     setup = next(iter(evaluated.values())).setup
     (out / "precision_recall").mkdir()
+    (out / "curves").mkdir()
     for name in setup.classes:
         curves = {model: evaluation.tallies[name].curve()[:2] for model, evaluation in evaluated.items()}
-        plots.write_csv(out / "precision_recall" / f"{file_name(name)}.csv", plots.curve_table(curves))
+        table = plots.curve_table(curves)
+        plots.write_csv(out / "precision_recall" / f"{file_name(name)}.csv", table)
+        plots.draw_curves(out / "curves" / f"{file_name(name)}.png", f"{name}: precision vs recall", table)
     (out / "detections").mkdir()
     for index, sample in enumerate(drawn):
         truth = {name: boxes for name, (boxes, _) in truth_of(sample, setup).items()}

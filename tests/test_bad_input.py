@@ -315,6 +315,18 @@ def refused_by_dvc(project, overrides, *expected):
     return message
 
 
+def test_after_a_refused_experiment_git_checkout_of_params_yaml_is_the_way_back(repo):
+    # the README's advice: DVC leaves the failed values in params.yaml, and `dvc status` shows them
+    import json
+    refused_by_dvc(repo, ["convert.max_batch_size=-2"], "convert.max_batch_size must be a positive integer")
+    assert "max_batch_size: -2" in (repo / "params.yaml").read_text()
+    status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    assert status["validate"][0]["changed deps"]["params.yaml"] == {"convert": "modified"}, status
+    run(["git", "checkout", "params.yaml"], repo)
+    status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+    assert "validate" not in status, status
+
+
 @pytest.mark.parametrize("override, expected", [
     ("convert.max_batch_size=-2", "config key convert.max_batch_size must be a positive integer, got -2"),
     ("+convert.max_batchsize=4", "config key convert.max_batchsize: Key 'max_batchsize' not in 'ConvertSection'; "

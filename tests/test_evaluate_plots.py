@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 
 import numpy as np
@@ -12,10 +13,12 @@ from PIL import Image
 
 from conftest import SMALL_SAMPLE, make_project, run
 from stages import bundled_sample
+from stages.detectnet_v2 import plots
 from stages.pipeline.layout import EVALUATE_REPORT, RESOLVED_SPEC
 
 CURVES = "artifacts/evaluation/precision_recall"
 DRAWN = "artifacts/evaluation/detections"
+PICTURED = "artifacts/evaluation/curves"
 
 
 def plots_json(project, *args) -> dict:
@@ -40,8 +43,35 @@ def test_dvc_draws_a_precision_recall_curve_per_class_for_the_engine_and_the_fp3
 
 def test_dvc_shows_the_drawn_images(built_project):
     data = plots_json(built_project, "show")
-    images = sorted(key for key, plots in data.items() if plots[0]["type"] == "image")
+    images = sorted(key for key, plots in data.items() if plots[0]["type"] == "image" and key.startswith(DRAWN))
     assert images == [f"{DRAWN}/{n:06d}.png" for n in range(4)]  # evaluate.draw_images
+
+
+def test_each_classs_curves_are_also_a_png_that_dvc_shows(built_project):
+    data = plots_json(built_project, "show")
+    for name in bundled_sample.CLASSES:
+        [plot] = data[f"{PICTURED}/{name}.png"]
+        assert plot["type"] == "image"
+        with Image.open(built_project / PICTURED / f"{name}.png") as picture:
+            assert picture.format == "PNG" and picture.size == (480, 360)
+            assert len(picture.convert("RGB").getcolors(1 << 16)) > 2  # axes, and the curves in colour
+
+
+def test_the_plots_page_holds_the_pngs_itself_so_they_draw_offline(built_project, tmp_path):
+    # `dvc plots show` loads Vega from a CDN for the CSV curves; the PNG curves and drawn images need nothing
+    run(["dvc", "plots", "show", "-o", tmp_path / "page"], built_project)
+    page = (tmp_path / "page" / "index.html").read_text()
+    for source in re.findall(r'<img src="([^"]+)"', page):
+        assert source.startswith("data:image/png;base64,") or (tmp_path / "page" / source).is_file(), source
+    assert len(re.findall(r"<img ", page)) == len(bundled_sample.CLASSES) + 4
+
+
+def test_the_curves_png_is_the_same_bytes_for_the_same_curves(tmp_path):
+    rows = plots.curve_table({"engine": (np.array([0.2, 0.5]), np.array([1.0, 0.6])),
+                              "reference": (np.array([0.3, 0.6]), np.array([0.9, 0.7]))})
+    plots.draw_curves(tmp_path / "a.png", "car", rows)
+    plots.draw_curves(tmp_path / "b.png", "car", rows)
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
 def test_the_drawn_images_are_pngs_of_the_original_size(built_project):

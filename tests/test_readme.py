@@ -216,16 +216,15 @@ def test_the_experiment_commands(tmp_path):
     assert [s for s in re.findall(r"Running stage '([^']+)'", result.stdout) if s != "platform"] == []
 
 
-def _kitti_like(root: Path) -> None:
-    """What the own-data example says is there: NVIDIA's spec, KITTI-style folds, and a model whose
-    coverage head detects nothing (so int8 and fp32 agree exactly, mAP 0: the gate passes on any CPU)."""
+def _kitti_like(root: Path, spec: str) -> None:
+    """What the own-data example says is there: NVIDIA's spec where it says, KITTI-style folds, and a model
+    whose coverage head detects nothing (so int8 and fp32 agree exactly, mAP 0: the gate passes on any CPU)."""
     import onnx
     from onnx import numpy_helper
 
     from stages import bundled_sample
-    (root / "specs").mkdir()
-    shutil.copy(SHARED_SPECS / "detectnet_v2_train_resnet18_kitti.txt", root / "specs")
     bundled_sample.write_dataset(root / "data/kitti", {"training": 8, "val": 8}, seed=3, size=(320, 120))
+    shutil.copy(SHARED_SPECS / "detectnet_v2_train_resnet18_kitti.txt", root / spec)
     (root / "models/mine").mkdir(parents=True)
     path = root / "models/mine/resnet18_detector.onnx"
     bundled_sample.build_model(path, 1248, 384, base_width=4, seed=2)
@@ -236,12 +235,21 @@ def _kitti_like(root: Path) -> None:
     onnx.save(model, path)
 
 
+@pytest.mark.parametrize("template", ["README.md", "conf/experiment/example_own_data.yaml"])
+def test_a_users_spec_lies_in_the_data_folder_dvc_add_versions(template):
+    # one place for a spec, beside its data: `dvc add <dataset.root>` then versions the spec with the images
+    text = (ROOT / template).read_text() if template.endswith(".yaml") else block(
+        "# conf/experiment/mine.yaml (the line above must stay the first: Hydra reads it only there)").text
+    dataset = yaml.safe_load(text)["dataset"]
+    assert dataset["spec"].startswith(dataset["root"] + "/"), dataset
+
+
 def test_the_own_data_example(tmp_path):
     if not (SHARED_SPECS / "detectnet_v2_train_resnet18_kitti.txt").is_file():
         pytest.skip(f"{SHARED_SPECS} is absent: NVIDIA's tutorial specs are not here")
     project = make_project(tmp_path / "project", SMALL_SAMPLE)
-    _kitti_like(project)
     config = block("# conf/experiment/mine.yaml (the line above must stay the first: Hydra reads it only there)")
+    _kitti_like(project, yaml.safe_load(config.text)["dataset"]["spec"])
     second_line = config.text.splitlines()[1]
     target = re.search(r"conf/experiment/\w+\.yaml", second_line).group(0)  # where the example says it goes
     (project / target).write_text(config.text)

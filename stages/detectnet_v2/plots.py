@@ -43,6 +43,28 @@ def write_csv(path: Path, rows: list[dict[str, float]]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def draw_curves(path: Path, title: str, rows: list[dict[str, float]]) -> None:
+    """The curves of curve_table as a PNG: what `dvc plots show` draws from the CSV with Vega, which its HTML
+    loads from a CDN, here drawn without one. Each model in its colour of the drawn images."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, whatever MPLBACKEND says
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.8, 3.6), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    recall = [row["recall"] for row in rows]
+    models = sorted((key for key in rows[0] if key != "recall"), key=lambda m: m == "engine")  # the engine on top
+    for model in models:
+        colour = tuple(c / 255 for c in COLOURS.get(model, (0, 0, 0)))
+        axes.step(recall, [row[model] for row in rows], where="post", label=model, color=colour,
+                  linestyle="--" if model == "engine" else "-")  # dashed: where the two agree, both show
+    axes.set(title=title, xlabel="recall", ylabel="interpolated precision", xlim=(0, 1), ylim=(0, 1.02))
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower left")
+    figure.savefig(path, format="png", metadata={"Software": None})  # no version stamp: same inputs, same bytes
+
+
 def draw(image_path: Path, boxes: dict[str, dict[str, Detections]], truth: dict[str, np.ndarray],
          out: Path) -> None:
     """The image at its original size with the ground truth (green, class at the box's foot) and each
