@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WORKERS ?= 2
 
-.PHONY: help setup lock test test-cpu-paths repro params serve bench clean
+.PHONY: help setup lock test test-cpu-paths repro params serve docs bench clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -36,6 +36,9 @@ params: setup ## rewrite params.yaml from conf/ (make params experiment=NAME: wi
 
 serve: setup ## serve artifacts/triton with Triton on localhost (HTTP 8000, gRPC 8001; after make repro)
 	$(PY) -m stages.serving.server --repository artifacts/triton
+
+docs: setup ## serve the documentation site on localhost:8008 (mkdocs; the sample's plots after make repro)
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8008
 
 bench: setup ## run the benchmarks in bench/
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

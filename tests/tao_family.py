@@ -1,6 +1,6 @@
 """A family of DetectNet_v2 models shaped as TAO and NGC ship them, each with its own KITTI-style data and
 TAO spec, brought into a project as a user brings a model: files under data/<name>/ and models/<name>/,
-and one conf/experiment/<name>.yaml (the README's own-data route). Written by the project's own builder
+and one conf/experiment/<name>.yaml (the own-data route of docs/tutorials/own-model.md). Written by the project's own builder
 (stages.bundled_sample): nothing is downloaded.
 
 Each model is fitted to its training images (so that it detects), then rewritten in the form of TAO's

@@ -316,7 +316,7 @@ def refused_by_dvc(project, overrides, *expected):
 
 
 def test_after_a_refused_experiment_git_checkout_of_params_yaml_is_the_way_back(repo):
-    # the README's advice: DVC leaves the failed values in params.yaml, and `dvc status` shows them
+    # the docs' advice (how-to/compare-experiments.md): DVC leaves the failed values in params.yaml, and `dvc status` shows them
     import json
     refused_by_dvc(repo, ["convert.max_batch_size=-2"], "convert.max_batch_size must be a positive integer")
     assert "max_batch_size: -2" in (repo / "params.yaml").read_text()

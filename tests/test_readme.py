@@ -1,6 +1,8 @@
-"""Every command and config file README.md shows, read from README.md itself: each fenced block is run
-here, checked against what it describes, or listed in SKIPPED with the reason. A new block that is
-none of these fails the first test, so the docs cannot drift from the code unnoticed.
+"""Every command and config file the docs show (README.md, docs/, bench/README.md), read from the pages
+themselves: each fenced block is run here, checked against what it describes, or listed in SKIPPED with
+the reason. A new block that is none of these fails the first test, so the docs cannot drift from the
+code unnoticed. The site builds with `mkdocs build --strict` (a broken link or anchor fails) and every
+page passes a Markdown lint (a table that would not render fails).
 
 The blocks are parsed by hand (fences and their line numbers; shell lines with their continuations and
 comments) rather than with pytest-examples or phmdoctest: those run Python blocks or shell sessions with
@@ -24,8 +26,14 @@ from stages.pipeline.layout import (CALIBRATION_CACHE, DEEPSTREAM_CONFIG, RESOLV
 README = ROOT / "README.md"
 
 
+def doc_pages() -> list[Path]:
+    """README.md, the site's pages and the benchmarks' README: every page a user reads."""
+    return [README, *sorted((ROOT / "docs").rglob("*.md")), ROOT / "bench" / "README.md"]
+
+
 @dataclass(frozen=True)
 class Block:
+    page: str  # relative to the project
     line: int  # of the opening fence
     lang: str
     text: str
@@ -43,21 +51,26 @@ class Block:
         return [command for command in commands if command and not command.startswith("#")]
 
 
-def readme_blocks() -> list[Block]:
-    blocks, lines = [], README.read_text().splitlines(keepends=True)
+def page_blocks(page: Path) -> list[Block]:
+    blocks, lines = [], page.read_text().splitlines(keepends=True)
+    name = page.relative_to(ROOT).as_posix()
     i = 0
     while i < len(lines):
         opening = re.match(r"^```(\w*)\s*$", lines[i])
         if opening:
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-            blocks.append(Block(i + 1, opening.group(1), "".join(lines[i + 1:end])))
+            blocks.append(Block(name, i + 1, opening.group(1), "".join(lines[i + 1:end])))
             i = end
         i += 1
     return blocks
 
 
+def doc_blocks() -> list[Block]:
+    return [b for page in doc_pages() for b in page_blocks(page)]
+
+
 def block(key: str) -> Block:
-    [found] = [b for b in readme_blocks() if b.key == key]
+    [found] = [b for b in doc_blocks() if b.key == key]
     return found
 
 
@@ -66,8 +79,13 @@ COMPARISON = ("dvc exp run --queue -S export=int8 -S 'backend.calibration_method
               "-S evaluate.on_gate_failure=record")
 AUTO_CANDIDATES = "dvc exp run -S export=int8                        # int8 with auto calibration, the default: about 45 s"
 
+FIRST_LOOK = "dvc metrics show   # the engine's mAP and AP per class, the fp32 model's, the drop, the gate's verdict"
+FIRST_EXPERIMENT = "dvc exp run -S export=fp16                        # an experiment: the pipeline with one change"
+
 # Blocks run or checked by a test here, by their first line
 RUN = {
+    FIRST_LOOK: "test_the_first_look_commands",
+    FIRST_EXPERIMENT: "test_the_experiment_commands",
     "dvc repro                                         # run what changed (nothing, the second time)":
         "test_the_experiment_commands",
     "dvc exp show --only-changed                       # the columns that vary across experiments":
@@ -88,7 +106,7 @@ RUN = {
         "test_the_metrics_example_has_the_keys_evaluate_writes",
     "conf/config.yaml          defaults list + spec, sample, calibration, convert, evaluate sections":
         "test_the_config_menu_lists_the_groups_and_options_of_conf",
-    "conf/              Hydra config groups (the menu above)": "test_the_layout_names_files_that_exist",
+    "conf/              Hydra config groups (the menu: README.md, docs/how-to/compare-experiments.md)": "test_the_layout_names_files_that_exist",
     "dvc remote add -d team ssh://deploy@gpu-host.example/srv/dvc-remote   # .dvc/config: the URL, committed":
         "test_ssh_remote.join_remote, in every test of a real SSH server",
     DAG: "test_the_dag_command_tells_the_story_in_100_columns",
@@ -103,6 +121,9 @@ RUN = {
 
 # Blocks not run here, each with the reason
 SKIPPED = {
+    "make serve   # Triton on localhost (HTTP 8000, gRPC 8001) with the engine, until Ctrl-C":
+        "serves until stopped: test_triton.test_make_serve_stops_the_server_and_exits_cleanly_on_a_signal runs "
+        "its command on a built repository and stops it",
     "make repro   # sets itself up (.venv), then runs the whole pipeline on the bundled sample: no TAO, no GPU":
         "`make test` is what runs this suite; `make repro` is CI's and the fresh-clone story's (dvc repro of "
         "the full sample: test_the_experiment_commands runs the same dvc repro on a small one)",
@@ -122,13 +143,14 @@ SKIPPED = {
 
 
 def test_every_example_is_run_or_listed_as_skipped():
-    keys = [b.key for b in readme_blocks()]
-    unlisted = [f"README.md:{b.line}: {b.key}" for b in readme_blocks() if b.key not in RUN and b.key not in SKIPPED]
-    assert unlisted == [], "new README examples, neither run by a test here nor listed in SKIPPED"
-    assert sorted(set(RUN) | set(SKIPPED)) == sorted(set(keys) & (set(RUN) | set(SKIPPED)))
+    blocks = doc_blocks()
+    keys = [b.key for b in blocks]
+    unlisted = [f"{b.page}:{b.line}: {b.key}" for b in blocks if b.key not in RUN and b.key not in SKIPPED]
+    assert unlisted == [], "new examples in the docs, neither run by a test here nor listed in SKIPPED"
     stale = sorted((set(RUN) | set(SKIPPED)) - set(keys))
-    assert stale == [], "listed here but no longer in README.md"
+    assert stale == [], "listed here but no longer in the docs"
     assert len(keys) == len(set(keys)), "two blocks start with the same line: make them distinct"
+    assert set(RUN).isdisjoint(SKIPPED)
 
 
 def cells(row: str) -> list[str]:
@@ -152,11 +174,24 @@ def test_the_dag_command_tells_the_story_in_100_columns():
         assert f"{edge};" in edges, edge
 
 
+def test_the_first_look_commands(built_project, tmp_path):
+    metrics, plots = block(FIRST_LOOK).commands()
+    shown = bash(metrics, built_project).stdout
+    assert "metrics/evaluate.json" in shown and "engine.mAP" in shown and "gate" in shown
+    page = bash(plots + f" -o {tmp_path / 'plots'}", built_project).stdout
+    assert "index.html" in page and (tmp_path / "plots/index.html").is_file()
+
+
 def test_the_experiment_commands(tmp_path):
     project = make_project(tmp_path / "project", SMALL_SAMPLE)
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline"], project)
+
+    fp16, side_by_side = block(FIRST_EXPERIMENT).commands()  # README's "Comparing experiments"
+    bash(fp16, project)
+    table = bash(side_by_side, project).stdout
+    assert "engine.mAP" in table and "fp16" in table and "gate" in table
 
     experiments = block("dvc repro                                         # run what changed (nothing, "
                         "the second time)").commands()
@@ -178,7 +213,7 @@ def test_the_experiment_commands(tmp_path):
     for command in run_int8:
         bash(command, project)
     table = bash(show_candidates, project).stdout.splitlines()
-    shown = [b for b in readme_blocks() if b.key.startswith("| Experiment ") and "selection_mAP" in b.key]
+    shown = [b for b in doc_blocks() if b.key.startswith("| Experiment ") and "selection_mAP" in b.key]
     [columns] = [cells(b.key) for b in shown]
     assert cells(table[0]) == columns  # the README shows the columns DVC prints (their widths follow the values)
     workspace = dict(zip(columns, cells(table[2])))
@@ -367,7 +402,7 @@ def test_the_config_menu_lists_the_groups_and_options_of_conf():
 
 
 def test_the_layout_names_files_that_exist():
-    layout = block("conf/              Hydra config groups (the menu above)").text
+    layout = block("conf/              Hydra config groups (the menu: README.md, docs/how-to/compare-experiments.md)").text
     folder = None
     for line in layout.splitlines():
         head = re.match(r"^(\s*)(\S+/)\s", line)

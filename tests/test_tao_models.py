@@ -1,7 +1,7 @@
 """Every DetectNet_v2 model TAO hands a user deploys, at every precision: a family of models shaped as TAO 4
 and 5 export them (tests/tao_family.py: opsets 11, 12 and 13; `:0` names; a named batch dimension; batch
 norm as Mul/Add after biased convolutions; odd, pruned channel counts; 1 and 4 classes; 640x480 and
-960x544), each brought in through the README's own-data route (one conf/experiment file) and run through
+960x544), each brought in through the own-data route of docs/tutorials/own-model.md (one conf/experiment file) and run through
 every stage of dvc.yaml at fp32, fp16 and int8 (tests/stages_in_process.py: dvc.yaml's own commands, in
 one process; the DVC route itself is test_own_data's and the NGC cache's below)."""
 from __future__ import annotations
