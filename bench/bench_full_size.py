@@ -53,9 +53,7 @@ BATCH, BATCHES = 8, 8
 CALIBRATE_SNIPPET = """
 import sys
 from stages.formats.tensorfile import read_batches
-from stages.formats.calibration_cache import calibration_tensor_names, write_cache
-from stages.open_backend import int8_calibration
-from stages.open_backend.int8_calibration import Calibrator, collect_ranges
+from stages.open_backend.int8_calibration import collect_ranges
 collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entropy")
 """ + PEAK_SNIPPET
 

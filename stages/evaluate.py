@@ -77,8 +77,8 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
 
 def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample]) -> None:
     """precision_recall/<class>.csv (recall and each model's interpolated precision), the same drawn in
-    curves/<class>.png (for a machine without internet), and detections/<image>.png, for `dvc plots`. A model evaluated by TAO's own command has APs only: it
-    has no curve and no boxes to draw."""
+    curves/<class>.png (for a machine without internet), and detections/<image>.png, for `dvc plots`. A
+    model evaluated by TAO's own command has APs only: it has no curve and no boxes to draw."""
     evaluated = {name: result.evaluation for name, result in results.items() if result.evaluation is not None}
     setup = next(iter(evaluated.values())).setup
     (out / "precision_recall").mkdir()

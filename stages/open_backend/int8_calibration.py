@@ -52,10 +52,6 @@ class MaxCollector:
     def __init__(self):
         self.amax = 0.0
 
-    def add(self, values: np.ndarray, relu: bool = False) -> None:
-        if values.size:
-            self.observe(largest_magnitude(values, relu))
-
     def observe(self, top: float) -> None:
         self.amax = max(self.amax, top)
 
@@ -264,23 +260,23 @@ class Calibrator:
     def _reduce(self, work: list[tuple[MaxCollector | HistogramCollector, np.ndarray, bool]]) -> None:
         """Every tensor of one batch, in pieces over the pool: first the largest magnitudes (which set
         each histogram's grid), then the histograms."""
-        pieces = [(collector, piece, relu) for collector, values, relu in work for piece in chunks(values)]
-        tops = self._pool.map(lambda item: largest_magnitude(item[1], item[2]), pieces)
-        batch_top: dict[int, float] = {}
-        for (collector, _, _), top in zip(pieces, tops):
-            batch_top[id(collector)] = max(batch_top.get(id(collector), 0.0), top)
+        pieces = [(index, piece) for index, (_, values, _) in enumerate(work) for piece in chunks(values)]
+        tops = [0.0] * len(work)
+        for (index, _), top in zip(pieces, self._pool.map(lambda item: largest_magnitude(item[1], work[item[0]][2]),
+                                                          pieces)):
+            tops[index] = max(tops[index], top)
         binning = set()
-        for collector, values, _ in work:
-            if id(collector) not in batch_top:
-                continue  # an empty tensor
+        for index, (collector, values, _) in enumerate(work):
+            if not values.size:
+                continue
             if isinstance(collector, MaxCollector):
-                collector.observe(batch_top[id(collector)])
-            elif collector.observe(batch_top[id(collector)], values.size):
-                binning.add(id(collector))
-        to_bin = [item for item in pieces if id(item[0]) in binning]
-        for (collector, _, _), binned in zip(to_bin, self._pool.map(lambda item: item[0].binned(item[1], item[2]),
-                                                                     to_bin)):
-            collector.merge(*binned)
+                collector.observe(tops[index])
+            elif collector.observe(tops[index], values.size):
+                binning.add(index)
+        to_bin = [(index, piece) for index, piece in pieces if index in binning]
+        for (index, _), binned in zip(to_bin, self._pool.map(
+                lambda item: work[item[0]][0].binned(item[1], work[item[0]][2]), to_bin)):
+            work[index][0].merge(*binned)
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None

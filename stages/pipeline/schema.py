@@ -198,7 +198,7 @@ _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:
-    """", did you mean `x`?" for the known key nearest a typo (difflib), or nothing when none is near."""
+    """The hint "; did you mean `x`?" for the known key nearest a typo (difflib), or "" when none is near."""
     import difflib
 
     close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=1)
