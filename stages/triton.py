@@ -27,6 +27,7 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
         raise StageError(f"{engine} does not exist: run the convert stage")
     request = RepositoryRequest(engine, engine_kind(cfg.backend.name, cfg.convert.engine), setup.classes, setup.clustering, spec_facts.width, spec_facts.height,
                                 cfg.convert.max_batch_size, cfg.triton.engine_backend, cfg.triton.instances,
+                                cfg.triton.preprocess_instances,
                                 cfg.triton.max_queue_delay_microseconds, cfg.triton.max_image_pixels,
                                 cfg.triton.max_request_bytes)
     if cfg.triton.pack_environment:  # the pre- and post-processing models are Python whatever the engine

@@ -86,6 +86,15 @@ def run_engine(path, batch):
     return OnnxRunner(path)(batch)
 
 
+def test_a_runner_told_not_to_spin_lets_its_threads_sleep_between_runs(exported):
+    """A server's engine does not spin: its threads would burn the cores the decoding processes need."""
+    options = OnnxRunner(exported / "model.onnx", spinning=False).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    default = OnnxRunner(exported / "model.onnx").session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # onnxruntime's default: spinning
+        default.get_session_config_entry("session.intra_op.allow_spinning")
+
+
 def export_folder(exported, folder, data_type, amax=None, high_precision="fp16", model=None):
     """An export folder as the export stage leaves it: model.onnx, for int8 the cache of `amax`, and the
     deployable ONNX of the precision."""

@@ -47,7 +47,8 @@ def repository(tmp_path, engine_name: str, engine_backend: str) -> Path:
     out.mkdir()
     clustering = {name: Clustering(coverage_threshold=0.1, dbscan_eps=0.5) for name in CLASSES}
     write_repository(out, RepositoryRequest(engine, "tensorrt" if engine.suffix == ".engine" else "onnxruntime",
-                                            CLASSES, clustering, 624, 192, 8, engine_backend, 2, 300, 40_000_000, 32 << 20))
+                                            CLASSES, clustering, 624, 192, 8, engine_backend, 2, 3, 300, 40_000_000,
+                                            32 << 20))
     return out
 
 
@@ -73,6 +74,7 @@ def test_every_config_parses_as_tritons_model_config(tmp_path, engine_name, engi
                                                                ("output_bbox/BiasAdd", [12, 12, 39])]
     assert engine.dynamic_batching.max_queue_delay_microseconds == 300
     assert engine.instance_group[0].count == 2
+    assert [configs[model].instance_group[0].count for model in (PREPROCESS, POSTPROCESS)] == [3, 2]
     kind = engine.instance_group[0].Kind.Name(engine.instance_group[0].kind)
     assert kind == ("KIND_GPU" if expected[0] == "tensorrt_plan" else "KIND_CPU")
     ensemble = configs[ENSEMBLE]
@@ -196,6 +198,66 @@ def test_sixteen_concurrent_requests_are_all_answered(served):
     for index, answer in enumerate(answers):  # batched with others or not, the same detections
         assert len(answer) == len(answers[index % 4])
         assert np.allclose(np.array(answer), np.array(answers[index % 4]), atol=1e-3)
+
+
+def infer_many(server, images: list[bytes]):
+    """One request of several images: each image's rows of BOXES, SCORES and CLASS_IDS."""
+    import tritonclient.http as http
+
+    client = http.InferenceServerClient(server.url)
+    request = http.InferInput("IMAGE", [len(images), 1], "BYTES")
+    request.set_data_from_numpy(np.array([[image] for image in images], dtype=object))
+    answer = client.infer("detectnet_v2_ensemble", [request])
+    return list(zip(answer.as_numpy("BOXES"), answer.as_numpy("SCORES"), answer.as_numpy("CLASS_IDS")))
+
+
+def test_a_request_of_several_images_gets_each_images_own_detections(served):
+    project, server = served
+    images = validation_images(project, 3)
+    answers = infer_many(server, [image.read_bytes() for image in images])
+    assert len(answers) == 3
+    for image, answer in zip(images, answers):
+        got, expected = as_rows(*answer), evaluate_stage_detections(project, image)
+        assert [row[1] for row in got] == [row[1] for row in expected], image.name
+        assert np.allclose([row[0] for row in got], [row[0] for row in expected], rtol=1e-5), image.name
+
+
+def test_an_image_that_fails_to_decode_names_its_row_in_a_request_of_several(served):
+    from tritonclient.utils import InferenceServerException
+
+    project, server = served
+    good = validation_images(project, 1)[0].read_bytes()
+    with pytest.raises(InferenceServerException) as refused:
+        infer_many(server, [good, good[:600], good])
+    assert_clean(str(refused.value), r"IMAGE\[1\] is not an image this server can read \(600 bytes\): ")
+
+
+def test_a_bad_request_among_concurrent_good_ones_fails_alone(served):
+    """Requests that Triton batches together are decoded and run together: one that cannot be decoded is
+    answered with its error, and every other gets its own image's detections."""
+    from tritonclient.utils import InferenceServerException
+
+    project, server = served
+    images = validation_images(project, 4)
+    expected = {image.name: evaluate_stage_detections(project, image) for image in images}
+    truncated = images[0].read_bytes()[:600]
+    sends = [(image.name, image.read_bytes()) for image in images] * 3 + [("truncated", truncated)] * 4
+
+    def send(item):
+        name, data = item
+        try:
+            return name, as_rows(*infer(server, data))
+        except InferenceServerException as exc:
+            return name, str(exc)
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(send, sends))
+    for name, answer in answers:
+        if name == "truncated":
+            assert_clean(answer, r"IMAGE\[0\] is not an image this server can read \(600 bytes\): ")
+        else:
+            assert [row[1] for row in answer] == [row[1] for row in expected[name]], name
+            assert np.allclose([row[0] for row in answer], [row[0] for row in expected[name]], rtol=1e-5), name
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -13,7 +13,9 @@ from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
 class OnnxRunner:
     """Runs an ONNX model or onnxruntime engine on batches of any size; outputs in TAO's order."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, spinning: bool = True):
+        """`spinning=False` where other processes need the cores between runs (a server): onnxruntime's
+        threads otherwise spin-wait for the next run and burn the CPU the rest would use."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -21,6 +23,8 @@ class OnnxRunner:
         options.log_severity_level = 3
         # the allowed cores, not onnxruntime's default of the host's physical ones (see compute.workers)
         options.intra_op_num_threads = worker_count()
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:

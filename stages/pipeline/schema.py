@@ -109,6 +109,7 @@ class EvaluateSection:
 class TritonSection:
     engine_backend: str = MISSING
     instances: int = MISSING
+    preprocess_instances: int = MISSING
     max_queue_delay_microseconds: int = MISSING
     max_image_pixels: int = MISSING
     max_request_bytes: int = MISSING
@@ -193,8 +194,8 @@ _CHOICES = {
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
              "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",
              "convert.workspace_mib", "convert.verify_images", "sample.train_images", "sample.val_images",
-             "sample.model_width", "evaluate.batch_size", "triton.instances", "calibration.selection_images",
-             "triton.max_image_pixels", "triton.max_request_bytes")
+             "sample.model_width", "evaluate.batch_size", "triton.instances", "triton.preprocess_instances",
+             "calibration.selection_images", "triton.max_image_pixels", "triton.max_request_bytes")
 
 
 def _did_you_mean(key: str, known: list[str]) -> str:

@@ -53,6 +53,7 @@ class RepositoryRequest:
     max_batch_size: int
     engine_backend: str  # for onnxruntime engines: python | auto
     instances: int
+    preprocess_instances: int  # decoding is the most CPU a request costs, in Python: processes of its own
     max_queue_delay_microseconds: int
     max_image_pixels: int
     max_request_bytes: int
@@ -67,14 +68,15 @@ def _tensor(name: str, data_type: str, dims: list[int]) -> str:
 
 
 def _config(name: str, kind_line: str, request: RepositoryRequest, inputs: list[str], outputs: list[str],
-            device: str = "KIND_CPU", python: bool = False, extra: str = "", scheduled: bool = True) -> str:
+            device: str = "KIND_CPU", python: bool = False, extra: str = "", scheduled: bool = True,
+            instances: int | None = None) -> str:
     """One config.pbtxt; `scheduled` models (all but the ensemble, which runs its steps' schedulers)
-    batch dynamically and have instances."""
+    batch dynamically and have instances (triton.instances, unless given)."""
     lines = [f'name: "{name}"', kind_line, f"max_batch_size: {request.max_batch_size}",
              "input [", ",\n".join(inputs), "]", "output [", ",\n".join(outputs), "]"]
     if scheduled:
         lines += [f"dynamic_batching {{ max_queue_delay_microseconds: {request.max_queue_delay_microseconds} }}",
-                  f"instance_group [ {{ count: {request.instances} kind: {device} }} ]"]
+                  f"instance_group [ {{ count: {instances or request.instances} kind: {device} }} ]"]
     if python:
         env = f"$$TRITON_MODEL_DIRECTORY/../{PACKED_ENV}" if request.environment else VENV_FROM_MODEL
         lines.append(f'parameters {{ key: "EXECUTION_ENV_PATH" value: {{ string_value: "{env}" }} }}')
@@ -112,7 +114,7 @@ def write_repository(out: Path, request: RepositoryRequest) -> None:
                                           for key, value in limits.items()) + "\n]"
     _python_model(out / PREPROCESS, preprocess_model.__file__,
                   _config(PREPROCESS, 'backend: "python"', request, [image], [model_input, original_size],
-                          python=True, extra=size), request)
+                          python=True, extra=size, instances=request.preprocess_instances), request)
     _python_model(out / POSTPROCESS, postprocess_model.__file__,
                   _config(POSTPROCESS, 'backend: "python"', request, [*raw_outputs, original_size], detections,
                           python=True), request)

@@ -3,6 +3,8 @@ Triton without its onnxruntime backend, like the one `make setup` installs."""
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 class TritonPythonModel:
     def initialize(self, args):
@@ -12,22 +14,48 @@ class TritonPythonModel:
         from stages.detectnet_v2.inference import OnnxRunner
 
         self.pb_utils = pb_utils
-        self.engine = OnnxRunner(Path(args["model_repository"]) / args["model_version"] / "model.onnx")
+        # not spinning: the preprocessing's decoders need the cores between runs (measured on 2 cores, 4 clients:
+        # spinning, the engine took 26 ms of CPU an image; 14 without, and the ensemble served 20% more)
+        self.engine = OnnxRunner(Path(args["model_repository"]) / args["model_version"] / "model.onnx",
+                                 spinning=False)
 
     def execute(self, requests):
+        """The requests Triton batched together run as one batch: onnxruntime does a batch of 8 in far less
+        than 8 times a batch of 1. A request whose input cannot run is answered alone with its error."""
         pb_utils = self.pb_utils
-        responses = []
-        for request in requests:
+        inputs = [self._input(request) for request in requests]
+        usable = [index for index, batch in enumerate(inputs) if batch is not None]
+        outputs = {}
+        if usable:
             try:
-                batch = pb_utils.get_input_tensor_by_name(request, "input_1").as_numpy()
-                cov, bbox = self.engine(batch)
-            except Exception as exc:  # noqa: BLE001 - a client gets one line, never a traceback or a path
-                logger = getattr(pb_utils, "Logger", None)
-                if logger is not None:
-                    logger.log_error(f"detectnet_v2: {type(exc).__name__}: {exc}")
+                cov, bbox = self.engine(np.concatenate([inputs[index] for index in usable]))
+            except Exception:  # noqa: BLE001 - one bad request must not fail the others: each runs alone
+                outputs = {index: self._run(inputs[index]) for index in usable}
+            else:
+                ends = np.cumsum([len(inputs[index]) for index in usable])
+                outputs = {index: (cov[end - len(inputs[index]):end], bbox[end - len(inputs[index]):end])
+                           for index, end in zip(usable, ends)}
+        responses = []
+        for index in range(len(requests)):
+            result = outputs.get(index)
+            if isinstance(result, tuple):
+                responses.append(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("output_cov/Sigmoid", result[0]), pb_utils.Tensor("output_bbox/BiasAdd", result[1])]))
+            else:
                 responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    f"the engine could not run this request ({type(exc).__name__}); the server's log says more")))
-                continue
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("output_cov/Sigmoid", cov), pb_utils.Tensor("output_bbox/BiasAdd", bbox)]))
+                    result or "the request has no input input_1")))
         return responses
+
+    def _input(self, request):
+        tensor = self.pb_utils.get_input_tensor_by_name(request, "input_1")
+        return None if tensor is None else tensor.as_numpy()
+
+    def _run(self, batch):
+        """(coverage, regression) of one request, or the one line its client reads."""
+        try:
+            return tuple(self.engine(batch))
+        except Exception as exc:  # noqa: BLE001 - a client gets one line, never a traceback or a path
+            logger = getattr(self.pb_utils, "Logger", None)
+            if logger is not None:
+                logger.log_error(f"detectnet_v2: {type(exc).__name__}: {exc}")
+            return f"the engine could not run this request ({type(exc).__name__}); the server's log says more"

@@ -15,6 +15,7 @@ import io
 import json
 import re
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ class TritonPythonModel:
         import triton_python_backend_utils as pb_utils
         from PIL import Image
 
+        from stages.compute.workers import worker_count
         from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE
 
         self.pb_utils = pb_utils
@@ -41,16 +43,40 @@ class TritonPythonModel:
         self.max_pixels = int(parameters["MAX_IMAGE_PIXELS"]["string_value"])
         self.max_bytes = int(parameters["MAX_REQUEST_BYTES"]["string_value"])
         self.resample = EVALUATION_RESAMPLE
+        self.pool = ThreadPoolExecutor(worker_count())
         # this model's cap, checked on the header, replaces Pillow's (179 megapixels, a warning below that)
         Image.MAX_IMAGE_PIXELS = None
 
     def execute(self, requests):
-        return [self._answer(request) for request in requests]
+        """Every image of the requests Triton batched together is decoded at once, on all cores: Pillow
+        releases the GIL while it decodes and resizes, so threads do what more instances would, without
+        a process each."""
+        planned = [self._answer(self._plan, request) for request in requests]
+        jobs = [(index, row, data) for index, plan in enumerate(planned) if isinstance(plan, tuple)
+                for row, (data, _) in enumerate(plan[1])]
+        failures = {}  # request index -> the error response of its first image that could not be decoded
+        for (index, _, _), failed in zip(jobs, self.pool.map(
+                lambda job: self._answer(self._decode, job[1], job[2], planned[job[0]][0][job[1]]), jobs)):
+            if failed is not None:
+                failures.setdefault(index, failed)
+        responses = []
+        for index, plan in enumerate(planned):
+            if not isinstance(plan, tuple):
+                responses.append(plan)  # refused before decoding
+            elif index in failures:
+                responses.append(failures[index])
+            else:
+                batch, images = plan
+                sizes = np.array([size for _, size in images], np.int32).reshape(-1, 2)
+                responses.append(self.pb_utils.InferenceResponse(output_tensors=[
+                    self.pb_utils.Tensor("input_1", batch), self.pb_utils.Tensor("ORIGINAL_SIZE", sizes)]))
+        return responses
 
-    def _answer(self, request):
+    def _answer(self, step, *args):
+        """step(*args), or the error response a client reads when it fails."""
         pb_utils = self.pb_utils
         try:
-            return self._one(request)
+            return step(*args)
         except Refused as exc:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
         except Exception as exc:  # noqa: BLE001 - a client gets one line; the server's log gets the rest
@@ -58,9 +84,10 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(
                 f"IMAGE could not be preprocessed ({type(exc).__name__}); the server's log says more"))
 
-    def _one(self, request):
-        pb_utils = self.pb_utils
-        tensor = pb_utils.get_input_tensor_by_name(request, "IMAGE")
+    def _plan(self, request):
+        """The request's batch buffer and [(encoded image, (width, height))], every header checked: what
+        can be refused without decoding is refused here."""
+        tensor = self.pb_utils.get_input_tensor_by_name(request, "IMAGE")
         if tensor is None:
             raise Refused("the request has no input IMAGE (one encoded image, PNG, JPEG or BMP, per row)")
         encoded = [bytes(data) for data in tensor.as_numpy().reshape(-1)]
@@ -70,17 +97,11 @@ class TritonPythonModel:
         if total > self.max_bytes:
             raise Refused(f"IMAGE holds {total} bytes, more than this server takes in one request "
                           f"(triton.max_request_bytes {self.max_bytes})")
-        batch = np.empty((len(encoded), 3, self.height, self.width), np.float32)
-        sizes = np.empty((len(encoded), 2), np.int32)
-        for index, data in enumerate(encoded):
-            sizes[index] = self._decode(index, data, batch[index])
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("input_1", batch),
-                                                          pb_utils.Tensor("ORIGINAL_SIZE", sizes)])
+        images = [(data, self._checked_size(index, data)) for index, data in enumerate(encoded)]
+        return np.empty((len(encoded), 3, self.height, self.width), np.float32), images
 
-    def _decode(self, index: int, data: bytes, out: np.ndarray) -> tuple[int, int]:
+    def _checked_size(self, index: int, data: bytes) -> tuple[int, int]:
         from PIL import Image, UnidentifiedImageError
-
-        from stages.detectnet_v2.preprocessing import ImageError, load_image
 
         name = f"IMAGE[{index}]"
         unreadable = f"{name} is not an image this server can read ({len(data)} bytes)"
@@ -99,11 +120,16 @@ class TritonPythonModel:
         if width * MAX_UPSCALE < self.width or height * MAX_UPSCALE < self.height:
             raise Refused(f"{name} is {width}x{height}, smaller than 1/{MAX_UPSCALE} of the model's input "
                           f"{self.width}x{self.height} on a side: too small to find objects in")
+        return width, height
+
+    def _decode(self, index: int, data: bytes, out: np.ndarray) -> None:
+        from stages.detectnet_v2.preprocessing import ImageError, load_image
+
         try:
             load_image(io.BytesIO(data), self.width, self.height, self.resample, out)
         except ImageError as exc:
-            raise Refused(f"{unreadable}: {_plain(exc.__cause__ or exc)}") from None
-        return width, height
+            raise Refused(f"IMAGE[{index}] is not an image this server can read ({len(data)} bytes): "
+                          f"{_plain(exc.__cause__ or exc)}") from None
 
 
 def _log_error(pb_utils, message: str) -> None:
