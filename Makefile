@@ -14,8 +14,9 @@ help: ## list the targets
 setup: $(STAMP) ## create .venv exactly as the lock says: the project, its test dependencies, TAO's reference code, Triton
 
 # environment/manage.py installs exactly what environment/cpython-<version>-linux-x86_64/ pins, every hash
-# checked: .venv, .venv/tao-reference (TAO's own code, the tests' oracle), .venv/triton (tritonserver) and
-# .venv/triton-env (what Triton's Python models import). A failed setup leaves no .venv behind.
+# checked: .venv, .venv/tao-reference (TAO's own code, the tests' oracle), .venv/triton (tritonserver),
+# .venv/triton-env (what Triton's Python models import) and .venv/perf-analyzer (Triton's load generator).
+# A failed setup leaves no .venv behind.
 $(STAMP): pyproject.toml Makefile environment/manage.py environment/uv.txt $(wildcard environment/*/*.txt)
 	$(PYTHON) environment/manage.py install --venv $(VENV)
 

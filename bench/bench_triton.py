@@ -1,14 +1,12 @@
 """Triton's ensemble (image bytes in, detections out) under load vs the same work in one process, on the
 same images, in one run (target: the server's throughput at 4 concurrent clients >= 0.8x the in-process one).
 
-  served       1, 2, 4 and 8 concurrent clients (tritonclient HTTP, a connection each) sending one encoded
-               image per request to detectnet_v2_ensemble on the bundled tritonserver: decoding, engine
-               (dynamic batching), clustering in Triton's Python backend; throughput, and each request's
-               latency (p50, p99) as its client sees it
-  soak         --soak requests (2,000) from 8 clients, each answer compared with its own image's detections
-               found in-process: none lost, none crossed
-  (perf_analyzer, Triton's own load generator, is not on PyPI for this machine: `perf-analyzer` resolves
-  to a 2 KB placeholder, 0.1.0; the clients here measure what it would, from the client's side)
+  served       Triton's own perf_analyzer (HTTP) at concurrency 1, 2, 4 and 8, sending the validation images
+               in turn, one encoded image per request, to detectnet_v2_ensemble on the bundled tritonserver:
+               decoding, engine (dynamic batching), clustering in Triton's Python backend; throughput and
+               latency (p50, p99) as perf_analyzer's client sees it
+  soak         --soak requests (2,000) from 8 clients (tritonclient HTTP, a connection each), each answer
+               compared with its own image's detections found in-process: none lost, none crossed
   in-process   the evaluate stage's path: decoding and preprocessing on all cores, the engine in batches
                of convert.max_batch_size, detect() per image
   engine only  the in-process engine and detect() on images already decoded (what the server adds
@@ -35,6 +33,7 @@ from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, image_size, iter_batches
 from stages.detectnet_v2.spec_facts import facts
 from stages.pipeline.layout import RESOLVED_SPEC, TRITON_DIR, engine_file
+from stages.serving.load import measure
 from stages.serving.server import TritonServer
 from stages.spec import Spec
 
@@ -46,6 +45,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=4, help="times each validation image is sent")
     parser.add_argument("--soak", type=int, default=2000, help="requests of the soak (default: %(default)s)")
+    parser.add_argument("--window", type=int, default=3000,
+                        help="perf_analyzer's measurement window in ms (default: %(default)s)")
     args = parser.parse_args()
     repository = ROOT / TRITON_DIR
     if not (repository / "detectnet_v2_ensemble").is_dir():
@@ -107,16 +108,13 @@ def main() -> None:
             scores, ids = answer.as_numpy("SCORES")[0], answer.as_numpy("CLASS_IDS")[0]
             return latency, sorted((int(i), float(s)) for s, i in zip(scores, ids) if i >= 0)
 
-        for clients in CONCURRENCY:
-            with ThreadPoolExecutor(clients) as pool:
-                list(pool.map(send, encoded[:2 * clients]))  # warm-up: each client's connection
-                start = time.perf_counter()
-                answers = list(pool.map(send, encoded))
-                seconds = time.perf_counter() - start
-            latencies = np.array([latency for latency, _ in answers]) * 1000
-            print(f"  served, {clients} client(s): {count / seconds:7.1f} images/s = {local / seconds:.2f}x in-process"
-                  f"{' (target >= 0.8)' if clients == 4 else ''}; latency p50 {np.percentile(latencies, 50):.0f} ms, "
-                  f"p99 {np.percentile(latencies, 99):.0f} ms")
+        points = measure(server.url, "detectnet_v2_ensemble", encoded, CONCURRENCY,
+                         Path("/tmp/bench_triton_perf.log"), args.window)
+        for point in points:
+            target = " (target >= 0.8)" if point.concurrency == 4 else ""
+            print(f"  served, {point.concurrency} client(s): {point.throughput:7.1f} images/s = "
+                  f"{point.throughput * local / count:.2f}x in-process{target}; "
+                  f"latency p50 {point.p50_ms:.0f} ms, p99 {point.p99_ms:.0f} ms (perf_analyzer)")
 
         soak = [images[i % len(images)] for i in range(args.soak)]
         by_path = {path: data for path, data in zip(images, encoded)}

@@ -5,13 +5,14 @@
     .venv/bin/python environment/manage.py check             # pyproject.toml and the lock agree?
 
 The lock is one directory per Python it covers (`environment/cpython-3.11-linux-x86_64/`, ...), each with
-four requirement files that pin every package to an exact version and its hashes:
+five requirement files that pin every package to an exact version and its hashes:
 
     project.txt        .venv: the project's dependencies and its `test` extra (from pyproject.toml)
     tao-reference.txt  .venv/tao-reference: TAO's own Python code, the tests' oracle (tao-reference.in)
     triton.txt         .venv/triton: the tritonserver that nvidia-pytriton bundles (triton.in)
     triton-env.txt     .venv/triton-env: what Triton's Python models import, at project.txt's versions but
                        numpy<2 (triton-env.in)
+    perf-analyzer.txt  .venv/perf-analyzer: Triton's load generator, from tritonclient's wheel (perf-analyzer.in)
 
 Why uv: it resolves for a Python and platform other than the running one (so one machine locks 3.11 and
 3.12), writes hashes for every wheel of each pin, installs a requirement file exactly (`uv pip sync`
@@ -67,6 +68,7 @@ LOCK_SETS = (
     LockSet("tao-reference", "environment/tao-reference.in", "tao-reference", no_deps=True),
     LockSet("triton", "environment/triton.in", "triton", no_deps=True),
     LockSet("triton-env", "environment/triton-env.in", "triton-env"),
+    LockSet("perf-analyzer", "environment/perf-analyzer.in", "perf-analyzer", no_deps=True),
 )
 
 
@@ -176,6 +178,7 @@ def install(venv: Path) -> None:
             "install the project (editable)")
         install_tao_reference(uv, venv, locks)
         install_triton(uv, venv, locks)
+        install_perf_analyzer(uv, venv, locks)
         env_python = venv / "triton-env" / "bin" / "python"
         run([str(uv), "venv", "--quiet", "--python", BASE_PYTHON, str(venv / "triton-env")],
             f"create {venv / 'triton-env'}")
@@ -212,6 +215,21 @@ def install_triton(uv: Path, venv: Path, locks: Path) -> None:
     installed_stub = server / "backends" / "python" / stub.name
     shutil.copy2(stub, installed_stub)
     installed_stub.chmod(0o755)
+
+
+def install_perf_analyzer(uv: Path, venv: Path, locks: Path) -> None:
+    # perf_analyzer from tritonclient's wheel (perf-analyzer.in says why that one), and lib/ with the two
+    # libraries it loads that the wheel leaves out, under the names it asks for.
+    target = venv / "perf-analyzer"
+    install_locked(uv, locks / "perf-analyzer.txt", python=venv / "bin" / "python", target=target)
+    (target / "bin" / "perf_analyzer").chmod(0o755)
+    lib = target / "lib"
+    lib.mkdir()
+    b64 = sorted((venv / "triton" / "nvidia_pytriton.libs").glob("libb64*.so.0d"))
+    if not b64:
+        raise SetupError(f"{venv / 'triton' / 'nvidia_pytriton.libs'} holds no libb64*.so.0d for perf_analyzer")
+    (lib / "libb64.so.0d").symlink_to(b64[0].resolve())
+    (lib / "libcudart.so.12").symlink_to((target / "nvidia" / "cuda_runtime" / "lib" / "libcudart.so.12").resolve())
 
 
 # ---------------------------------------------------------------- making the lock

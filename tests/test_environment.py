@@ -223,9 +223,9 @@ def test_setup_installed_exactly_the_lock():
         assert installed == manage.read_lock(locks / lock_name), lock_name
 
 
-def test_setup_installed_tao_reference_and_triton_at_the_locked_versions():
+def test_setup_installed_tao_reference_triton_and_perf_analyzer_at_the_locked_versions():
     venv = Path(sys.prefix)
-    for name, into in (("tao-reference", "tao-reference"), ("triton", "triton")):
+    for name, into in (("tao-reference", "tao-reference"), ("triton", "triton"), ("perf-analyzer", "perf-analyzer")):
         found = dict(p.name.removesuffix(".dist-info").split("-") for p in (venv / into).glob("*.dist-info"))
         found = {manage.canonical(name): version for name, version in found.items()}
         assert found == manage.read_lock(manage.lock_dir(RUNNING) / f"{name}.txt"), name

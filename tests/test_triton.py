@@ -470,3 +470,37 @@ def test_make_serve_says_where_it_serves_and_fails_clearly_without_a_repository(
                   "--http-port", "1"], ROOT, check=False, env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     assert result.returncode == 1
     assert "is not a model repository the triton stage wrote: run `dvc repro triton`" in result.stderr
+
+
+# --------------------------------------------------------------------------- perf_analyzer, Triton's load generator
+
+def perf_analyzer_or_skip():
+    from stages.serving.load import installed
+    reason = installed()
+    if reason:
+        pytest.skip(f"perf_analyzer is not installed here: {reason}")
+
+
+def test_perf_analyzer_measures_the_ensemble_on_the_validation_images(served, tmp_path):
+    from stages.serving.load import measure
+
+    perf_analyzer_or_skip()
+    project, server = served
+    images = [path.read_bytes() for path in validation_images(project, 4)]
+    (point,) = measure(server.url, "detectnet_v2_ensemble", images, [2], tmp_path / "perf.log", window_ms=1000,
+                       extra=["--stability-percentage", "100"])
+    assert point.concurrency == 2 and point.throughput > 0 and 0 < point.p50_ms <= point.p99_ms
+    assert "Successful request count" in (tmp_path / "perf.log").read_text()
+
+
+def test_perf_analyzer_fails_with_the_servers_error_when_its_requests_fail(served, tmp_path):
+    """The images go to the server as they are: a truncated one gets the preprocessing's own refusal."""
+    from stages.pipeline.commands import CommandError
+    from stages.serving.load import measure
+
+    perf_analyzer_or_skip()
+    project, server = served
+    truncated = validation_images(project, 1)[0].read_bytes()[:600]
+    with pytest.raises(CommandError, match=r"perf_analyzer failed[\s\S]*is not an image this server can read "
+                                           r"\(600 bytes\)"):
+        measure(server.url, "detectnet_v2_ensemble", [truncated], [1], tmp_path / "perf.log", window_ms=500)
