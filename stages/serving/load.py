@@ -18,6 +18,7 @@ from ..pipeline.errors import StageError
 
 PERF_HOME = Path(sys.prefix) / "perf-analyzer"
 PERF_ANALYZER = PERF_HOME / "bin" / "perf_analyzer"
+IMAGE_INPUT = "IMAGE"  # the ensemble's input: encoded images, TYPE_STRING
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,11 @@ def installed() -> str | None:
     return None
 
 
-def write_input_data(images: Sequence[bytes], path: Path, input_name: str = "IMAGE") -> Path:
+def write_input_data(images: Sequence[bytes], path: Path) -> Path:
     """perf_analyzer's --input-data file: one entry per encoded image, sent in turn. perf_analyzer takes a
     TYPE_STRING tensor given in base64 as its serialized bytes, so each is its 4-byte little-endian length,
     then the image."""
-    entries = [{input_name: {"b64": base64.b64encode(struct.pack("<I", len(image)) + image).decode("ascii")}}
+    entries = [{IMAGE_INPUT: {"b64": base64.b64encode(struct.pack("<I", len(image)) + image).decode("ascii")}}
                for image in images]
     path.write_text(json.dumps({"data": entries}))
     return path
@@ -57,9 +58,9 @@ def measure(url: str, model: str, images: Sequence[bytes], concurrency: Sequence
         data = write_input_data(images, Path(scratch) / "images.json")
         for clients in concurrency:
             report = Path(scratch) / f"concurrency-{clients}.csv"
-            run_command([str(PERF_ANALYZER), "-m", model, "-u", url, "--input-data", str(data), "--shape", "IMAGE:1",
-                         "--concurrency-range", f"{clients}:{clients}", "--measurement-interval", str(window_ms),
-                         "-f", str(report), *extra],
+            run_command([str(PERF_ANALYZER), "-m", model, "-u", url, "--input-data", str(data),
+                         "--shape", f"{IMAGE_INPUT}:1", "--concurrency-range", f"{clients}:{clients}",
+                         "--measurement-interval", str(window_ms), "-f", str(report), *extra],
                         log_path, env={"LD_LIBRARY_PATH": str(PERF_HOME / "lib")})
             points.append(_point(report))
     return points

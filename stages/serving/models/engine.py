@@ -21,30 +21,16 @@ class TritonPythonModel:
 
     def execute(self, requests):
         """The requests Triton batched together run as one batch: onnxruntime does a batch of 8 in far less
-        than 8 times a batch of 1. A request whose input cannot run is answered alone with its error."""
-        pb_utils = self.pb_utils
+        than 8 times a batch of 1. When that fails, each request runs alone and gets its own answer."""
         inputs = [self._input(request) for request in requests]
-        usable = [index for index, batch in enumerate(inputs) if batch is not None]
-        outputs = {}
-        if usable:
-            try:
-                cov, bbox = self.engine(np.concatenate([inputs[index] for index in usable]))
-            except Exception:  # noqa: BLE001 - one bad request must not fail the others: each runs alone
-                outputs = {index: self._run(inputs[index]) for index in usable}
-            else:
-                ends = np.cumsum([len(inputs[index]) for index in usable])
-                outputs = {index: (cov[end - len(inputs[index]):end], bbox[end - len(inputs[index]):end])
-                           for index, end in zip(usable, ends)}
-        responses = []
-        for index in range(len(requests)):
-            result = outputs.get(index)
-            if isinstance(result, tuple):
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("output_cov/Sigmoid", result[0]), pb_utils.Tensor("output_bbox/BiasAdd", result[1])]))
-            else:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(
-                    result or "the request has no input input_1")))
-        return responses
+        try:
+            cov, bbox = self.engine(np.concatenate(inputs))
+        except Exception:  # noqa: BLE001 - one bad request must not fail the others
+            results = [self._run(batch) for batch in inputs]
+        else:
+            ends = np.cumsum([len(batch) for batch in inputs])
+            results = [(cov[end - len(batch):end], bbox[end - len(batch):end]) for batch, end in zip(inputs, ends)]
+        return [self._response(result) for result in results]
 
     def _input(self, request):
         tensor = self.pb_utils.get_input_tensor_by_name(request, "input_1")
@@ -52,6 +38,8 @@ class TritonPythonModel:
 
     def _run(self, batch):
         """(coverage, regression) of one request, or the one line its client reads."""
+        if batch is None:
+            return "the request has no input input_1"
         try:
             return tuple(self.engine(batch))
         except Exception as exc:  # noqa: BLE001 - a client gets one line, never a traceback or a path
@@ -59,3 +47,10 @@ class TritonPythonModel:
             if logger is not None:
                 logger.log_error(f"detectnet_v2: {type(exc).__name__}: {exc}")
             return f"the engine could not run this request ({type(exc).__name__}); the server's log says more"
+
+    def _response(self, result):
+        pb_utils = self.pb_utils
+        if isinstance(result, str):
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(result))
+        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("output_cov/Sigmoid", result[0]),
+                                                          pb_utils.Tensor("output_bbox/BiasAdd", result[1])])

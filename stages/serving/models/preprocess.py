@@ -52,11 +52,11 @@ class TritonPythonModel:
         releases the GIL while it decodes and resizes, so threads do what more instances would, without
         a process each."""
         planned = [self._answer(self._plan, request) for request in requests]
-        jobs = [(index, row, data) for index, plan in enumerate(planned) if isinstance(plan, tuple)
+        # (request index, row, encoded image, the row of the request's batch it is decoded into)
+        jobs = [(index, row, data, plan[0][row]) for index, plan in enumerate(planned) if isinstance(plan, tuple)
                 for row, (data, _) in enumerate(plan[1])]
         failures = {}  # request index -> the error response of its first image that could not be decoded
-        for (index, _, _), failed in zip(jobs, self.pool.map(
-                lambda job: self._answer(self._decode, job[1], job[2], planned[job[0]][0][job[1]]), jobs)):
+        for (index, *_), failed in zip(jobs, self.pool.map(lambda job: self._answer(self._decode, *job[1:]), jobs)):
             if failed is not None:
                 failures.setdefault(index, failed)
         responses = []
