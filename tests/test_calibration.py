@@ -115,6 +115,39 @@ def test_histograms_are_the_same_to_the_count_whatever_pieces_the_tensors_are_bi
     assert any(len(c.hist) > 2048 for c in whole.values()), "no grid widened: the case is not exercised"
 
 
+def test_histograms_are_the_same_to_the_count_when_batches_run_in_halves(tiny_model, batches, monkeypatch):
+    # past DOUBLE_BUFFER_BYTES a batch runs as two halves, each reduced while the other runs; here every
+    # second half reaches further than its first, so grids widen between the halves of one batch
+    from stages.open_backend import int8_calibration
+
+    growing = [batch * scale for batch, scale in zip(batches, (1, 5, 40))]
+    for batch in growing[1:]:
+        batch[2:] *= 7
+    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 1 << 40)
+    whole = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
+    halves = []
+    split = int8_calibration._AllTensors.halves
+    monkeypatch.setattr(int8_calibration._AllTensors, "halves", lambda self: halves.append(1) or split(self))
+    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 0)
+    in_halves = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
+    assert halves, "no batch ran in halves"
+    for name, collector in whole.items():
+        assert (collector.width, collector.top) == (in_halves[name].width, in_halves[name].top), name
+        assert np.array_equal(collector.hist, in_halves[name].hist), name
+    assert any(len(c.hist) > 2048 for c in whole.values()), "no grid widened: the case is not exercised"
+
+
+def test_a_model_with_a_fixed_batch_size_calibrates_in_whole_batches(tmp_path, batches, monkeypatch):
+    from stages.open_backend import int8_calibration
+
+    fixed = tmp_path / "fixed.onnx"
+    bundled_sample.build_model(fixed, 64, 32, base_width=4, seed=3, batch=4)
+    dynamic = tmp_path / "dynamic.onnx"
+    bundled_sample.build_model(dynamic, 64, 32, base_width=4, seed=3, batch="N")
+    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 0)
+    assert collect_ranges(fixed, iter(batches), "entropy") == collect_ranges(dynamic, iter(batches), "entropy")
+
+
 def test_entropy_scales_match_an_independent_computation(tiny_model, batches):
     amax = collect_ranges(tiny_model, iter(batches), "entropy", skip_zeros=True)
     values = independent_activations(tiny_model, batches)

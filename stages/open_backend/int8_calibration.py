@@ -278,6 +278,10 @@ class Calibrator:
                 lambda item: work[item[0]][0].binned(item[1], work[item[0]][2]), to_bin)):
             work[index][0].merge(*binned)
 
+    def grids_fixed(self) -> bool:
+        """Whether every histogram has its bin width (set by the first non-zero batch it saw)."""
+        return all(isinstance(c, MaxCollector) or c.width is not None for c in self.collectors.values())
+
     def wait(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
@@ -351,10 +355,11 @@ def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.M
 
 
 # A second set of tensor buffers lets onnxruntime run the next batch while the threads still bin this
-# one (faster on small models), at twice the memory. Past this size a batch's tensors are binned before
-# the next batch runs, so memory stays within one batch's activations plus onnxruntime's own: at
-# TAO's ResNet-18 on 1248x384 (about 2 GiB a batch of 8) that keeps the peak under 2x the activations
-# for a few percent of time (bench/bench_full_size.py).
+# one (faster on small models), at twice the memory. Past this size there is one set: the first batch
+# fills it whole (its maxima fix the histograms' grids), and each later batch runs in its two halves,
+# one binned while onnxruntime fills the other. Memory stays within one batch's activations plus
+# onnxruntime's own: at TAO's ResNet-18 on 1248x384 (about 2 GiB a batch of 8) the peak is under 1.5x
+# the activations (bench/bench_full_size.py).
 DOUBLE_BUFFER_BYTES = 512 << 20
 
 
@@ -400,20 +405,41 @@ def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxi
     names = calibration_tensor_names(model)
     relus = derivable_relus(model)  # collected from their inputs in the same pass
     session = _all_tensors_session(model, relus)
-    runners = [_AllTensors(session, model, names[0])]
+    whole = _AllTensors(session, model, names[0])
     calibrator = Calibrator(method, percentile, skip_zeros)
+    reducing: set[int] = set()  # the buffer regions the calibrator's pending reduction reads
     for index, batch in enumerate(batches):
-        if index == 1 and runners[0].nbytes <= DOUBLE_BUFFER_BYTES:
-            runners.append(_AllTensors(session, model, names[0]))
-        if len(runners) == 1:
-            calibrator.wait()  # the threads are done with the buffers before onnxruntime refills them
-        values = runners[index % len(runners)](batch)
-        calibrator.add({name: values[name] for name in names if name not in relus}, relus)
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        for runner, rows in _runners_for(whole, batch, index, calibrator, session):
+            if reducing & runner.regions:
+                calibrator.wait()  # the threads are done with these buffers before onnxruntime refills them
+            values = runner(rows)
+            calibrator.add({name: values[name] for name in names if name not in relus}, relus)
+            reducing = runner.regions
         if progress is not None:
             progress.update(1)
     if maxima is not None:
         maxima.update(calibrator.maxima())
     return calibrator, names
+
+
+def _runners_for(whole: "_AllTensors", batch: np.ndarray, index: int, calibrator: Calibrator, session):
+    """(runner, rows) pairs that together run the batch. A batch is reduced while onnxruntime runs the
+    next one in a second set of buffers where a set is small (DOUBLE_BUFFER_BYTES); past that size, once
+    every histogram's grid is fixed, in the two halves of the one set: each half reduced while the other
+    runs. Halves give the same histograms to the last count: a histogram widened by the second half's
+    values is the first half's merged pairwise, which is what binning both on the wider grid gives
+    (the bin width only doubles, exactly, in float32)."""
+    if index == 0 or batch.shape != whole.batch_shape:
+        return [(whole, batch)]
+    if whole.nbytes <= DOUBLE_BUFFER_BYTES:
+        if whole.second is None:
+            whole.second = _AllTensors(session, whole.model, whole.input_name, regions={2})
+        return [((whole, whole.second)[index % 2], batch)]
+    if len(batch) < 2 or not whole.dynamic_batch or not calibrator.grids_fixed():
+        return [(whole, batch)]
+    middle = len(batch) // 2
+    return list(zip(whole.halves(), (batch[:middle], batch[middle:])))
 
 
 def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):
@@ -424,6 +450,9 @@ def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):
     # as large as all of them besides (measured: 2.6x one batch's activations at peak instead of 1.4x).
     options.enable_mem_pattern = False
     options.intra_op_num_threads = worker_count()
+    # asleep between runs, not spinning: the statistics' threads reduce one half of a batch while
+    # onnxruntime runs the other, and spinning threads would take their cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(with_all_outputs(model, skip).SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
 
@@ -445,26 +474,80 @@ def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict
 
 class _AllTensors:
     """Runs the model and returns every tensor, written by onnxruntime straight into buffers that
-    are reused from batch to batch (three times faster than letting it allocate and copy them)."""
+    are reused from batch to batch (three times faster than letting it allocate and copy them).
+    `regions` names the memory the buffers occupy, so that a caller knows which runs share it."""
 
-    def __init__(self, session, model: onnx.ModelProto, input_name: str):
-        self.session, self.model, self.input_name = session, model, input_name
+    def __init__(self, session, model: onnx.ModelProto, input_name: str, regions=frozenset({0, 1})):
+        self.session, self.model, self.input_name, self.regions = session, model, input_name, set(regions)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.binding, self.buffers, self.batch_shape = self.session.io_binding(), {}, None
+        self.second: _AllTensors | None = None  # a second set of buffers (small models)
+        self._halves: list[_AllTensors] | None = None
+        self.dynamic_batch = not isinstance(session.get_inputs()[0].shape[0], int)  # else: no halves
 
     @property
     def nbytes(self) -> int:
         """Bytes of the buffers one batch fills."""
         return sum(buffer.nbytes for buffer in self.buffers.values())
 
+    def _bind(self, buffers: dict[str, np.ndarray], batch_shape: tuple[int, ...]) -> None:
+        self.buffers, self.batch_shape = buffers, batch_shape
+        for name, buffer in buffers.items():
+            self.binding.bind_output(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+
+    def _output_shapes(self, batch_shape: tuple[int, ...]) -> dict[str, list[int]]:
+        """Every output's shape for this batch: onnxruntime's, where only the batch size is open (it knows
+        them already: ONNX shape inference of the model again costs 0.15 s at TAO's ResNet-18)."""
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        shapes = {}
+        for output in self.session.get_outputs():
+            first, *rest = output.shape
+            if not all(isinstance(size, int) for size in rest) or first not in (batch_dim, batch_shape[0]):
+                return _tensor_shapes(self.model, batch_shape)
+            shapes[output.name] = [batch_shape[0], *rest]
+        return shapes
+
+    def halves(self) -> list["_AllTensors"]:
+        """Two runners for the first and the second half of this one's batch rows, writing into the
+        same buffers (rows are contiguous): no memory of their own."""
+        if self._halves is None:
+            middle = self.batch_shape[0] // 2
+            self._halves = []
+            for region, (start, stop) in enumerate(((0, middle), (middle, self.batch_shape[0]))):
+                half = _AllTensors(self.session, self.model, self.input_name, {region})
+                half._bind({name: buffer[start:stop] for name, buffer in self.buffers.items()},
+                           (stop - start, *self.batch_shape[1:]))
+                self._halves.append(half)
+        return self._halves
+
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.shape != self.batch_shape:  # first batch, or a batch of another size
-            shapes = _tensor_shapes(self.model, batch.shape)
-            self.buffers = {name: np.empty(shapes[name], np.float32) for name in self.outputs}
-            for name, buffer in self.buffers.items():
-                self.binding.bind_output(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
-            self.batch_shape = batch.shape
+            shapes = self._output_shapes(batch.shape)
+            self._halves = None  # they view the buffers being replaced
+            self._bind(_prefaulted_buffers({name: shapes[name] for name in self.outputs}), batch.shape)
         self.binding.bind_cpu_input(self.input_name, batch)
         self.session.run_with_iobinding(self.binding)
         return {**self.buffers, self.input_name: batch}
+
+
+def _prefaulted_buffers(shapes: Mapping[str, list[int]]) -> dict[str, np.ndarray]:
+    """float32 arrays of these shapes in one anonymous mapping of small pages, written once on every
+    allowed core before onnxruntime fills them.
+    Why not np.empty: numpy asks for huge pages, and the kernel may then compact memory to find them on
+    first touch, in one thread: 0.13-2.6 s for TAO's ResNet-18 at 1248x384 (1.1 GiB) on the same machine
+    from run to run. Small pages cost a steady 0.25 s here, and no measurable time later."""
+    import mmap
+
+    sizes = {name: -(-4 * int(np.prod(shape)) // 64) * 64 for name, shape in shapes.items()}  # 64-byte aligned
+    memory = mmap.mmap(-1, max(sum(sizes.values()), 1))
+    if hasattr(memory, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    buffers, offset = {}, 0
+    for name, shape in shapes.items():
+        buffers[name] = np.frombuffer(memory, np.float32, int(np.prod(shape)), offset).reshape(shape)
+        offset += sizes[name]
+    flat = np.frombuffer(memory, np.uint8)
+    with ThreadPoolExecutor(worker_count()) as pool:
+        list(pool.map(lambda start: flat[start:start + (64 << 20)].fill(0), range(0, flat.size, 64 << 20)))
+    return buffers
