@@ -8,9 +8,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import onnxruntime as ort
 from _common import exported_sample_model, PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
 
+from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
 from stages.formats.tensorfile import TensorFileWriter, read_batches
@@ -36,11 +36,11 @@ def main() -> None:
             for batch in iter_batches(images, BATCH, WIDTH, HEIGHT):
                 writer.write(batch)
 
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        engine = OnnxRunner(model)  # one thread per allowed core, as calibration's session has
 
         def inference():
             for batch in read_batches(tensorfile, BATCHES):
-                session.run(None, {"input_1": batch})
+                engine(batch)
 
         def ours(method):
             def calibrate():

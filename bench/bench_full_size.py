@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
 
 from stages import bundled_sample
@@ -41,7 +40,7 @@ from stages.compute.workers import allowed_cores
 from stages.detectnet_v2.evaluation import evaluate, evaluation_setup, validation_set
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, iter_batches, list_images
-from stages.formats.onnx_model import TAO_INPUT, export_model
+from stages.formats.onnx_model import export_model
 from stages.formats.tensorfile import TensorFileWriter, read_batches
 from stages.formats.calibration_cache import calibration_tensor_names, write_cache
 from stages.open_backend import int8_calibration
@@ -158,13 +157,15 @@ def measure_tensorfile(tmp: Path, images, folder: Path, tensorfile: Path, width:
 
 def measure_calibration(model: Path, tensorfile: Path, tmp: Path) -> None:
     """Entropy calibration against plain inference of the same batches, the bound; its peak memory."""
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    # the product's session: one thread per allowed core. onnxruntime's default pins a thread to each
+    # physical core of the host, out of `taskset`'s reach, and would measure the bound on every core
+    engine = OnnxRunner(model)
 
     def inference():
         for batch in read_batches(tensorfile, BATCHES):
-            session.run(None, {TAO_INPUT: batch})
+            engine(batch)
 
-    session.run(None, {TAO_INPUT: next(read_batches(tensorfile, 1))})  # warm-up
+    engine(next(read_batches(tensorfile, 1)))  # warm-up
     bound = best_of(2, inference)
     print(f"inference: plain fp32 onnxruntime, {BATCHES} batches: {bound:.2f} s", flush=True)
 
