@@ -87,7 +87,7 @@ class _Scorer:
         self.batches = list(decoded_batches(samples, setup, batch_size, workers))
         self.folder = tempfile.TemporaryDirectory()
         self.reference = OnnxRunner(exported)
-        self.reference_outputs = self.reference(self.batches[0])
+        self._reference_outputs: list[np.ndarray] | None = None  # fp32's on the first batch: fallback only
 
     def build(self, scales: Mapping[str, float], exclude=()) -> tuple[OnnxRunner, list[str]]:
         """The deployable INT8 model of these scales on onnxruntime, and the convolutions it quantizes."""
@@ -105,8 +105,10 @@ class _Scorer:
 
     def output_error(self, runner: OnnxRunner) -> float:
         """Relative squared error of the outputs against fp32's, on the first selection batch."""
+        if self._reference_outputs is None:
+            self._reference_outputs = self.reference(self.batches[0])
         return float(sum(np.sum((got - want) ** 2) / max(np.sum(want ** 2), 1e-12)
-                         for got, want in zip(runner(self.batches[0]), self.reference_outputs)))
+                         for got, want in zip(runner(self.batches[0]), self._reference_outputs)))
 
 
 def choose(exported: Path, candidates: Mapping[str, Mapping[str, float]], samples: list[Sample],
