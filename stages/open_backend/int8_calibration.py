@@ -410,7 +410,7 @@ def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxi
     reducing: set[int] = set()  # the buffer regions the calibrator's pending reduction reads
     for index, batch in enumerate(batches):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        for runner, rows in _runners_for(whole, batch, index, calibrator, session):
+        for runner, rows in _runners_for(whole, batch, index, calibrator):
             if reducing & runner.regions:
                 calibrator.wait()  # the threads are done with these buffers before onnxruntime refills them
             values = runner(rows)
@@ -423,7 +423,7 @@ def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxi
     return calibrator, names
 
 
-def _runners_for(whole: "_AllTensors", batch: np.ndarray, index: int, calibrator: Calibrator, session):
+def _runners_for(whole: "_AllTensors", batch: np.ndarray, index: int, calibrator: Calibrator):
     """(runner, rows) pairs that together run the batch. A batch is reduced while onnxruntime runs the
     next one in a second set of buffers where a set is small (DOUBLE_BUFFER_BYTES); past that size, once
     every histogram's grid is fixed, in the two halves of the one set: each half reduced while the other
@@ -433,9 +433,7 @@ def _runners_for(whole: "_AllTensors", batch: np.ndarray, index: int, calibrator
     if index == 0 or batch.shape != whole.batch_shape:
         return [(whole, batch)]
     if whole.nbytes <= DOUBLE_BUFFER_BYTES:
-        if whole.second is None:
-            whole.second = _AllTensors(session, whole.model, whole.input_name, regions={2})
-        return [((whole, whole.second)[index % 2], batch)]
+        return [((whole, whole.second_set())[index % 2], batch)]
     if len(batch) < 2 or not whole.dynamic_batch or not calibrator.grids_fixed():
         return [(whole, batch)]
     middle = len(batch) // 2
@@ -481,7 +479,7 @@ class _AllTensors:
         self.session, self.model, self.input_name, self.regions = session, model, input_name, set(regions)
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.binding, self.buffers, self.batch_shape = self.session.io_binding(), {}, None
-        self.second: _AllTensors | None = None  # a second set of buffers (small models)
+        self._second: _AllTensors | None = None
         self._halves: list[_AllTensors] | None = None
         self.dynamic_batch = not isinstance(session.get_inputs()[0].shape[0], int)  # else: no halves
 
@@ -506,6 +504,13 @@ class _AllTensors:
                 return _tensor_shapes(self.model, batch_shape)
             shapes[output.name] = [batch_shape[0], *rest]
         return shapes
+
+    def second_set(self) -> "_AllTensors":
+        """A runner of the same session with buffers of its own (small models): one set is reduced while
+        onnxruntime fills the other."""
+        if self._second is None:
+            self._second = _AllTensors(self.session, self.model, self.input_name, regions={2})
+        return self._second
 
     def halves(self) -> list["_AllTensors"]:
         """Two runners for the first and the second half of this one's batch rows, writing into the
