@@ -279,8 +279,10 @@ class Calibrator:
             work[index][0].merge(*binned)
 
     def grids_fixed(self) -> bool:
-        """Whether every histogram has its bin width (set by the first non-zero batch it saw)."""
-        return all(isinstance(c, MaxCollector) or c.width is not None for c in self.collectors.values())
+        """Whether every histogram has its bin width (set by the first non-zero batch it saw): not before
+        the first batch."""
+        return bool(self.collectors) and all(isinstance(c, MaxCollector) or c.width is not None
+                                             for c in self.collectors.values())
 
     def wait(self) -> None:
         pending, self._pending = self._pending, None
@@ -355,9 +357,10 @@ def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.M
 
 
 # A second set of tensor buffers lets onnxruntime run the next batch while the threads still bin this
-# one (faster on small models), at twice the memory. Past this size there is one set: the first batch
-# fills it whole (its maxima fix the histograms' grids), and each later batch runs in its two halves,
-# one binned while onnxruntime fills the other. Memory stays within one batch's activations plus
+# one (faster on small models), at twice the memory. Past this size there is one set, which each batch
+# fills in its two halves: the first batch is binned whole once both have run (its maxima fix the
+# histograms' grids), each later one half by half, one binned while onnxruntime fills the other.
+# Memory stays within one batch's activations plus
 # onnxruntime's own: at TAO's ResNet-18 on 1248x384 (about 2 GiB a batch of 8) the peak is under 1.5x
 # the activations (bench/bench_full_size.py).
 DOUBLE_BUFFER_BYTES = 512 << 20
@@ -408,14 +411,22 @@ def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxi
     whole = _AllTensors(session, model, names[0])
     calibrator = Calibrator(method, percentile, skip_zeros)
     reducing: set[int] = set()  # the buffer regions the calibrator's pending reduction reads
+    def reduce(values: Mapping[str, np.ndarray]) -> None:
+        calibrator.add({name: values[name] for name in names if name not in relus}, relus)
+
     for index, batch in enumerate(batches):
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        for runner, rows in _runners_for(whole, batch, index, calibrator):
+        runners, reduce_whole = _runners_for(whole, batch, index, calibrator)
+        for runner, rows in runners:
             if reducing & runner.regions:
                 calibrator.wait()  # the threads are done with these buffers before onnxruntime refills them
             values = runner(rows)
-            calibrator.add({name: values[name] for name in names if name not in relus}, relus)
-            reducing = runner.regions
+            if not reduce_whole:
+                reduce(values)
+                reducing = runner.regions
+        if reduce_whole:
+            reduce(whole.values(batch))
+            reducing = whole.regions
         if progress is not None:
             progress.update(1)
     if maxima is not None:
@@ -424,20 +435,26 @@ def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxi
 
 
 def _runners_for(whole: "_AllTensors", batch: np.ndarray, index: int, calibrator: Calibrator):
-    """(runner, rows) pairs that together run the batch. A batch is reduced while onnxruntime runs the
-    next one in a second set of buffers where a set is small (DOUBLE_BUFFER_BYTES); past that size, once
-    every histogram's grid is fixed, in the two halves of the one set: each half reduced while the other
-    runs. Halves give the same histograms to the last count: a histogram widened by the second half's
+    """(runner, rows) pairs that together run the batch, and whether the batch is reduced whole once they
+    have all run (else each piece as it comes).
+    A batch is reduced while onnxruntime runs the next one in a second set of buffers where a set is
+    small (DOUBLE_BUFFER_BYTES). Past that size a batch runs in the two halves of the one set: once
+    every histogram's grid is fixed, each half is reduced while the other runs. Until then (the first
+    batch) the batch is reduced whole after both halves, so that its maxima fix the grids as a whole
+    batch's would; halves still keep onnxruntime's own working memory to half a batch's (at TAO's
+    ResNet-18 on 1248x384, 0.55 GiB less, whose first touch cost 0.6-0.9 s on a 2-core VM).
+    Halves give the same histograms to the last count: a histogram widened by the second half's
     values is the first half's merged pairwise, which is what binning both on the wider grid gives
     (the bin width only doubles, exactly, in float32)."""
-    if index == 0 or batch.shape != whole.batch_shape:
-        return [(whole, batch)]
-    if whole.nbytes <= DOUBLE_BUFFER_BYTES:
-        return [((whole, whole.second_set())[index % 2], batch)]
-    if len(batch) < 2 or not whole.dynamic_batch or not calibrator.grids_fixed():
-        return [(whole, batch)]
+    if index > 0 and batch.shape == whole.batch_shape and whole.nbytes <= DOUBLE_BUFFER_BYTES:
+        return [((whole, whole.second_set())[index % 2], batch)], False
+    if batch.shape != whole.batch_shape:
+        calibrator.wait()  # the old buffers are let go before new ones are made
+        whole.bind_for(batch.shape)
+    if whole.nbytes <= DOUBLE_BUFFER_BYTES or len(batch) < 2 or not whole.dynamic_batch:
+        return [(whole, batch)], False
     middle = len(batch) // 2
-    return list(zip(whole.halves(), (batch[:middle], batch[middle:])))
+    return list(zip(whole.halves(), (batch[:middle], batch[middle:]))), not calibrator.grids_fixed()
 
 
 def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):
@@ -525,15 +542,23 @@ class _AllTensors:
                 self._halves.append(half)
         return self._halves
 
+    def bind_for(self, batch_shape: tuple[int, ...]) -> None:
+        """Buffers for batches of this shape (new ones only for a new shape)."""
+        if batch_shape != self.batch_shape:  # first batch, or a batch of another size
+            shapes = self._output_shapes(batch_shape)
+            self._halves = None  # they view the buffers being replaced
+            self._bind(_prefaulted_buffers({name: shapes[name] for name in self.outputs}), batch_shape)
+
+    def values(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor of the batch last run in these buffers, the input included."""
+        return {**self.buffers, self.input_name: batch}
+
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
-        if batch.shape != self.batch_shape:  # first batch, or a batch of another size
-            shapes = self._output_shapes(batch.shape)
-            self._halves = None  # they view the buffers being replaced
-            self._bind(_prefaulted_buffers({name: shapes[name] for name in self.outputs}), batch.shape)
+        self.bind_for(batch.shape)
         self.binding.bind_cpu_input(self.input_name, batch)
         self.session.run_with_iobinding(self.binding)
-        return {**self.buffers, self.input_name: batch}
+        return self.values(batch)
 
 
 def _prefaulted_buffers(shapes: Mapping[str, list[int]]) -> dict[str, np.ndarray]:
