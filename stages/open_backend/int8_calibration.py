@@ -360,9 +360,9 @@ def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.M
 # one (faster on small models), at twice the memory. Past this size there is one set, which each batch
 # fills in its two halves: the first batch is binned whole once both have run (its maxima fix the
 # histograms' grids), each later one half by half, one binned while onnxruntime fills the other.
-# Memory stays within one batch's activations plus
-# onnxruntime's own: at TAO's ResNet-18 on 1248x384 (about 2 GiB a batch of 8) the peak is under 1.5x
-# the activations (bench/bench_full_size.py).
+# Memory stays within one batch's activations plus onnxruntime's own for half a batch: at TAO's
+# ResNet-18 on 1248x384 (about 2 GiB a batch of 8) the peak is 1.16x the activations
+# (bench/bench_full_size.py).
 DOUBLE_BUFFER_BYTES = 512 << 20
 
 
@@ -411,6 +411,7 @@ def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxi
     whole = _AllTensors(session, model, names[0])
     calibrator = Calibrator(method, percentile, skip_zeros)
     reducing: set[int] = set()  # the buffer regions the calibrator's pending reduction reads
+
     def reduce(values: Mapping[str, np.ndarray]) -> None:
         calibrator.add({name: values[name] for name in names if name not in relus}, relus)
 
@@ -446,7 +447,7 @@ def _runners_for(whole: "_AllTensors", batch: np.ndarray, index: int, calibrator
     Halves give the same histograms to the last count: a histogram widened by the second half's
     values is the first half's merged pairwise, which is what binning both on the wider grid gives
     (the bin width only doubles, exactly, in float32)."""
-    if index > 0 and batch.shape == whole.batch_shape and whole.nbytes <= DOUBLE_BUFFER_BYTES:
+    if batch.shape == whole.batch_shape and whole.nbytes <= DOUBLE_BUFFER_BYTES:  # never the first batch
         return [((whole, whole.second_set())[index % 2], batch)], False
     if batch.shape != whole.batch_shape:
         calibrator.wait()  # the old buffers are let go before new ones are made
