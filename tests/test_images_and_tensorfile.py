@@ -1,12 +1,17 @@
 """Images preprocessed as TAO does, and the TensorFile written batch by batch."""
 from __future__ import annotations
 
+import mmap
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from stages.detectnet_v2.preprocessing import ImageError, iter_batches, list_images, load_image
-from stages.formats.tensorfile import TensorFileWriter, describe, read_batches
+from stages.formats.tensorfile import TensorFileWriter, aligned_empty, describe, read_batches
+
+TAO_TENSORFILE = "nvidia_tao_deploy.engine.tensorfile"
 
 
 def test_image_becomes_rgb_resized_scaled_nchw(tmp_path):
@@ -95,3 +100,79 @@ def test_reused_buffers_give_the_same_batches(tmp_path):
     assert [b.shape for b in reused] == [(3, 3, 6, 6), (3, 3, 6, 6), (1, 3, 6, 6)]
     for a, b in zip(fresh, reused):
         np.testing.assert_array_equal(a, b)
+
+
+def takes_o_direct(folder) -> bool:
+    """Whether the file system under `folder` takes an O_DIRECT write (tmpfs before Linux 6.6 does not),
+    probed with os alone: a page-aligned block from an anonymous mapping."""
+    probe = folder / "probe"
+    try:
+        descriptor = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+    except (AttributeError, OSError):
+        return False
+    try:
+        os.pwrite(descriptor, mmap.mmap(-1, 4096), 0)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
+        probe.unlink()
+
+
+def write_all(path, batches) -> TensorFileWriter:
+    with TensorFileWriter(path, None) as writer:
+        for batch in batches:
+            writer.write(batch)
+    return writer
+
+
+def test_decoded_batches_go_to_the_disk_directly_and_read_back_the_same_with_taos_reader(tmp_path):
+    if not takes_o_direct(tmp_path):
+        pytest.skip(f"the file system of {tmp_path} refuses O_DIRECT: the writer uses h5py there")
+    tao = pytest.importorskip(TAO_TENSORFILE, reason="nvidia-tao-deploy is not installed")
+    for i in range(6):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (30, 50, 3), np.uint8)).save(tmp_path / f"{i}.png")
+    images = list_images(tmp_path)
+    # 2x3x23x37 float32 is 20,424 bytes: five whole 4 KiB blocks go directly, the last 3,944 bytes do not
+    writer = write_all(tmp_path / "t.tensor", iter_batches(images, 2, 37, 23, reuse=True))
+    assert writer.direct_batches == 3
+    expected = [batch.copy() for batch in iter_batches(images, 2, 37, 23)]
+    reader = tao.TensorFile(str(tmp_path / "t.tensor"), "r")
+    theirs = [reader.read() for _ in range(3)]
+    for ours, taos, want in zip(read_batches(tmp_path / "t.tensor"), theirs, expected):
+        np.testing.assert_array_equal(ours, want)
+        np.testing.assert_array_equal(taos, want)
+
+
+def off_alignment(batch: np.ndarray) -> np.ndarray:
+    """A copy of the batch 4 bytes past numpy's own (16-byte) alignment: never on a 4 KiB boundary."""
+    copy = np.empty(batch.size + 1, np.float32)[1:].reshape(batch.shape)
+    copy[...] = batch
+    return copy
+
+
+def test_a_batch_not_aligned_in_memory_is_written_by_h5py(tmp_path):
+    unaligned = off_alignment(np.random.default_rng(0).random((2, 3, 32, 64), dtype=np.float32))
+    doubled = off_alignment(unaligned * 2)
+    writer = write_all(tmp_path / "t.tensor", [unaligned, doubled])
+    assert writer.direct_batches == 0
+    got = list(read_batches(tmp_path / "t.tensor"))
+    np.testing.assert_array_equal(got[0], unaligned)
+    np.testing.assert_array_equal(got[1], doubled)
+
+
+def test_the_file_is_the_same_to_the_byte_whether_o_direct_or_h5py_wrote_its_batches(tmp_path):
+    """The tensorfile is identical on every machine (docs/explanation/reproducibility.md), whether or not
+    its file system takes O_DIRECT."""
+    if not takes_o_direct(tmp_path):
+        pytest.skip(f"the file system of {tmp_path} refuses O_DIRECT: only h5py writes there")
+    batches = []
+    for seed in range(3):
+        batch = aligned_empty((2, 3, 23, 37))
+        batch[...] = np.random.default_rng(seed).random(batch.shape, dtype=np.float32)
+        batches.append(batch)
+    direct = write_all(tmp_path / "direct.tensor", batches)
+    by_h5py = write_all(tmp_path / "h5py.tensor", [off_alignment(batch) for batch in batches])
+    assert (direct.direct_batches, by_h5py.direct_batches) == (3, 0)
+    assert (tmp_path / "direct.tensor").read_bytes() == (tmp_path / "h5py.tensor").read_bytes()

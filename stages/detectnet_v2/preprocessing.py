@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..compute.workers import worker_count
+from ..formats.tensorfile import aligned_empty
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 EVALUATION_RESAMPLE = Image.LANCZOS  # nvidia_tao_deploy/cv/detectnet_v2/dataloader.py
@@ -67,7 +68,8 @@ def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int
     groups = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # Pillow releases the GIL while decoding and resizing, so threads keep every core busy.
     pool = ThreadPoolExecutor(worker_count(workers))
-    buffers = [np.empty((batch_size, 3, height, width), np.float32) for _ in range(2)] if reuse else []
+    # aligned: the tensorfile writer sends such a batch to the disk without a copy
+    buffers = [aligned_empty((batch_size, 3, height, width)) for _ in range(2)] if reuse else []
 
     def fill(out: np.ndarray, path: Path) -> None:
         load_image(path, width, height, resample, out)
