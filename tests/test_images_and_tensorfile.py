@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from stages.detectnet_v2.preprocessing import ImageError, iter_batches, list_images, load_image
-from stages.formats.tensorfile import TensorFileWriter, aligned_empty, describe, read_batches
+from stages.formats.aligned import aligned_empty
+from stages.formats.tensorfile import TensorFileWriter, describe, read_batches
 
 TAO_TENSORFILE = "nvidia_tao_deploy.engine.tensorfile"
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..compute.workers import worker_count
-from ..formats.tensorfile import aligned_empty
+from ..formats.aligned import aligned_empty
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 EVALUATION_RESAMPLE = Image.LANCZOS  # nvidia_tao_deploy/cv/detectnet_v2/dataloader.py

@@ -21,18 +21,10 @@ from typing import Iterator
 import h5py
 import numpy as np
 
+from .aligned import ALIGNMENT
+
 ARRAY_KEY = "_tensorfile_array_key_"
-ALIGNMENT = 4096  # O_DIRECT's unit for the memory, file offset and length of a write (a page, or a 4Kn sector)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux's; elsewhere every batch goes through h5py
-
-
-def aligned_empty(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-    """An uninitialized array whose data starts on an ALIGNMENT boundary: a batch the writer can hand to
-    the disk without a copy (iter_batches' reused buffers are these)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % ALIGNMENT
-    return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def group_name(index: int) -> str:
@@ -101,9 +93,9 @@ class TensorFileWriter:
                 if written % ALIGNMENT:
                     break
         except OSError as exc:
-            if exc.errno != errno.EINVAL:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
                 raise
-            os.close(self._direct)  # the file system took O_DIRECT at open, not at write: h5py from now on
+            os.close(self._direct)  # O_DIRECT taken at open, not at write: ordinary writes from here on
             self._direct = None
         else:
             self.direct_batches += 1
