@@ -45,7 +45,7 @@ class TensorFileWriter:
         if compression is None and _O_DIRECT:
             try:
                 self._direct = os.open(self.path, os.O_WRONLY | _O_DIRECT)
-            except OSError:  # tmpfs, for one, refuses O_DIRECT: h5py writes every batch
+            except OSError:  # tmpfs before Linux 6.6, for one, refuses O_DIRECT: h5py writes every batch
                 self._direct = None
         self.direct_batches = 0  # how many batches went to the disk directly
 
@@ -90,7 +90,7 @@ class TensorFileWriter:
             while done < whole:
                 written = os.pwrite(self._direct, data[done:whole], offset + done)
                 done += written
-                if written % ALIGNMENT:
+                if written == 0 or written % ALIGNMENT:  # short: the rest goes the ordinary way
                     break
         except OSError as exc:
             if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
@@ -103,7 +103,10 @@ class TensorFileWriter:
             plain = os.open(self.path, os.O_WRONLY)
             try:
                 while done < len(data):
-                    done += os.pwrite(plain, data[done:], offset + done)
+                    written = os.pwrite(plain, data[done:], offset + done)
+                    if written == 0:
+                        raise OSError(errno.EIO, "the file took none of the batch's remaining bytes")
+                    done += written
             finally:
                 os.close(plain)
 
