@@ -46,7 +46,7 @@ class TensorFileWriter:
             try:
                 self._direct = os.open(self.path, os.O_WRONLY | _O_DIRECT)
             except OSError:  # tmpfs before Linux 6.6, for one, refuses O_DIRECT: h5py writes every batch
-                self._direct = None
+                pass
         self.direct_batches = 0  # how many batches went to the disk directly
 
     def write(self, batch: np.ndarray) -> None:
