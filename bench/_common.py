@@ -33,6 +33,11 @@ def exported_sample_model(folder: Path, width: int, height: int) -> Path:
     return folder / "model.onnx"
 
 
+def count_of(count: int, noun: str) -> str:
+    """'1 core', '2 cores'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def best_of(repeats: int, fn) -> float:
     """Fastest wall time of `repeats` calls: the least disturbed by the rest of the machine."""
     times = []

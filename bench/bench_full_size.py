@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, sample_images
+from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, count_of, sample_images
 
 from stages import bundled_sample
 from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
@@ -111,7 +111,8 @@ def main() -> None:
         images = list_images(folder)[: BATCHES * BATCH]
         print(f"full size: ResNet-18-shaped DetectNet_v2 (widths {'-'.join(map(str, widths))}, random weights, "
               f"{onnx.load(str(model)).ByteSize() / 2**20:.0f} MiB) at {width}x{height}, "
-              f"{BATCHES} batches of {BATCH} KITTI-sized images, on {allowed_cores()} cores (os.sched_getaffinity)",
+              f"{BATCHES} batches of {BATCH} KITTI-sized images, on {count_of(allowed_cores(), 'core')} "
+              "(os.sched_getaffinity)",
               flush=True)
         tensorfile = tmp / "cal.tensor"
         if parts & {"tensorfile", "calibration"}:
@@ -207,7 +208,8 @@ def measure_statistics(model_path: Path, tensorfile: Path, inference_per_batch: 
     cores = allowed_cores()
     took = {count: best_of(3, lambda c=count: statistics(c)) for count in sorted({1, cores})}
     print(f"  statistics of one batch ({sum(v.size for v in tensors.values()) / 1e6:.0f} M values, "
-          f"{len(tensors) + len(relus)} histograms): 1 worker {took[1]:.2f} s, {cores} workers {took[cores]:.2f} s: "
+          f"{len(tensors) + len(relus)} histograms): 1 worker {took[1]:.2f} s, "
+          f"{count_of(cores, 'worker')} {took[cores]:.2f} s: "
           f"{took[1] / took[cores]:.2f}x faster; {took[cores] / inference_per_batch:.2f}x the batch's plain inference",
           flush=True)
 
@@ -247,7 +249,8 @@ def measure_evaluation(model: Path, tmp: Path, width: int, height: int) -> None:
                                                                workers=w))
                for workers in sorted({1, cores})}
     print(f"  the work outside the engine (decoding, post-processing, AP; the engine's outputs replayed): "
-          f"1 worker {outside[1]:.2f} s, {cores} workers {outside[cores]:.2f} s: {outside[1] / outside[cores]:.2f}x "
+          f"1 worker {outside[1]:.2f} s, {count_of(cores, 'worker')} {outside[cores]:.2f} s: "
+          f"{outside[1] / outside[cores]:.2f}x "
           f"faster (target on 2 cores >= 1.7x)")
 
 
