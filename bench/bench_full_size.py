@@ -11,7 +11,8 @@ beside it.
                 allowed core, and / that batch's inference
   tensorfile    throughput / decoding alone (decode, resize, scale)       (target >= 0.85x)
                 peak memory at 40 batches / at 4                          (target <= 1.2x)
-  evaluation    the evaluate stage's evaluator / inference alone          (target <= 1.3x)
+  evaluation    the evaluate stage's evaluator (engine and fp32 on the validation and 64 calibration
+                images, bootstrap interval, agreement) / the two models alone (target <= 1.3x)
                 the work outside the engine (decoding, post-processing, AP; the engine's outputs
                 replayed) on 1 worker / on every allowed core            (target on 2 cores >= 1.7x)
 
@@ -37,7 +38,8 @@ from stages import bundled_sample
 from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
 from stages.compute import workers
 from stages.compute.workers import allowed_cores
-from stages.detectnet_v2.evaluation import evaluate, evaluation_setup, validation_set
+from stages.detectnet_v2 import verdict
+from stages.detectnet_v2.evaluation import ModelResult, Sample, evaluate, evaluation_setup, validation_set
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, iter_batches, list_images
 from stages.formats.onnx_model import export_model
@@ -48,6 +50,7 @@ from stages.open_backend.int8_calibration import Calibrator, collect_ranges
 from stages.spec import Spec
 
 BATCH, BATCHES = 8, 8
+AGREEMENT_IMAGES = 64  # conf/config.yaml's evaluate.agreement_images
 
 CALIBRATE_SNIPPET = """
 import sys
@@ -226,24 +229,44 @@ class _Replay:
 
 
 def measure_evaluation(model: Path, tmp: Path, width: int, height: int) -> None:
-    """The evaluate stage's evaluator against the engine alone, and the work around the engine on 1 worker
-    and on every allowed core."""
-    bundled_sample.write_dataset(tmp / "eval", {"validation": BATCHES * BATCH}, seed=11)
+    """The evaluate stage's evaluator (the engine and the fp32 reference over the validation images and over
+    evaluate.agreement_images calibration images, then the bootstrap interval and the agreement) against the
+    two models alone on the same decoded images; and the work around the engine on 1 worker and on every
+    allowed core."""
+    bundled_sample.write_dataset(tmp / "eval", {"validation": BATCHES * BATCH, "training": AGREEMENT_IMAGES},
+                                 seed=11)
     bundled_sample.write_spec(tmp / "eval" / "spec.txt", width, height, BATCH)
     setup = evaluation_setup(Spec.load(tmp / "eval" / "spec.txt"), width, height)
     samples = validation_set(tmp / "eval/validation/image_2", tmp / "eval/validation/label_2")
-    engine = OnnxRunner(model)
-    decoded = [np.array(b) for b in iter_batches([s.image for s in samples], BATCH, width, height,
+    calibration = [Sample(image, None) for image in list_images(tmp / "eval/training/image_2")]
+    models = {"engine": OnnxRunner(model), "reference": OnnxRunner(model)}
+    decoded = [np.array(b) for b in iter_batches([s.image for s in samples + calibration], BATCH, width, height,
                                                     resample=EVALUATION_RESAMPLE)]
-    engine(decoded[0])  # warm-up
-    engine_alone = best_of(2, lambda: [engine(b) for b in decoded])
+    models["engine"](decoded[0])  # warm-up
+    engines_alone = best_of(2, lambda: [runner(b) for b in decoded for runner in models.values()])
     found = {}
-    evaluating = best_of(2, lambda: found.update(evaluate({"engine": engine}, samples, setup, BATCH)))
-    detections = sum(len(d[name].confidences) for d in found["engine"].detections for name in setup.classes)
-    print(f"evaluation: {len(samples)} validation images, {detections} detections (random heads): "
-          f"{evaluating:.2f} s vs the engine alone on decoded images {engine_alone:.2f} s = "
-          f"{evaluating / engine_alone:.2f}x (target <= 1.3)", flush=True)
-    outputs = [engine(b) for b in decoded]
+
+    def stage_evaluator():
+        results = evaluate(models, samples, setup, BATCH)
+        unlabelled = evaluate(models, calibration, setup, BATCH)
+        found.update({name: ModelResult(result.average_precisions(), result, unlabelled[name].detections)
+                      for name, result in results.items()})
+        return verdict.weigh(setup, found["engine"], found["reference"], {name: 1 for name in setup.classes})
+
+    evaluating = best_of(2, stage_evaluator)
+    started = time.perf_counter()
+    evidence, _ = verdict.weigh(setup, found["engine"], found["reference"], {name: 1 for name in setup.classes})
+    weighing = time.perf_counter() - started
+    detections = sum(len(d[name].confidences) for d in found["engine"].evaluation.detections + found["engine"].calibration
+                     for name in setup.classes)
+    print(f"evaluation: {len(samples)} validation and {len(calibration)} calibration images, {detections} detections "
+          f"(random heads), engine and fp32 reference: {evaluating:.2f} s vs the two alone on decoded images "
+          f"{engines_alone:.2f} s = {evaluating / engines_alone:.2f}x (target <= 1.3); of it the bootstrap "
+          f"interval and the agreement {weighing:.2f} s (interval {evidence.interval})",
+          flush=True)
+    engine = models["engine"]
+    validation_decoded = decoded[:BATCHES]
+    outputs = [engine(b) for b in validation_decoded]
     cores = allowed_cores()
     outside = {workers: best_of(3, lambda w=workers: evaluate({"engine": _Replay(outputs)}, samples, setup, BATCH,
                                                                workers=w))

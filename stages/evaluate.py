@@ -15,33 +15,19 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .detectnet_v2 import plots
-from .detectnet_v2.evaluation import ModelResult, Sample, evaluation_setup, truth_of, validation_set
-from .detectnet_v2.spec_facts import SpecFacts
+from .detectnet_v2 import bootstrap, plots, verdict
+from .detectnet_v2.agreement import agreement
+from .detectnet_v2.evaluation import (LabelCensus, ModelResult, Sample, evaluation_setup, label_census, truth_of,
+                                      validation_set)
 from .pipeline import backends
 from .pipeline.cli import StageInputs, log_to_file, run_stage
 from .pipeline.layout import (EVALUATE_REPORT, EVALUATION_DIR, EXPORT_REPORT, EXPORTED_MODEL, engine_file,
                               project_path)
 from .pipeline.errors import StageError
 from .pipeline.outputs import staged_dir, write_text_atomically
-from .pipeline.resolved_spec import kitti_image_dir
+from .pipeline.resolved_spec import evenly_spaced, shown, training_images, validation_dirs
 
 log = logging.getLogger("stages.evaluate")
-
-
-def validation_dirs(cfg: DictConfig, spec_facts: SpecFacts) -> tuple[Path, Path]:
-    """(image directory, label directory): evaluate.image_dir/label_dir, or the spec's validation data
-    source (its image_2/ when it has one) with the KITTI labels in label_2/ beside the images."""
-    if cfg.evaluate.image_dir:
-        image_dir = project_path(cfg.evaluate.image_dir)
-    elif spec_facts.validation_dirs:
-        image_dir = kitti_image_dir(spec_facts.validation_dirs[0], spec_facts.image_extension)
-    else:
-        raise StageError(f"{spec_facts.source}: the spec has no dataset_config.validation_data_source."
-                         "image_directory_path (it validates on a fold of the training data): set evaluate.image_dir "
-                         "and evaluate.label_dir to a validation set")
-    label_dir = project_path(cfg.evaluate.label_dir) if cfg.evaluate.label_dir else image_dir.parent / "label_2"
-    return image_dir, label_dir
 
 
 def summary(aps: dict[str, float]) -> dict:
@@ -53,26 +39,74 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
     setup = evaluation_setup(inputs.spec, spec_facts.width, spec_facts.height)
     image_dir, label_dir = validation_dirs(cfg, spec_facts)
     samples = validation_set(image_dir, label_dir, spec_facts.image_extension)
+    census = checked_labels([sample.label for sample in samples], setup, label_dir, "validation")
+    calibration = calibration_samples(cfg, spec_facts)
     step = backends.step(cfg, "evaluate")  # imported before any output is staged
     with staged_dir(project_path(EVALUATION_DIR)) as out, log_to_file(out / "evaluate.log"):
         results = step.run(cfg, setup, samples, image_dir, label_dir, inputs.spec_path, project_path(EXPORTED_MODEL),
-                           project_path(engine_file(cfg.backend.name, cfg.convert.engine)), out)
+                           project_path(engine_file(cfg.backend.name, cfg.convert.engine)), out, calibration)
+        metrics, judged = judged_report(cfg, setup, results, samples, census)
         write_plots(out, results, samples[:cfg.evaluate.draw_images])
-    engine, reference = summary(results["engine"].aps), summary(results["reference"].aps)
-    drop = round(reference["mAP"] - engine["mAP"], 6)
-    limit = cfg.evaluate.max_map_drop
-    verdict = "off" if limit is None else "pass" if drop <= limit else "fail"
-    metrics = {"engine": {"precision": cfg.export.data_type, **engine}, "reference": reference,
-               "mAP_drop": drop, "gate": verdict, "images": len(samples)}
+        write_disagreements(out, results, samples, calibration, cfg.evaluate.draw_images)
     write_text_atomically(project_path(EVALUATE_REPORT), json.dumps(metrics, indent=2) + "\n")
-    log.info("evaluate: mAP %.4f (%s engine) vs %.4f (fp32 model) on %d images: %s",
-             engine["mAP"], cfg.export.data_type, reference["mAP"], len(samples),
-             ", ".join(f"{name} {ap:.3f}" for name, ap in engine["AP"].items()))
-    if verdict == "fail":
-        failed = gate_failure(cfg, engine, reference, drop)
+    if judged.gate == "fail" or (judged.gate == "inconclusive" and cfg.evaluate.on_inconclusive == "fail"):
+        failed = gate_failure(cfg, metrics, judged)
         if cfg.evaluate.on_gate_failure == "stop":
             raise failed
-        log.warning("evaluate: gate failed, recorded (evaluate.on_gate_failure=record): %s", failed)
+        log.warning("evaluate: gate %s, recorded (evaluate.on_gate_failure=record): %s", judged.gate, failed)
+    elif judged.gate == "inconclusive":
+        log.warning("evaluate: the gate is inconclusive and evaluate.on_inconclusive is pass, so the engine passes: %s",
+                    judged.reason)
+
+
+def calibration_samples(cfg: DictConfig, spec_facts) -> list[Sample]:
+    """The calibration images the agreement is also measured on (unlabelled): evaluate.agreement_images of the
+    spec's training images, evenly spaced; none where a given cache was made on images the user does not have."""
+    if cfg.export.calibration_cache:
+        log.info("evaluate: export.calibration_cache was made on other images than yours: the agreement with fp32 "
+                 "is measured on the validation images only")
+        return []
+    return [Sample(image, None) for image in evenly_spaced(training_images(spec_facts), cfg.evaluate.agreement_images)]
+
+
+def checked_labels(labels: list[Path], setup, label_dir: Path, role: str) -> LabelCensus:
+    """The labels' census; a StageError where a class the spec trains has no object in them."""
+    census = label_census(labels, setup, shown(label_dir))
+    problem = census.problem(setup.classes, role)
+    if problem:
+        raise StageError(problem)
+    ignored = census.ignored(setup)
+    if ignored:
+        log.info("evaluate: the %s labels in %s also name classes the spec does not train, which TAO ignores: %s",
+                 role, shown(label_dir), ", ".join(f"{name} {count}" for name, count in ignored.items()))
+    return census
+
+
+def judged_report(cfg: DictConfig, setup, results: dict[str, ModelResult], samples: list[Sample],
+                  census: LabelCensus) -> tuple[dict, verdict.Verdict]:
+    """The report (metrics/evaluate.json) and the gate's verdict on the evidence (detectnet_v2/verdict.py)."""
+    engine, reference = summary(results["engine"].aps), summary(results["reference"].aps)
+    evidence, agreements = verdict.weigh(setup, results["engine"], results["reference"], census.per_class)
+    judged = verdict.judge(evidence, cfg.evaluate.max_map_drop, cfg.evaluate.min_agreement)
+    metrics = {"engine": {"precision": cfg.export.data_type, **engine}, "reference": reference,
+               "mAP_drop": evidence.drop,
+               "mAP_drop_interval": list(evidence.interval) if evidence.interval else None, "gate": judged.gate,
+               "gate_reason": judged.reason, "resolution": judged.resolution,
+               "agreement": {"F1": evidence.agreement,
+                             **{part: value.report() for part, value in agreements.items()}},
+               "images": len(samples), "objects": census.per_class}
+    log.info("evaluate: mAP %.4f (%s engine) vs %.4f (fp32 model) on %d images: %s", engine["mAP"],
+             cfg.export.data_type, reference["mAP"], len(samples),
+             ", ".join(f"{name} {ap:.3f}" for name, ap in engine["AP"].items()))
+    for part, value in agreements.items():
+        report = value.report()
+        log.info("evaluate: agreement with fp32 on %d %s images: precision %.3f, recall %.3f, F1 %.3f (%d engine "
+                 "boxes, %d fp32 boxes)", report["images"], part, report["precision"], report["recall"], report["F1"],
+                 report["boxes"]["engine"], report["boxes"]["fp32"])
+    log.info("evaluate: gate %s: %s", judged.gate, judged.reason)
+    if judged.resolution:
+        log.warning("evaluate: %s", judged.resolution)
+    return metrics, judged
 
 
 def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample]) -> None:
@@ -95,36 +129,73 @@ def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample])
         plots.draw(sample.image, found, truth, out / "detections" / f"{sample.image.stem}.png")
 
 
+def write_disagreements(out: Path, results: dict[str, ModelResult], samples: list[Sample], calibration: list[Sample],
+                         count: int) -> None:
+    """disagreement/<image>.png: the images, validation and calibration alike, where the engine's boxes and the
+    fp32 model's differ most (unmatched boxes), drawn as detections/ draws them (truth where labelled)."""
+    (out / "disagreement").mkdir()
+    engine, reference = results["engine"], results["reference"]
+    if engine.evaluation is None or reference.evaluation is None:
+        return
+    setup = engine.evaluation.setup
+    images = list(samples)
+    found = {"engine": list(engine.evaluation.detections), "reference": list(reference.evaluation.detections)}
+    if engine.calibration is not None:
+        images += calibration
+        found["engine"] += engine.calibration
+        found["reference"] += reference.calibration
+    for rank, index in enumerate(agreement(found["engine"], found["reference"], setup.classes).most_disagreeing(count)):
+        sample = images[index]
+        truth = {name: boxes for name, (boxes, _) in truth_of(sample, setup).items()}
+        plots.draw(sample.image, {model: found[model][index] for model in found}, truth,
+                   out / "disagreement" / f"{rank + 1}_{sample.image.stem}.png")
+
+
 def file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def gate_failure(cfg: DictConfig, engine: dict, reference: dict, drop: float) -> StageError:
-    limit = cfg.evaluate.max_map_drop
+def gate_failure(cfg: DictConfig, metrics: dict, judged: verdict.Verdict) -> StageError:
+    engine, reference = metrics["engine"], metrics["reference"]
     worst = max(reference["AP"], key=lambda name: reference["AP"][name] - engine["AP"][name])
+    what = ("failed" if judged.gate == "fail" else
+            "is inconclusive, which fails while evaluate.on_inconclusive is fail (pass lets it through with a warning)")
+    resolution = f" Note: {judged.resolution}." if judged.resolution else ""
     return StageError(
-        f"the {cfg.export.data_type} engine's mAP is {engine['mAP']:.4f}, {drop:.4f} below the fp32 model's "
-        f"{reference['mAP']:.4f}, more than evaluate.max_map_drop {limit}; {worst} lost most "
-        f"(AP {reference['AP'][worst]:.4f} -> {engine['AP'][worst]:.4f}). The figures are in "
-        f"{EVALUATE_REPORT}. {calibration_advice()}, or raise evaluate.max_map_drop (null turns the gate off)")
+        f"the gate {what}: the {cfg.export.data_type} engine's mAP is {engine['mAP']:.4f} against the fp32 model's "
+        f"{reference['mAP']:.4f}; {judged.reason}. {worst} changed most (AP {reference['AP'][worst]:.4f} -> "
+        f"{engine['AP'][worst]:.4f}).{resolution} The figures are in {EVALUATE_REPORT}. {calibration_advice(cfg)}; "
+        "or raise evaluate.max_map_drop (null turns the gate off)")
 
 
-def calibration_advice() -> str:
-    """What the export measured, where it did (backend.calibration_method=auto), rather than a guess."""
+def calibration_advice(cfg: DictConfig) -> str:
+    """What to try, from what the export measured where it did (backend.calibration_method=auto): steps the
+    measurements support, never one that cannot be taken."""
     try:
         calibration = json.loads(project_path(EXPORT_REPORT).read_text()).get("calibration") or {}
     except (OSError, ValueError):
         calibration = {}
+    if cfg.export.data_type != "int8":
+        return "Try a higher precision (-S export=fp32 is the reference itself)"
     if calibration.get("method") != "auto":
-        return ("Try backend.calibration_method=auto, which scores each calibration method by mAP on labelled "
-                "training images and leaves the layers INT8 costs most in higher precision; or another precision")
-    scores = calibration["selection_mAP"]
-    measured = ", ".join(f"{method} {scores[method]:.4f}" for method in scores if method != "fp32")
+        return ("Try -S backend.calibration_method=auto, which keeps the calibration method whose boxes agree best "
+                "with fp32's on labelled training images and leaves the layers INT8 costs most in higher precision; "
+                "or -S export=fp16")
+    scores, agreements, chosen = calibration["selection_mAP"], calibration["selection_agreement"], calibration["chosen"]
+    measured = ", ".join(f"{method} agrees {agreements[method]:.2f} with fp32 (mAP {scores[method]:.4f})"
+                         for method in sorted(agreements, key=lambda m: -agreements[m]))
+    steps = []
+    others = [method for method in sorted(agreements, key=lambda m: -agreements[m]) if method != chosen]
+    if others and agreements[others[0]] >= agreements[chosen]:
+        steps.append(f"-S backend.calibration_method={others[0]}")
+    if calibration.get("within_gate") is False:
+        steps.append("more layers in higher precision (export.max_float_layers, which bounded the search)")
+    if calibration["images"] < calibration.get("images_available", 0):
+        steps.append(f"more selection images (calibration.selection_images, up to {calibration['images_available']})")
+    steps.append("-S export=fp16")
     layers = ", ".join(calibration["float_layers"]) or "none"
-    return (f"On {calibration['images']} selection images auto measured fp32 {scores['fp32']:.4f}, {measured}; it kept "
-            f"{calibration['chosen']} with {layers} in higher precision (selection mAP {calibration['final_mAP']:.4f}): "
-            "the validation set disagrees with the selection set. Give the selection more images "
-            "(calibration.selection_images) or more layers (export.max_float_layers), or use another precision")
+    return (f"On {calibration['images']} selection images (fp32 mAP {scores['fp32']:.4f}) {measured}; auto kept {chosen}"
+            f" with {layers} in higher precision. Try " + ", or ".join(steps))
 
 
 if __name__ == "__main__":

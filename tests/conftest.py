@@ -112,22 +112,24 @@ def run(args, cwd, check=True, env=None, **kw):
     return result
 
 
-# The `platform` stage is DVC's always_changed: every `dvc repro` runs it (and `dvc status` lists it),
-# and what follows re-runs only when its file changes. `ran` and `up_to_date` leave it out; tests of
-# the platform itself look at it.
+# The `platform` and `validate` stages are DVC's always_changed: every `dvc repro` runs them (and `dvc status`
+# lists them), and what follows re-runs only when their files change. `ran` and `up_to_date` leave them out;
+# tests of the platform and of validate themselves look at them.
 PROBE = "platform"
+ALWAYS_RUN = (PROBE, "validate")
 
 
 def ran(output: str) -> list[str]:
-    """The stages `dvc repro` / `dvc exp run` printed it ran, in order, besides the platform probe."""
+    """The stages `dvc repro` / `dvc exp run` printed it ran, in order, besides the two that always run."""
     import re
-    return [name for name in re.findall(r"Running stage '([^']+)'", output) if name != PROBE]
+    return [name for name in re.findall(r"Running stage '([^']+)'", output) if name not in ALWAYS_RUN]
 
 
 def up_to_date(project: Path, env=None) -> bool:
-    """`dvc status` has nothing to report but the platform probe, which is always changed."""
+    """`dvc status` has nothing to report but the two stages that are always changed."""
     import json
-    return json.loads(run(["dvc", "status", "--json"], project, env=env).stdout) == {PROBE: ["always changed"]}
+    status = json.loads(run(["dvc", "status", "--json"], project, env=env).stdout)
+    return status == {name: ["always changed"] for name in ALWAYS_RUN}
 
 
 def _bake_into_conf(config_yaml: Path, overrides) -> None:

@@ -18,6 +18,7 @@ from stages.pipeline.layout import EVALUATE_REPORT, RESOLVED_SPEC
 
 CURVES = "artifacts/evaluation/precision_recall"
 DRAWN = "artifacts/evaluation/detections"
+DISAGREEING = "artifacts/evaluation/disagreement"
 PICTURED = "artifacts/evaluation/curves"
 
 
@@ -63,7 +64,20 @@ def test_the_plots_page_holds_the_pngs_itself_so_they_draw_offline(built_project
     page = (tmp_path / "page" / "index.html").read_text()
     for source in re.findall(r'<img src="([^"]+)"', page):
         assert source.startswith("data:image/png;base64,") or (tmp_path / "page" / source).is_file(), source
-    assert len(re.findall(r"<img ", page)) == len(bundled_sample.CLASSES) + 4
+    disagreeing = len(list((built_project / DISAGREEING).glob("*.png")))
+    assert len(re.findall(r"<img ", page)) == len(bundled_sample.CLASSES) + 4 + disagreeing
+
+
+def test_the_images_where_the_engine_and_fp32_disagree_most_are_drawn_most_first(built_project):
+    """The int8 engine's boxes differ from fp32's somewhere on the validation or calibration images: those
+    images are drawn (ranked by unmatched boxes), truth green where the image is labelled."""
+    drawn = sorted((built_project / DISAGREEING).glob("*.png"), key=lambda p: int(p.name.split("_")[0]))
+    report = json.loads((built_project / "artifacts/reports/evaluate.json").read_text())["agreement"]
+    unmatched = sum(part["boxes"]["engine"] + part["boxes"]["fp32"] - 2 * part["boxes"]["matched"]
+                    for part in (report["validation"], report["calibration"]))
+    assert unmatched > 0 and 1 <= len(drawn) <= 4
+    assert [int(p.name.split("_")[0]) for p in drawn] == list(range(1, len(drawn) + 1))
+    assert plots_json(built_project, "show")[f"{DISAGREEING}/{drawn[0].name}"][0]["type"] == "image"
 
 
 def test_the_curves_png_is_the_same_bytes_for_the_same_curves(tmp_path):

@@ -24,7 +24,10 @@ def metrics(project) -> dict:
 
 def test_the_metrics_have_stable_keys_whatever_the_params(built_project):
     found = metrics(built_project)
-    assert set(found) == {"engine", "reference", "mAP_drop", "gate", "images"}
+    assert set(found) == {"engine", "reference", "mAP_drop", "mAP_drop_interval", "gate", "gate_reason", "resolution",
+                          "agreement", "images", "objects"}
+    assert set(found["agreement"]) == {"F1", "validation", "calibration"}
+    assert set(found["agreement"]["validation"]["per_class"]) == set(found["objects"]) == set(bundled_sample.CLASSES)
     assert set(found["engine"]) == {"precision", "mAP", "AP"} and set(found["reference"]) == {"mAP", "AP"}
     assert list(found["engine"]["AP"]) == list(found["reference"]["AP"]) == list(bundled_sample.CLASSES)
 
@@ -69,15 +72,20 @@ def test_an_engine_that_lost_its_accuracy_fails_the_gate_with_the_figures(projec
     message = result.stderr.strip().splitlines()[-1]
     found = metrics(project_copy)  # written all the same, so the numbers are visible
     assert found["engine"]["mAP"] == 0 and found["mAP_drop"] == found["reference"]["mAP"] > 0.02
-    assert found["gate"] == "fail"
-    assert message.startswith("error: evaluate: the int8 engine's mAP is ")
+    assert found["gate"] == "fail" and found["agreement"]["F1"] == 0.0  # it finds none of fp32's boxes
+    low, high = found["mAP_drop_interval"]
+    assert 0.02 < low <= found["mAP_drop"] <= high
+    assert message.startswith("error: evaluate: the gate failed: the int8 engine's mAP is ")
     assert f"{found['engine']['mAP']:.4f}" in message and f"{found['reference']['mAP']:.4f}" in message
-    assert f"{found['mAP_drop']:.4f} below" in message and "evaluate.max_map_drop 0.02" in message
-    assert "lost most" in message and EVALUATE_REPORT in message
+    assert f"the drop {found['mAP_drop']:.4f} has a 95% interval [{low:.4f}, {high:.4f}], wholly above " \
+           "evaluate.max_map_drop 0.02" in message
+    assert "changed most" in message and EVALUATE_REPORT in message
     # the advice is what the export's auto calibration measured, not a guess
     calibration = json.loads((project_copy / EXPORT_REPORT).read_text())["calibration"]
-    assert f"On {calibration['images']} selection images auto measured fp32 " in message
-    assert f"it kept {calibration['chosen']} with none in higher precision" in message
+    assert f"On {calibration['images']} selection images (fp32 mAP " in message
+    assert f"auto kept {calibration['chosen']} with none in higher precision" in message
+    for method, f1 in calibration["selection_agreement"].items():
+        assert f"{method} agrees {f1:.2f} with fp32" in message
 
 
 def test_an_engine_that_detects_what_the_model_detects_passes_the_gate(project_copy):
@@ -86,6 +94,7 @@ def test_an_engine_that_detects_what_the_model_detects_passes_the_gate(project_c
     stage(project_copy, "evaluate")
     found = metrics(project_copy)
     assert found["mAP_drop"] == 0 and found["engine"]["AP"] == found["reference"]["AP"]
+    assert found["mAP_drop_interval"] == [0.0, 0.0] and found["agreement"]["F1"] == 1.0
     assert found["gate"] == "pass"
 
 
@@ -102,8 +111,8 @@ def test_a_failed_gate_can_be_recorded_instead_of_stopping_for_a_comparison(proj
     result = stage(project_copy, "evaluate")
     found = metrics(project_copy)
     assert found["gate"] == "fail" and found["engine"]["mAP"] == 0 and found["mAP_drop"] > 0.02
-    assert "gate failed, recorded (evaluate.on_gate_failure=record)" in result.stderr
-    assert "lost most" in result.stderr
+    assert "gate fail, recorded (evaluate.on_gate_failure=record)" in result.stderr
+    assert "changed most" in result.stderr
 
 
 def test_the_validation_set_can_be_named_in_the_config(project_copy):

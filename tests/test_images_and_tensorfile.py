@@ -43,6 +43,39 @@ def test_grayscale_image_is_converted_to_three_channels(tmp_path):
     assert np.allclose(array, 51 / 255)
 
 
+def write_png16(path, values: np.ndarray) -> None:
+    """A 16-bit PNG (grayscale from a 2-D array, RGB from 3-D), written chunk by chunk: Pillow cannot write
+    16-bit RGB."""
+    import struct
+    import zlib
+    height, width = values.shape[:2]
+    raw = b"".join(b"\x00" + values[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 16, 0 if values.ndim == 2 else 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [1, 3], ids=["grayscale", "rgb"])
+def test_a_16_bit_png_reads_as_its_8_bit_twin_in_calibration_evaluation_and_serving(tmp_path, channels):
+    """One loader serves the three (the tensorfile's and calibration's batches, evaluation's LANCZOS, the Triton
+    preprocessing model): a 16-bit image is read by its values, scaled to 8 bits, not clipped to white."""
+    shape = (48, 64) if channels == 1 else (48, 64, 3)
+    eight = np.random.default_rng(5).integers(0, 256, shape, dtype=np.uint8)
+    Image.fromarray(eight).save(tmp_path / "eight.png")
+    write_png16(tmp_path / "sixteen.png", eight.astype(np.uint16) * 257)
+    with Image.open(tmp_path / "sixteen.png") as opened:
+        assert opened.mode == ("I;16" if channels == 1 else "RGB")  # the mode Pillow's own conversion clips
+    for resample in (Image.BILINEAR, Image.LANCZOS):
+        twin = load_image(tmp_path / "eight.png", 32, 16, resample)
+        assert np.array_equal(load_image(tmp_path / "sixteen.png", 32, 16, resample), twin)
+        with open(tmp_path / "sixteen.png", "rb") as received:  # as the server reads a request's bytes
+            assert np.array_equal(load_image(received, 32, 16, resample), twin)
+    assert 0.3 < float(twin.mean()) < 0.7  # not a white image
+
+
 def test_corrupt_image_is_named(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     with pytest.raises(ImageError, match="broken.png"):

@@ -109,9 +109,21 @@ def test_the_selection_set_never_shares_an_image_with_the_validation_set(outlier
     assert samples == int8_selection.selection_samples(both, 48)  # the same ones every run
 
 
-def test_a_selection_larger_than_the_training_images_names_the_count(outlier):
-    with pytest.raises(StageError, match="calibration.selection_images is 49, but the spec's training images hold 48"):
-        int8_selection.selection_samples(outlier[1], 49)
+def test_a_selection_larger_than_the_training_images_uses_them_all_with_a_warning(outlier, caplog):
+    samples = int8_selection.selection_samples(outlier[1], 49)
+    assert len(samples) == 48 == len(set(samples))
+    assert "calibration.selection_images is 49, but the spec's training images hold 48 (outside the validation " \
+           "set): auto selects on all 48" in caplog.text
+
+
+def test_a_class_the_selection_labels_never_name_stops_auto_naming_it(outlier):
+    folder, facts, _, _ = outlier
+    setup = evaluation_setup(Spec.load(folder / "spec.txt"), WIDTH, HEIGHT)
+    renamed = type(setup)(["car", "cyclist", "truck"], {"car": "car", "cyclist": "cyclist", "truck": "truck"},
+                          {**setup.clustering, "truck": setup.clustering["pedestrian"]}, setup.metric, WIDTH, HEIGHT)
+    with pytest.raises(StageError, match=r"the spec trains truck, but the 24 selection images' labels in "
+                                         r".*training/label_2 hold no object of it \(they hold: .*pedestrian \d+"):
+        int8_selection.selection_samples(facts, 24, renamed)
 
 
 def test_training_images_without_labels_say_what_auto_needs(outlier, tmp_path):
@@ -153,3 +165,49 @@ def test_the_cache_export_writes_lacks_exactly_the_tensors_of_the_layers_left_ou
     _, written = read_cache(tmp_path / "calibration.bin")
     left_out = set(fused_outputs(onnx.load(folder / "model.onnx"), OUTLIER_LAYER))
     assert left_out and set(candidates[outcome.calibration["chosen"]]) - set(written) == left_out
+
+
+@pytest.fixture(scope="module")
+def lpd_sized(tmp_path_factory):
+    """A TAO 5-shaped, 1-class model at 640x480 (tf2onnx's names, opset 12), fitted to its own data, with
+    LPDNet's counts: 24 training and 16 validation images; every method's ranges from the 24 training images."""
+    import dataclasses
+
+    import tao_family
+    from tao_shapes import TAO_INPUT_NAME, TAO_OUTPUT_NAMES
+    from stages.formats.onnx_model import TAO_OUTPUTS
+
+    member = dataclasses.replace(tao_family.TAO5, name="lpd", train_images=24, val_images=16)
+    project = tmp_path_factory.mktemp("lpd")
+    (project / "conf" / "experiment").mkdir(parents=True)
+    tao_family.write_member(project, member)
+    data, width, height = project / "data/lpd", member.width, member.height
+    exported = project / "exported.onnx"
+    export_model(project / "models/lpd/model.onnx", exported, TAO_INPUT_NAME,
+                 {TAO_OUTPUTS[0]: TAO_OUTPUT_NAMES[0], TAO_OUTPUTS[1]: TAO_OUTPUT_NAMES[1]})
+    facts = SpecFacts("spec.txt", width, height, 3, 4, None, (str(data / "training/image_2"),),
+                      (str(data / "validation/image_2"),), False)
+    setup = evaluation_setup(Spec.load(data / "spec.txt"), width, height)
+    maxima = {}
+    candidates = collect_candidates(exported, iter_batches(list_images(data / "training/image_2"), 4, width, height),
+                                    maxima=maxima)
+    return exported, facts, setup, candidates, maxima
+
+
+def test_a_method_that_ties_fp32_on_the_labels_but_changes_what_it_detects_is_not_chosen(lpd_sized):
+    """On 24 labelled images entropy scores at least fp32's own selection mAP (a few boxes' luck: mAP alone
+    would keep it), while its boxes agree with fp32's less than another method's do."""
+    exported, facts, setup, candidates, maxima = lpd_sized
+    samples = int8_selection.selection_samples(facts, 32, setup)  # the default asks for more than there are
+    selection = int8_selection.choose(exported, candidates, samples, setup, 4, "fp16", maxima, 0.02, 4,
+                                      images_available=24)
+    scores, agreements = selection.selection_mAP, selection.selection_agreement
+    assert selection.images == 24 == selection.images_available
+    by_map = max(("entropy", "minmax", "percentile"), key=lambda m: scores[m])
+    assert by_map == "entropy" and scores["entropy"] >= scores["fp32"], scores  # the premise: it ties or beats fp32
+    assert agreements["entropy"] < max(agreements.values()) - 0.01, agreements  # ... but disagrees more
+    assert selection.chosen != "entropy"
+
+    def merit(method):  # the agreement, less the mAP lost on the labels
+        return agreements[method] - max(0.0, scores["fp32"] - scores[method])
+    assert selection.chosen == max(("minmax", "percentile"), key=merit)

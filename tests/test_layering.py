@@ -78,4 +78,5 @@ def test_the_rules_see_the_imports_they_check():
     assert "stages.pipeline.layout" in project_imports("stages.export")
     assert "stages.formats.onnx_model" in project_imports("stages.formats.deepstream")
     assert outside("stages.pipeline.resolved_spec", ("stages.pipeline",)) == [
-        "stages.detectnet_v2.postprocessing", "stages.detectnet_v2.preprocessing", "stages.spec"]
+        "stages.detectnet_v2.postprocessing", "stages.detectnet_v2.preprocessing", "stages.detectnet_v2.spec_facts",
+        "stages.spec"]

@@ -233,7 +233,7 @@ def test_a_fleet_keeps_one_engine_per_platform_and_rebuilds_only_where_a_platfor
     run([*GIT, "commit", "-qm", "a TAO project with a shared remote"], first)
     on_a100 = env_for(fake_bin, tmp_path, FAKE_GPUS=A100, FAKE_TAO_RECORD=str(tmp_path / "first.jsonl"))
     assert ran(run(["dvc", "repro"], first, env=on_a100).stdout) == [
-        "code", "validate", "sample", "calibration_tensorfile", "export", "convert", "evaluate", "metrics", "triton"]
+        "code", "sample", "calibration_tensorfile", "export", "convert", "evaluate", "metrics", "triton"]
     run([*GIT, "add", "-A"], first)
     run([*GIT, "commit", "-qm", "built on an A100"], first)
     run(["dvc", "push", "--run-cache"], first)

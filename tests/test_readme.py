@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, SHARED_SPECS, SMALL_SAMPLE, make_project, run
+from conftest import ROOT, SHARED_SPECS, SMALL_SAMPLE, make_project, run, ran
 from stages.pipeline.layout import (CALIBRATION_CACHE, DEEPSTREAM_CONFIG, RESOLVED_SPEC, TENSORFILE,
                                     deployable_model)
 
@@ -102,7 +102,7 @@ RUN = {
     "dvc add data/kitti models/mine                    # version your data and model with DVC":
         "test_the_own_data_example",
     "# list every path-bearing field: FIELD_PATH<TAB>LINE<TAB>VALUE": "test_the_own_data_example",
-    '{"engine": {"precision": "int8", "mAP": 0.6701, "AP": {"car": 0.8182, "cyclist": 0.6585, "pedestrian": 0.5337}},':
+    '{"engine": {"precision": "int8", "mAP": 0.6309, "AP": {"car": 0.7273, "cyclist": 0.6541, "pedestrian": 0.5112}},':
         "test_the_metrics_example_has_the_keys_evaluate_writes",
     "conf/config.yaml          defaults list + spec, sample, calibration, convert, evaluate sections":
         "test_the_config_menu_lists_the_groups_and_options_of_conf",
@@ -121,6 +121,10 @@ RUN = {
 
 # Blocks not run here, each with the reason
 SKIPPED = {
+    "WARNING calibration: calibration.selection_images is 32, but the spec's training images hold 24 (outside the "
+    "validation set): auto selects on all 24":
+        "the logs of an LPDNet-sized run: test_verdict_pipeline.test_a_dataset_the_size_of_lpdnets_gets_an_int8_"
+        "engine_that_passes_with_the_defaults runs it and checks the warning and the verdict",
     "make serve   # Triton on localhost (HTTP 8000, gRPC 8001) with the engine, until Ctrl-C":
         "serves until stopped: test_triton.test_make_serve_stops_the_server_and_exits_cleanly_on_a_signal runs "
         "its command on a built repository and stops it",
@@ -248,7 +252,7 @@ def test_the_experiment_commands(tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
     result = bash(there, clone)
-    assert [s for s in re.findall(r"Running stage '([^']+)'", result.stdout) if s != "platform"] == []
+    assert ran(result.stdout) == []
 
 
 def _kitti_like(root: Path, spec: str) -> None:
@@ -371,8 +375,8 @@ def test_the_ngc_cache_example(tmp_path):
 # ----------------------------------------------------------------- the blocks checked against the code
 
 def test_the_metrics_example_has_the_keys_evaluate_writes(built_project):
-    example = json.loads(block('{"engine": {"precision": "int8", "mAP": 0.6701, "AP": {"car": 0.8182, "cyclist": '
-                               '0.6585, "pedestrian": 0.5337}},').text)
+    example = json.loads(block('{"engine": {"precision": "int8", "mAP": 0.6309, "AP": {"car": 0.7273, "cyclist": '
+                               '0.6541, "pedestrian": 0.5112}},').text)
     written = json.loads((built_project / "metrics/evaluate.json").read_text())
 
     def shape(tree):

@@ -161,7 +161,7 @@ def test_tensorrts_default_entropy_still_fails_the_gate_on_that_model(runs):
     """What auto spares the user: measured on the 96 validation images, entropy's engine loses 0.089 mAP
     (0.794 -> 0.706) against the gate's 0.02, and minmax's 0.004."""
     evaluation = report(runs, TAO5, "int8-entropy", "evaluate")
-    assert evaluation["gate"] == "fail", evaluation
+    assert evaluation["gate"] == "fail", json.dumps(evaluation)
     assert evaluation["reference"]["mAP"] - evaluation["engine"]["mAP"] > 0.04
 
 

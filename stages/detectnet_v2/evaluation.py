@@ -58,7 +58,7 @@ def evaluation_setup(spec: Spec, width: int, height: int) -> EvaluationSetup:
 @dataclass(frozen=True)
 class Sample:
     image: Path
-    label: Path
+    label: Path | None  # None: an image without labels (the calibration images), for agreement only
 
 
 def validation_set(image_dir: Path, label_dir: Path, extension: str | None = None) -> list[Sample]:
@@ -75,12 +75,55 @@ def validation_set(image_dir: Path, label_dir: Path, extension: str | None = Non
     return [Sample(image, label_dir / f"{image.stem}.txt") for image in images]
 
 
+@dataclass(frozen=True)
+class LabelCensus:
+    """What a set of KITTI label files holds: objects by label name as written, and the objects each target
+    class counts (its label names through the mapping, difficult ones left out, as the metric counts them)."""
+    where: str  # the label folder(s), for messages
+    files: int
+    by_name: dict[str, int]
+    per_class: dict[str, int]
+
+    def missing(self, classes: list[str]) -> list[str]:
+        return [name for name in classes if not self.per_class.get(name)]
+
+    def problem(self, classes: list[str], role: str) -> str | None:
+        """One sentence naming each class with no object, and what the labels do hold; None if none."""
+        missing = self.missing(classes)
+        if not missing:
+            return None
+        held = ", ".join(f"{name} {count}" for name, count in sorted(self.by_name.items())) or "no object at all"
+        if not self.by_name:
+            return (f"the {role} labels in {self.where} hold no object at all ({self.files} label file(s)): there is "
+                    "nothing to measure mAP on")
+        return (f"the spec trains {', '.join(missing)}, but the {role} labels in {self.where} hold no "
+                f"{'object of it' if len(missing) == 1 else 'object of these'} (they hold: {held}; difficult, that "
+                "is occluded, objects do not count): map the label names to the classes in "
+                "dataset_config.target_class_mapping, or label the images")
+
+    def ignored(self, setup: "EvaluationSetup") -> dict[str, int]:
+        """Label names the spec does not train (TAO ignores them)."""
+        return {name: count for name, count in sorted(self.by_name.items()) if name.lower() not in setup.mapping}
+
+
+def label_census(label_files: list[Path], setup: "EvaluationSetup", where: str) -> LabelCensus:
+    by_name: dict[str, int] = {}
+    per_class = {name: 0 for name in setup.classes}
+    for path in label_files:
+        for obj in read_labels(path):
+            by_name[obj.kind] = by_name.get(obj.kind, 0) + 1
+            target = setup.mapping.get(obj.kind.lower())
+            if target is not None and obj.occluded == 0:
+                per_class[target] += 1
+    return LabelCensus(where, len(label_files), by_name, per_class)
+
+
 def truth_of(sample: Sample, setup: EvaluationSetup) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{class: (boxes (m, 4), difficult (m,))}; labels of classes the mapping does not name are ignored.
     An occluded object (KITTI's occluded field not 0) is difficult, as TAO Deploy's KITTI loader marks
     it: neither found nor missed."""
     found: dict[str, list] = {name: [] for name in setup.classes}
-    for obj in read_labels(sample.label):
+    for obj in read_labels(sample.label) if sample.label is not None else ():
         target = setup.mapping.get(obj.kind.lower())
         if target is not None:
             found[target].append((obj.box, obj.occluded != 0))
@@ -118,9 +161,11 @@ class Evaluation:
 @dataclass
 class ModelResult:
     """A model's AP per class, and its Evaluation (detections, curves) when this project's evaluator
-    produced it (TAO's evaluate reports APs only)."""
+    produced it (TAO's evaluate reports APs only); its detections on the calibration images, unlabelled,
+    where it ran on them (for the agreement with the fp32 model)."""
     aps: dict[str, float]
     evaluation: Evaluation | None = None
+    calibration: list[dict[str, Detections]] | None = None
 
     @classmethod
     def of(cls, evaluation: Evaluation) -> "ModelResult":

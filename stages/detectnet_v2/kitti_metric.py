@@ -81,16 +81,20 @@ def _number(spec: Spec, path: str) -> float:
 @dataclass
 class ClassTally:
     """One class over a dataset: each detection's confidence and whether it was right, and how many
-    ground truth boxes there were to find."""
-    confidences: list[np.ndarray] = field(default_factory=list)
-    correct: list[np.ndarray] = field(default_factory=list)
-    positives: int = 0
+    ground truth boxes there were to find, image by image (for the bootstrap, which resamples images)."""
+    confidences: list[np.ndarray] = field(default_factory=list)  # per image
+    correct: list[np.ndarray] = field(default_factory=list)  # per image
+    image_positives: list[int] = field(default_factory=list)  # per image
+
+    @property
+    def positives(self) -> int:
+        return sum(self.image_positives)
 
     def add_image(self, truth: np.ndarray, difficult: np.ndarray, boxes: np.ndarray, confidences: np.ndarray,
                   overlap: float, box_filter: BoxFilter) -> None:
         """truth (m, 4), difficult (m,) bool, detections boxes (n, 4) with confidences (n,)."""
         ignored = difficult | ~box_filter.accepts(truth) if len(truth) else np.zeros(0, bool)
-        self.positives += int(np.sum(~ignored))
+        self.image_positives.append(int(np.sum(~ignored)))
         wanted = box_filter.accepts(boxes) if len(boxes) else np.zeros(0, bool)
         boxes, confidences = boxes[wanted], confidences[wanted]
         order = np.argsort(-confidences, kind="stable")

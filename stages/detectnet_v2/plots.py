@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .postprocessing import Detections
+from .preprocessing import as_rgb
 
 SAMPLE_POINTS = np.linspace(0.0, 1.0, 11)
 COLOURS = {"truth": (40, 220, 40), "reference": (40, 120, 255), "engine": (255, 60, 60)}
@@ -71,7 +72,7 @@ def draw(image_path: Path, boxes: dict[str, dict[str, Detections]], truth: dict[
     model's detections with class and confidence: the fp32 reference in blue (label inside the top),
     the engine in red on top (label above the box)."""
     with Image.open(image_path) as opened:
-        image = opened.convert("RGB")
+        image = as_rgb(opened)
     canvas = ImageDraw.Draw(image)
     for name, found in truth.items():
         for box in found:

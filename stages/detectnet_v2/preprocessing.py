@@ -34,18 +34,29 @@ def list_images(directory: str | Path, extension: str | None = None) -> list[Pat
     return images
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB, by its values: a 16-bit grayscale image (Pillow's I;16 modes, or I for 16-bit PNGs
+    some Pillows give) keeps the high byte of each value, as Pillow already does for 16-bit RGB PNGs. Pillow's
+    own conversion of those modes clips every value above 255, which reads a 16-bit image as a white one."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.clip(np.asarray(image).astype(np.int64), 0, 65535)
+        image = Image.fromarray((values >> 8).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
 def load_image(path: str | Path | BinaryIO, width: int, height: int, resample=Image.BILINEAR,
                out: np.ndarray | None = None) -> np.ndarray:
     """One image as TAO preprocesses it: (3, height, width) float32 in [0, 1], written into `out`
     when given (in one pass from the decoded bytes: at KITTI's 1248x384 the float copies cost as
     much as the PNG decoding).
 
-    Grayscale and palette images are converted to RGB, as TAO's loader does for 3-channel models.
+    Grayscale and palette images are converted to RGB, as TAO's loader does for 3-channel models; 16-bit
+    images are read by their values, scaled to 8 bits (as_rgb).
     `path` may also be an open binary file (an encoded image received by a server).
     """
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB").resize((width, height), resample)
+            image = as_rgb(image).resize((width, height), resample)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image {_named(path)}: {exc}") from None
     if out is None:

@@ -24,8 +24,14 @@ def engine_runner(engine: Path, engine_kind: str) -> OnnxRunner:
 
 def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path,  # noqa: ARG001
         label_dir: Path, spec_path: Path, reference_model: Path, engine: Path,
-        out: Path) -> dict[str, ModelResult]:
+        out: Path, calibration: list[Sample]) -> dict[str, ModelResult]:
+    """Both models on the validation images, then on the calibration images (unlabelled: their detections
+    are compared with each other, not scored)."""
     models = {"engine": engine_runner(engine, cfg.convert.engine), "reference": OnnxRunner(reference_model)}
-    with progress(len(samples), "evaluate", unit="image") as bar:
+    with progress(len(samples) + len(calibration), "evaluate", unit="image") as bar:
         results = evaluate(models, samples, setup, cfg.evaluate.batch_size, cfg.backend.workers, bar)
-    return {name: ModelResult.of(result) for name, result in results.items()}
+        found = evaluate(models, calibration, setup, cfg.evaluate.batch_size, cfg.backend.workers, bar) \
+            if calibration else {name: None for name in models}
+    return {name: ModelResult(result.average_precisions(), result,
+                              found[name].detections if found[name] is not None else None)
+            for name, result in results.items()}

@@ -24,7 +24,7 @@ from ..pipeline.backends import ExportOutcome
 from ..pipeline.layout import project_path
 from ..pipeline.errors import StageError
 from ..pipeline.progress import progress
-from ..pipeline.resolved_spec import deepstream_clustering, images_of
+from ..pipeline.resolved_spec import deepstream_classes, deepstream_clustering, images_of, training_images
 from ..spec import Spec
 from . import int8_calibration, int8_selection
 
@@ -146,7 +146,8 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
     method, backend = cfg.backend.calibration_method, cfg.backend
     samples = None
     if method == int8_calibration.AUTO:  # checked before the long pass over the batches
-        samples = int8_selection.selection_samples(facts, cfg.calibration.selection_images)
+        setup = evaluation_setup(Spec.load(spec_path), facts.width, facts.height)
+        samples = int8_selection.selection_samples(facts, cfg.calibration.selection_images, setup)
     batches, count = _calibration_batches(cfg, facts, tensorfile)
     maxima: dict[str, float] = {}
     with progress(count, "calibration") as bar:
@@ -158,10 +159,10 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
                                                              backend.skip_zeros, maxima)
     outcome = ExportOutcome(maxima, {"method": method})
     if samples is not None:
-        setup = evaluation_setup(Spec.load(spec_path), facts.width, facts.height)
         selection = int8_selection.choose(exported, candidates, samples, setup, cfg.export.batch_size,
                                           cfg.export.high_precision, maxima, cfg.evaluate.max_map_drop,
-                                          cfg.export.max_float_layers, backend.workers)
+                                          cfg.export.max_float_layers, backend.workers,
+                                          images_available=len(training_images(facts)))
         method, outcome.calibration, outcome.float_layers = selection.chosen, selection.report(), selection.float_layers
         # the implicit route and TAO's tools: a tensor without a scale keeps its layers out of INT8
         graph = onnx.load(str(exported))
@@ -188,7 +189,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
     elif cfg.export.data_type == "fp16":
         outcome.maxima = _maxima_for_fp16(cfg, facts, exported, tensorfile)
     if cfg.export.gen_ds_config:
-        classes = list(cfg.dataset.classes)
+        classes = deepstream_classes(cfg, spec_path)
         write_deepstream_config(out, classes, (facts.channels, facts.height, facts.width), cfg.export.data_type,
                                 deepstream_clustering(spec_path, classes))
     return outcome

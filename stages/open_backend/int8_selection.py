@@ -5,8 +5,13 @@ No calibration method is right for every model: on a real TAO 5 DetectNet_v2, en
 TAO's only choice) kept mAP 0.0 of fp32's 0.36 where minmax lost nothing, and on the bundled sample it is the
 other way round. The pipeline has what TensorRT's tools lack here: labels and TAO's metric. So:
 1. one pass over the calibration batches gives every method's ranges (int8_calibration.collect_candidates);
-2. each candidate's deployable INT8 model (the graph TensorRT builds from) is scored by mAP on the
-   selection set: labelled training images, which the validation set that the gate judges never sees;
+2. each candidate's deployable INT8 model (the graph TensorRT builds from) is run on the selection set:
+   labelled training images, which the validation set that the gate judges never sees. It is scored by
+   how far its boxes agree with fp32's on those images (F1 at IoU 0.5 over every box, labelled or not:
+   detectnet_v2/agreement.py), less the mAP it loses on their labels. On a few dozen labelled objects mAP
+   moves in steps of several hundredths, so mAP alone let a method that tied fp32 on the labels but
+   disagreed with it elsewhere win (on 24 images of NVIDIA's LPDNet, percentile tied fp32's selection
+   mAP and then lost half of it on validation);
 3. the best is kept (a tie goes to the method listed first in METHODS);
 4. where it still loses more than evaluate.max_map_drop on the selection set, the convolutions are ranked
    by sensitivity: each is screened by how much of the output error it removes when it alone stays
@@ -27,13 +32,14 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-from ..detectnet_v2.evaluation import EvaluationSetup, Sample, decoded_batches, evaluate
+from ..detectnet_v2.agreement import agreement
+from ..detectnet_v2.evaluation import EvaluationSetup, Sample, decoded_batches, evaluate, label_census
 from ..detectnet_v2.inference import OnnxRunner
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.calibration_cache import scales_of
 from ..formats.deployable_onnx import explicit_int8
 from ..pipeline.errors import StageError
-from ..pipeline.resolved_spec import images_of
+from ..pipeline.resolved_spec import evenly_spaced, shown, training_images
 from .int8_calibration import METHODS
 
 log = logging.getLogger("stages.open")
@@ -45,6 +51,8 @@ class Selection:
     images: int
     selection_mAP: dict[str, float]  # fp32's and each candidate's, on the selection set
     chosen: str
+    selection_agreement: dict[str, float]  # each candidate's F1 against fp32's boxes on the selection images
+    images_available: int = 0  # the training images outside the validation set: the most a selection may take
     float_layers: list[str] = field(default_factory=list)  # convolutions left in higher precision
     final_mAP: float = 0.0  # the chosen method with those layers left out
     drop: float = 0.0  # fp32's selection mAP - final_mAP
@@ -54,18 +62,16 @@ class Selection:
         return {"method": "auto", **asdict(self)}
 
 
-def selection_samples(facts: SpecFacts, count: int) -> list[Sample]:
+def selection_samples(facts: SpecFacts, count: int, setup: EvaluationSetup | None = None) -> list[Sample]:
     """`count` labelled training images, evenly spaced over the sorted list (the same ones every run), none
-    of them a validation image."""
-    validation = {p.resolve() for p in images_of(facts.validation_dirs, facts.image_extension)} \
-        if facts.validation_dirs else set()
-    images = [p for p in images_of(facts.training_dirs, facts.image_extension) if p.resolve() not in validation]
+    of them a validation image; all of them, with a warning, where there are fewer. With `setup`, every
+    class the spec trains must have objects in their labels (else a StageError names the class)."""
+    images = training_images(facts)
     if count > len(images):
-        raise StageError(f"calibration.selection_images is {count}, but the spec's training images hold {len(images)} "
-                         f"(outside the validation set): ask for at most {len(images)}")
-    chosen = [images[i * len(images) // count] for i in range(count)]
+        log.warning("calibration: calibration.selection_images is %d, but the spec's training images hold %d (outside "
+                    "the validation set): auto selects on all %d", count, len(images), len(images))
     samples = []
-    for image in chosen:
+    for image in evenly_spaced(images, count):
         label = image.parent.parent / "label_2" / f"{image.stem}.txt"
         if not label.is_file():
             raise StageError(
@@ -74,7 +80,24 @@ def selection_samples(facts: SpecFacts, count: int) -> list[Sample]:
                 "images their labels, or choose a method: -S backend.calibration_method=entropy (or minmax, "
                 "percentile)")
         samples.append(Sample(image, label))
+    if setup is not None and samples:
+        folders = sorted({str(shown(sample.label.parent)) for sample in samples})
+        problem = label_census([sample.label for sample in samples], setup, ", ".join(folders)).problem(
+            setup.classes, f"{len(samples)} selection images'")
+        if problem:
+            raise StageError(f"{problem} (backend.calibration_method auto measures mAP on them)")
     return samples
+
+
+@dataclass(frozen=True)
+class Score:
+    mAP: float  # on the selection set's labels
+    agreement: float  # F1 of the boxes against fp32's on the same images, labels or not
+
+    def merit(self, fp32_map: float) -> float:
+        """What auto ranks candidates by: the agreement, less the mAP lost on the labels (never credit for
+        beating fp32 on a few labelled boxes)."""
+        return self.agreement - max(0.0, fp32_map - self.mAP)
 
 
 class _Scorer:
@@ -88,6 +111,7 @@ class _Scorer:
         self.folder = tempfile.TemporaryDirectory()
         self.reference = OnnxRunner(exported)
         self._reference_outputs: list[np.ndarray] | None = None  # fp32's on the first batch: fallback only
+        self._fp32_detections: list | None = None
 
     def build(self, scales: Mapping[str, float], exclude=()) -> tuple[OnnxRunner, list[str]]:
         """The deployable INT8 model of these scales on onnxruntime, and the convolutions it quantizes."""
@@ -100,8 +124,17 @@ class _Scorer:
         return self.build(scales, exclude)[0]
 
     def mean_aps(self, runners: dict) -> dict[str, float]:
+        return {name: score.mAP for name, score in self.measure(runners).items()}
+
+    def measure(self, runners: dict) -> dict[str, Score]:
+        """Each model's selection mAP and the agreement of its boxes with fp32's on the selection images (fp32's
+        own detections from the first call, which must include it as "fp32")."""
         results = evaluate(runners, self.samples, self.setup, self.batch_size, decoded=self.batches)
-        return {name: float(np.mean(list(result.average_precisions().values()))) for name, result in results.items()}
+        if self._fp32_detections is None:
+            self._fp32_detections = results["fp32"].detections
+        return {name: Score(float(np.mean(list(result.average_precisions().values()))),
+                            agreement(result.detections, self._fp32_detections, self.setup.classes).f1)
+                for name, result in results.items()}
 
     def output_error(self, runner: OnnxRunner) -> float:
         """Relative squared error of the outputs against fp32's, on the first selection batch."""
@@ -113,21 +146,26 @@ class _Scorer:
 
 def choose(exported: Path, candidates: Mapping[str, Mapping[str, float]], samples: list[Sample],
            setup: EvaluationSetup, batch_size: int, high_precision: str, maxima: Mapping[str, float],
-           max_drop: float | None, max_float_layers: int, workers: int | None = None, progress=None) -> Selection:
+           max_drop: float | None, max_float_layers: int, workers: int | None = None, progress=None,
+           images_available: int = 0) -> Selection:
     """The candidate ({method: {tensor: amax}}) with the best selection mAP, and the convolutions to leave in
     higher precision so that its selection drop is within max_drop (see the module's docstring)."""
     scorer = _Scorer(exported, samples, setup, batch_size, high_precision, maxima, workers)
     scales = {method: scales_of(amax) for method, amax in candidates.items()}
     runners = {"fp32": scorer.reference, **{method: scorer.runner(scales[method]) for method in METHODS}}
-    scores = scorer.mean_aps(runners)
-    chosen = max(METHODS, key=lambda method: (scores[method], -METHODS.index(method)))
+    measured = scorer.measure(runners)
+    scores = {name: score.mAP for name, score in measured.items()}
+    merits = {method: round(measured[method].merit(scores["fp32"]), 6) for method in METHODS}
+    chosen = max(METHODS, key=lambda method: (merits[method], -METHODS.index(method)))
     if progress is not None:
         progress.update(1)
     selection = Selection(len(samples), {k: round(v, 6) for k, v in scores.items()}, chosen,
-                          final_mAP=round(scores[chosen], 6))
+                          {method: round(measured[method].agreement, 6) for method in METHODS},
+                          max(images_available, len(samples)), final_mAP=round(scores[chosen], 6))
     selection.drop = round(scores["fp32"] - scores[chosen], 6)
-    log.info("calibration: auto measured mAP on %d selection images: fp32 %.4f, %s; %s kept", len(samples),
-             scores["fp32"], ", ".join(f"{m} {scores[m]:.4f}" for m in METHODS), chosen)
+    log.info("calibration: auto measured on %d selection images: fp32 mAP %.4f; %s; %s kept (the best agreement "
+             "less mAP lost)", len(samples), scores["fp32"],
+             "; ".join(f"{m} mAP {scores[m]:.4f}, agreement F1 {measured[m].agreement:.3f}" for m in METHODS), chosen)
     if max_drop is None:
         return selection
     if selection.drop <= max_drop or max_float_layers == 0:

@@ -8,6 +8,7 @@ ENGINE_KINDS = ("onnxruntime", "tensorrt", "trtexec")  # convert.engine: what th
 QUANTIZATIONS = ("auto", "explicit", "implicit")
 HIGH_PRECISIONS = ("fp16", "fp32")  # export.high_precision: what an int8 model computes outside INT8
 GATE_FAILURE_ACTIONS = ("stop", "record")  # evaluate.on_gate_failure
+INCONCLUSIVE_ACTIONS = ("fail", "pass")  # evaluate.on_inconclusive: what a verdict the evidence cannot decide does
 CALIBRATION_METHODS = ("auto", "entropy", "minmax", "percentile")  # backend.calibration_method (open backend)
 BACKENDS = ("open", "tao", "tao_launcher", "tao_docker")  # backend.name: who runs the four steps
 EXPORT_FORMATS = ("onnx",)  # backend.export_format (TAO backends); see validate for TAO 3/4's etlt

@@ -1,5 +1,8 @@
 """Every check the stages make on the config's inputs, made at once by the `validate` stage before any
-stage runs: the files the config names, and the agreement of the model, the spec and dataset.classes.
+stage runs: the files the config names, the agreement of the model, the spec and dataset.classes, and of
+the labels with the spec (every class it trains has labelled objects). The validate stage runs on every
+`dvc repro` (always_changed), so an edited spec, model or label folder is checked again before any stage
+that reads it deletes an output.
 The schema's own checks (types, unknown keys, the backend's keys, ranges, cross-field rules) are
 config.validate's, made by every stage; this module adds what needs the files.
 
@@ -13,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .layout import PIPELINE_OUTPUTS, PROJECT, project_path
-from .errors import ConfigError
+from .errors import ConfigError, StageError
 
 
 def _made_by_the_pipeline(path: Path) -> bool:
@@ -129,14 +132,46 @@ def _agreement_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def _auto_selects(cfg: DictConfig) -> bool:
+    """Whether export measures mAP on labelled training images (backend.calibration_method auto)."""
+    return (cfg.export.data_type == "int8" and not cfg.export.calibration_cache and cfg.backend.name == "open"
+            and cfg.backend.get("calibration_method") == "auto")
+
+
+def _label_problems(cfg: DictConfig) -> list[str]:
+    """Every class the spec trains has objects in the validation labels, and in the training labels where auto
+    selects on them (a class without any would score AP 0 for the engine and fp32 alike, and pass the gate).
+    Checked on the files there now; the bundled sample's, made after this stage, from the next run on."""
+    from ..detectnet_v2.evaluation import evaluation_setup, label_census, validation_set
+    from ..detectnet_v2.spec_facts import facts
+    from .resolved_spec import resolve_spec, shown, training_label_dirs, validation_dirs
+
+    if not project_path(cfg.dataset.spec).is_file() or not project_path(cfg.dataset.root).exists():
+        return []
+    spec = resolve_spec(cfg)
+    spec_facts = facts(spec)
+    setup = evaluation_setup(spec, spec_facts.width, spec_facts.height)
+    image_dir, label_dir = validation_dirs(cfg, spec_facts)
+    samples = validation_set(image_dir, label_dir, spec_facts.image_extension)
+    problems = [label_census([s.label for s in samples], setup, shown(label_dir)).problem(setup.classes, "validation")]
+    if _auto_selects(cfg):
+        folders = [folder for folder in training_label_dirs(spec_facts) if folder.is_dir()]
+        labels = [label for folder in folders for label in sorted(folder.glob("*.txt"))]
+        census = label_census(labels, setup, ", ".join(shown(folder) for folder in folders) or "label_2/")
+        problems.append(census.problem(setup.classes, "training"))
+    return [problem for problem in problems if problem]
+
+
 def check_inputs(cfg: DictConfig) -> None:
     """Raise one ConfigError listing every problem found, or return."""
     problems = _missing_files(cfg) + _outside_model_root(cfg)
     try:
         problems += _agreement_problems(cfg)
+        if not problems:
+            problems += _label_problems(cfg)
         if cfg.export.calibration_cache:
             _check_cache(cfg)
-    except (ValueError, OSError) as exc:  # a spec or model that cannot be read: say which
+    except (ValueError, OSError, StageError) as exc:  # a spec, model or label that cannot be read: say which
         problems.append(str(exc))
     if problems:
         raise ConfigError("; ".join(problems) if len(problems) == 1 else

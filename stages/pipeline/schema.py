@@ -11,7 +11,7 @@ from omegaconf import MISSING
 
 from ..compute.workers import is_count
 from .choices import (BACKENDS, CALIBRATION_METHODS, DATA_TYPES, ENGINE_KINDS, EXPORT_FORMATS,
-                      GATE_FAILURE_ACTIONS, HIGH_PRECISIONS, QUANTIZATIONS, TRITON_ENGINE_BACKENDS)
+                      GATE_FAILURE_ACTIONS, HIGH_PRECISIONS, INCONCLUSIVE_ACTIONS, QUANTIZATIONS, TRITON_ENGINE_BACKENDS)
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -102,6 +102,9 @@ class EvaluateSection:
     batch_size: int = MISSING
     max_map_drop: Optional[float] = MISSING
     on_gate_failure: str = MISSING
+    min_agreement: float = MISSING
+    on_inconclusive: str = MISSING
+    agreement_images: int = MISSING
     draw_images: int = MISSING
 
 
@@ -278,6 +281,15 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
     if cfg.evaluate.on_gate_failure not in GATE_FAILURE_ACTIONS:
         raise ConfigError(f"{source}: config key evaluate.on_gate_failure is {cfg.evaluate.on_gate_failure!r}; "
                           f"expected one of {', '.join(GATE_FAILURE_ACTIONS)}")
+    if cfg.evaluate.on_inconclusive not in INCONCLUSIVE_ACTIONS:
+        raise ConfigError(f"{source}: config key evaluate.on_inconclusive is {cfg.evaluate.on_inconclusive!r}; "
+                          f"expected one of {', '.join(INCONCLUSIVE_ACTIONS)}")
+    if not 0 <= cfg.evaluate.min_agreement <= 1:
+        raise ConfigError(f"{source}: config key evaluate.min_agreement must be between 0 and 1 (an F1 of the "
+                          f"engine's boxes against the fp32 model's), got {cfg.evaluate.min_agreement}")
+    if cfg.evaluate.agreement_images < 0:
+        raise ConfigError(f"{source}: config key evaluate.agreement_images must be 0 or more, "
+                          f"got {cfg.evaluate.agreement_images}")
     if cfg.sample.input_width % 16 or cfg.sample.input_height % 16:
         raise ConfigError(f"{source}: config keys sample.input_width/input_height must be multiples of 16")
     if cfg.convert.quantization == "implicit" and cfg.convert.engine == "onnxruntime":

@@ -24,7 +24,9 @@ STAGE_PARAMS = {
     "export": ("export", "model", "dataset.classes", "backend", "calibration.selection_images",
                "evaluate.max_map_drop"),
     "convert": ("convert", "export.data_type", "export.batch_size", "export.batches", "backend", *CALIBRATION_ONLY),
-    "evaluate": ("evaluate", "export.data_type", "convert.engine", "backend", *CALIBRATION_ONLY),
+    # the calibration images are the agreement's too, except where a given cache was made on other images
+    "evaluate": ("evaluate", "export.data_type", "export.calibration_cache", "convert.engine", "backend",
+                 *CALIBRATION_ONLY),
     "triton": ("triton", "convert.max_batch_size", "convert.engine", "backend", *CALIBRATION_ONLY),
 }
 

@@ -27,7 +27,10 @@ def read_results(path: Path, classes: list[str]) -> dict[str, float]:
 
 
 def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path, label_dir: Path,
-        spec_path: Path, reference_model: Path, engine: Path, out: Path) -> dict[str, ModelResult]:
+        spec_path: Path, reference_model: Path, engine: Path, out: Path,
+        calibration: list[Sample]) -> dict[str, ModelResult]:  # noqa: ARG001
+    """TAO's evaluate reports the engine's APs only: no detections, so no interval and no agreement (the
+    gate judges the point drop, and the report says so)."""
     if not engine.is_file():
         raise RunnerError(f"{engine} does not exist: run the convert stage with this backend first")
     runner = runner_for(cfg.backend, "detectnet_v2")

@@ -15,7 +15,7 @@ from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering, write_deepstre
 from ..formats.onnx_model import load_model
 from ..pipeline.backends import ExportOutcome
 from ..pipeline.layout import project_path
-from ..pipeline.resolved_spec import deepstream_clustering, images_of
+from ..pipeline.resolved_spec import deepstream_classes, deepstream_clustering, images_of
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 
@@ -47,10 +47,11 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
                           **calibration)
     runner.run(command, out / "tao.log")
     scrub_key(out, key.value)
-    clustering = deepstream_clustering(spec_path, list(cfg.dataset.classes))
+    classes = deepstream_classes(cfg, spec_path)
+    clustering = deepstream_clustering(spec_path, classes)
     add_clustering(out / "nvinfer_config.txt", clustering)  # TAO's own, for its route
     if e.gen_ds_config and exported.suffix == ".onnx":  # the deployable ONNX's, which TAO does not write
-        write_deepstream_config(out, list(cfg.dataset.classes), (facts.channels, facts.height, facts.width),
+        write_deepstream_config(out, classes, (facts.channels, facts.height, facts.width),
                                 e.data_type, clustering, routes=("explicit",))
     check_written(runner, exported, "detectnet_v2 export", load_model if exported.suffix == ".onnx" else read_etlt)
     if e.data_type == "int8":
