@@ -5,7 +5,8 @@ most 1.5x one entropy calibration.
 
   entropy   one calibration pass, the cache written
   auto      one pass collecting every method's statistics, the three deployable INT8 models (and fp32)
-            scored by mAP on the selection images; no layer left out (random heads: every mAP is 0)
+            scored on the selection images by their boxes' agreement with fp32's less the mAP they lose;
+            no layer left out (random heads: every mAP is 0)
   fallback  auto made to leave layers out (a gate no model passes): the sensitivity screen and up to
             export.max_float_layers (4) more selection scores, the worst case
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from .detectnet_v2 import bootstrap, plots, verdict
+from .detectnet_v2 import plots, verdict
 from .detectnet_v2.agreement import agreement
 from .detectnet_v2.evaluation import (LabelCensus, ModelResult, Sample, evaluation_setup, label_census, truth_of,
                                       validation_set)
@@ -86,7 +86,8 @@ def judged_report(cfg: DictConfig, setup, results: dict[str, ModelResult], sampl
                   census: LabelCensus) -> tuple[dict, verdict.Verdict]:
     """The report (metrics/evaluate.json) and the gate's verdict on the evidence (detectnet_v2/verdict.py)."""
     engine, reference = summary(results["engine"].aps), summary(results["reference"].aps)
-    evidence, agreements = verdict.weigh(setup, results["engine"], results["reference"], census.per_class)
+    evidence, agreements = verdict.weigh(setup, results["engine"], results["reference"], census.per_class,
+                                         cfg.evaluate.max_map_drop)
     judged = verdict.judge(evidence, cfg.evaluate.max_map_drop, cfg.evaluate.min_agreement)
     metrics = {"engine": {"precision": cfg.export.data_type, **engine}, "reference": reference,
                "mAP_drop": evidence.drop,

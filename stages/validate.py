@@ -17,9 +17,9 @@ import sys
 from omegaconf import DictConfig
 
 from .pipeline.cli import run_stage
-from .pipeline.layout import PARAMS_DIR, VALIDATED_FILE, project_path
+from .pipeline.layout import PARAMS_DIR, PIPELINE_OUTPUTS, VALIDATED_FILE, project_path
 from .pipeline.stage_params import STAGE_PARAMS, stage_params
-from .pipeline.outputs import staged_dir, write_text_atomically
+from .pipeline.outputs import remove_stale_under, staged_dir, write_text_atomically
 from .pipeline.preflight import check_inputs
 
 log = logging.getLogger("stages.validate")
@@ -28,6 +28,9 @@ MARK = "params.yaml passed every check of `python -m stages.validate`\n"
 
 
 def run(cfg: DictConfig) -> None:  # the schema was checked when the config was loaded
+    folders = sorted({project_path(output).parent for output in PIPELINE_OUTPUTS})
+    for stale in remove_stale_under(folders):
+        log.info("validate: removed %s, left by a stage that was killed", stale.relative_to(project_path(".")))
     check_inputs(cfg)
     with staged_dir(project_path(PARAMS_DIR)) as out:
         for stage in STAGE_PARAMS:

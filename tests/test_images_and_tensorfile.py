@@ -118,6 +118,17 @@ def test_tensorfile_round_trip(tmp_path, compression):
         np.testing.assert_array_equal(got, want)
 
 
+def test_a_truncated_tensorfile_is_named_with_the_stage_that_writes_it_again(tmp_path):
+    path = tmp_path / "calibration.tensor"
+    with TensorFileWriter(path) as writer:
+        writer.write(np.ones((2, 3, 8, 8), np.float32))
+    path.write_bytes(path.read_bytes()[:1000])  # a copy cut short
+    for reader in (describe, lambda p: list(read_batches(p))):
+        with pytest.raises(ValueError, match=rf"calibration tensorfile {path} cannot be read \(.*truncated.*\): it is "
+                                             r"damaged or was cut short; .*dvc repro -f -s calibration_tensorfile"):
+            reader(path)
+
+
 def test_tensorfile_rejects_a_batch_of_another_shape(tmp_path):
     with TensorFileWriter(tmp_path / "t.tensor") as writer:
         writer.write(np.zeros((2, 3, 4, 5), np.float32))

@@ -111,6 +111,24 @@ def test_a_temp_dir_left_by_a_killed_stage_is_removed_by_the_next_run(built):
     assert partial_dirs(built) == []  # ... and the next run removes what the dead one left
 
 
+def test_a_temp_dir_left_by_a_killed_stage_goes_on_the_next_repro_even_where_nothing_reruns(built):
+    """A stage killed by SIGKILL whose output DVC then restores from its run-cache never runs again to clean
+    up: the validate stage, which runs on every repro, removes what dead processes left; a live one's stays."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = built / "artifacts" / f".engine.{dead.pid}.x1y2z3.partial"
+    live = built / "artifacts" / f".engine.{os.getpid()}.a1b2c3.partial"
+    for folder in (left, live):
+        folder.mkdir()
+        (folder / "model.onnx").write_bytes(b"half an engine")
+    try:
+        result = run(["dvc", "repro"], built)
+        assert ran(result.stdout) == [] and not left.exists() and live.is_dir()
+        assert f"validate: removed artifacts/{left.name}, left by a stage that was killed" in result.stderr
+    finally:
+        shutil.rmtree(live, ignore_errors=True)
+
+
 def test_interrupted_dvc_repro_releases_its_lock_and_the_next_repro_completes(built):
     (built / "params.yaml").write_text((built / "params.yaml").read_text().replace("seed: 42", "seed: 43"))
     result = interrupt(["dvc", "repro"], built, signal.SIGINT, mid_way(built, "calibration"))

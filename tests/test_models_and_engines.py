@@ -63,6 +63,21 @@ def test_export_renames_other_tensor_names_to_taos(tmp_path, exported):
     assert {o.name for o in result.graph.output} == {"output_cov/Sigmoid", "output_bbox/BiasAdd"}
 
 
+def test_a_model_with_other_names_is_refused_naming_the_config_keys_that_exist(tmp_path, exported):
+    from stages.pipeline.schema import ModelSection
+
+    model = onnx.load(exported / "sample.onnx")
+    model.graph.output[0].name = "scores"
+    for node in model.graph.node:
+        node.output[:] = ["scores" if n == "output_cov/Sigmoid" else n for n in node.output]
+    onnx.save(model, tmp_path / "other.onnx")
+    with pytest.raises(ModelError) as refused:
+        export_model(tmp_path / "other.onnx", tmp_path / "out.onnx")
+    named = re.findall(r"model\.(\w+)", str(refused.value))
+    assert named == ["input_name", "cov_output", "bbox_output"]
+    assert set(named) <= set(ModelSection.__dataclass_fields__)  # keys a user can set
+
+
 def test_missing_model_is_named(tmp_path):
     with pytest.raises(ModelError, match=f"{tmp_path / 'nope.onnx'} does not exist"):
         export_model(tmp_path / "nope.onnx", tmp_path / "out.onnx")

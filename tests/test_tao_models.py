@@ -138,7 +138,7 @@ def test_the_int8_engine_of_the_fitted_tao_5_model_passes_the_default_gate(runs)
     """Judged by mAP (evaluate.max_map_drop, 0.02 by default), on the fp32 model's own validation images;
     the coverage cosine of convert.json is a diagnostic only."""
     evaluation = report(runs, TAO5, "int8", "evaluate")
-    assert evaluation["gate"] == "pass", evaluation  # measured: drop 0.004 (0.7943 -> 0.7900)
+    assert evaluation["gate"] == "pass", json.dumps(evaluation)  # measured: drop 0.004 (0.7943 -> 0.7900)
     assert evaluation["reference"]["mAP"] - evaluation["engine"]["mAP"] <= 0.02
 
 
@@ -157,11 +157,15 @@ def test_auto_calibration_measures_every_method_and_keeps_one_that_passes(runs):
     assert metrics["calibration"]["chosen"] == chosen["chosen"]
 
 
-def test_tensorrts_default_entropy_still_fails_the_gate_on_that_model(runs):
+def test_tensorrts_default_entropy_still_does_not_pass_the_gate_on_that_model(runs):
     """What auto spares the user: measured on the 96 validation images, entropy's engine loses 0.089 mAP
-    (0.794 -> 0.706) against the gate's 0.02, and minmax's 0.004."""
+    (0.794 -> 0.706) against the gate's 0.02, and minmax's 0.004. The 0.089 is one of the 11 recall levels of
+    KITTI's AP (entropy's recall ends just below one of them): resampled, only about a third of the draws lose
+    more than 0.02, so the labels alone cannot call it lost, and the gate says so (inconclusive, which stops a
+    run unless evaluate.on_inconclusive is pass) rather than pass it."""
     evaluation = report(runs, TAO5, "int8-entropy", "evaluate")
-    assert evaluation["gate"] == "fail", json.dumps(evaluation)
+    assert evaluation["gate"] in ("fail", "inconclusive"), json.dumps(evaluation)
+    assert evaluation["mAP_drop_interval"][1] > 0.02  # some draws lose far more than the gate allows
     assert evaluation["reference"]["mAP"] - evaluation["engine"]["mAP"] > 0.04
 
 

@@ -319,6 +319,7 @@ def test_hostile_input_gets_a_short_clean_error_and_the_server_keeps_serving(ser
     with pytest.raises(InferenceServerException) as refused:
         infer(server, payload(project))
     assert_clean(str(refused.value), expected)
+    assert refused.value.status() == "400"  # the client's fault, as Triton's own checks answer it
     assert_served_as_evaluated(project, server, validation_images(project, 1)[0])
     assert server.process.poll() is None
 
@@ -470,6 +471,30 @@ def test_make_serve_says_where_it_serves_and_fails_clearly_without_a_repository(
                   "--http-port", "1"], ROOT, check=False, env={"PYTHONPATH": os.environ.get("PYTHONPATH", "")})
     assert result.returncode == 1
     assert "is not a model repository the triton stage wrote: run `dvc repro triton`" in result.stderr
+
+
+def test_make_serve_on_a_busy_port_names_it_before_it_says_serving(tmp_path):
+    """Another process holds the HTTP port: an error naming the port, and no "serving ..." promise."""
+    import socket
+
+    server_or_skip()
+    (tmp_path / "repository" / "detectnet_v2_ensemble").mkdir(parents=True)
+    (tmp_path / "repository" / "detectnet_v2_ensemble" / "config.pbtxt").write_text("")
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run([sys.executable, "-m", "stages.serving.server", "--repository", tmp_path / "repository",
+                      "--http-port", str(port)], ROOT, check=False)
+    assert result.returncode == 1 and "serving" not in result.stderr, result.stderr
+    assert f"error: serve: port {port} (HTTP) on 127.0.0.1 is in use by another process" in result.stderr
+    assert "make serve HTTP_PORT=... GRPC_PORT=..." in result.stderr
+
+
+def test_make_serve_takes_its_ports_from_make_variables():
+    result = run(["make", "-n", "serve", "HTTP_PORT=9100", "GRPC_PORT=9101", "METRICS_PORT=9102"], ROOT)
+    [command] = [line for line in result.stdout.splitlines() if "stages.serving.server" in line]
+    assert "--http-port 9100 --grpc-port 9101" in command and "--metrics-port 9102" in command
 
 
 # --------------------------------------------------------------------------- perf_analyzer, Triton's load generator

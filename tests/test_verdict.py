@@ -38,6 +38,17 @@ def test_boxes_match_at_iou_one_half_and_not_below():
     assert matched_boxes(boxes([0, 0, 10, 10], [0, 0, 10, 10]), reference).matched == 1  # each fp32 box once
 
 
+def test_the_pairwise_iou_is_the_metrics_iou_to_the_bit():
+    from stages.detectnet_v2.agreement import pairwise_iou
+    from stages.detectnet_v2.kitti_metric import iou
+
+    rng = np.random.default_rng(4)
+    boxes, others = rng.uniform(0, 50, (7, 4)), rng.uniform(0, 50, (5, 4))
+    boxes[:, 2:] += boxes[:, :2]
+    others[:, 2:] += others[:, :2]
+    assert np.array_equal(pairwise_iou(boxes, others), np.stack([iou(box, others) for box in boxes]))
+
+
 def test_boxes_under_the_metrics_confidence_floor_do_not_count():
     counts = matched_boxes(boxes([0, 0, 10, 10], confidence=0.005), boxes([0, 0, 10, 10]))
     assert (counts.engine, counts.reference, counts.matched) == (0, 1, 0)
@@ -117,7 +128,7 @@ def test_lpdnets_entropy_engine_finding_nothing_fails_on_the_interval_alone():
     assert average_precision(*reference.curve()[:2], "sample") == pytest.approx(0.3636, abs=1e-4)
     low, high = bootstrap.map_drop_interval({"plate": reference}, {"plate": engine}, ["plate"], "sample")
     assert 0.02 < low <= 0.3636 <= high
-    judged = judge(Evidence(0.3636, 0.3636, (low, high), 0.0, 6, {"plate": 16}), 0.02, 0.95)
+    judged = judge(Evidence(0.3636, 0.3636, (low, high), 0.0, 6, {"plate": 16}), 0.02, 0.9)
     assert judged.gate == "fail" and "too small to resolve" in judged.resolution
 
 
@@ -128,54 +139,59 @@ def evidence(drop=0.0, interval=(0.0, 0.0), agreement_f1=1.0, objects=None, refe
 
 
 def test_the_same_detections_pass_with_the_interval_zero_zero():
-    assert judge(evidence(), 0.02, 0.95).gate == "pass"
+    assert judge(evidence(), 0.02, 0.9).gate == "pass"
 
 
 def test_a_drop_clearly_inside_the_limit_on_every_resample_passes_whatever_the_agreement():
-    assert judge(evidence(0.005, (-0.004, 0.012), agreement_f1=0.5), 0.02, 0.95).gate == "pass"
+    assert judge(evidence(0.005, (-0.004, 0.012), agreement_f1=0.5), 0.02, 0.9).gate == "pass"
 
 
 def test_an_interval_wholly_above_the_limit_fails_whatever_the_agreement():
-    judged = judge(evidence(0.36, (0.18, 0.55), agreement_f1=0.99), 0.02, 0.95)
+    judged = judge(evidence(0.36, (0.18, 0.55), agreement_f1=0.99), 0.02, 0.9)
     assert judged.gate == "fail" and "wholly above evaluate.max_map_drop 0.02" in judged.reason
 
 
 def test_an_interval_across_the_limit_passes_when_the_drop_is_within_and_the_boxes_agree():
     # the LPDNet-sized model's minmax engine: 16 images cannot resolve 0.02, 155 fp32 boxes agree at 0.958
-    judged = judge(evidence(-0.014, (-0.073, 0.074), agreement_f1=0.958), 0.02, 0.95)
+    judged = judge(evidence(-0.014, (-0.073, 0.074), agreement_f1=0.958), 0.02, 0.9)
     assert judged.gate == "pass" and "the labels cannot tell" in judged.reason and "F1 0.958" in judged.reason
 
 
 def test_an_interval_across_the_limit_fails_when_the_drop_is_above_and_the_boxes_disagree():
-    # the TAO 5-shaped model's entropy engine: 0.088 lost on 96 images, interval [0.002, 0.097], F1 0.940
-    judged = judge(evidence(0.088, (0.002, 0.097), agreement_f1=0.940), 0.02, 0.95)
+    # the TAO 4-shaped model's int8 engine: 0.092 lost on 16 images, interval [-0.021, 0.136], F1 0.873
+    judged = judge(evidence(0.092, (-0.021, 0.136), agreement_f1=0.873), 0.02, 0.9)
     assert judged.gate == "fail" and "the drop is above it and" in judged.reason
-    assert "below evaluate.min_agreement 0.95" in judged.reason
+    assert "below evaluate.min_agreement 0.9" in judged.reason
 
 
-@pytest.mark.parametrize("drop, agreement_f1", [(0.031, 0.966), (0.012, 0.71)], ids=["drop-above", "disagreeing"])
-def test_an_interval_across_the_limit_is_inconclusive_where_the_drop_and_the_agreement_differ(drop, agreement_f1):
-    judged = judge(evidence(drop, (-0.022, 0.061), agreement_f1=agreement_f1), 0.02, 0.95)
+@pytest.mark.parametrize("drop, interval, agreement_f1", [
+    (0.088, (0.002, 0.097), 0.940),  # the TAO 5-shaped model's entropy engine on 96 images: one 11-point step
+    (0.031, (-0.022, 0.061), 0.966),  # the sample's auto int8 engine
+    (0.012, (-0.036, 0.052), 0.71),
+], ids=["one-recall-step", "drop-above", "disagreeing"])
+def test_an_interval_across_the_limit_is_inconclusive_where_the_drop_and_the_agreement_differ(drop, interval,
+                                                                                             agreement_f1):
+    judged = judge(evidence(drop, interval, agreement_f1=agreement_f1), 0.02, 0.9)
     assert judged.gate == "inconclusive" and "labelled objects would narrow the interval" in judged.reason
 
 
 def test_a_pass_never_has_a_drop_above_the_limit():
     for drop in np.linspace(-0.1, 0.2, 31):
         for width in (0.0, 0.01, 0.05, 0.2):
-            for agreement_f1 in (0.0, 0.5, 0.94, 0.95, 1.0):
-                judged = judge(evidence(drop, (drop - width, drop + width), agreement_f1=agreement_f1), 0.02, 0.95)
+            for agreement_f1 in (0.0, 0.5, 0.89, 0.9, 1.0):
+                judged = judge(evidence(drop, (drop - width, drop + width), agreement_f1=agreement_f1), 0.02, 0.9)
                 assert judged.gate != "pass" or drop <= 0.02
 
 
 def test_a_reference_that_finds_nothing_labelled_cannot_pass():
-    judged = judge(evidence(reference_map=0.0), 0.02, 0.95)
+    judged = judge(evidence(reference_map=0.0), 0.02, 0.9)
     assert judged.gate == "inconclusive" and "mAP 0" in judged.reason
 
 
 def test_no_limit_is_off_and_aps_alone_decide_by_the_point_drop():
     assert judge(evidence(0.5), None, 0.95).gate == "off"
     only_aps = Evidence(0.01, 0.5, None, None, 0, {"car": 200})
-    assert judge(only_aps, 0.02, 0.95).gate == "pass" and "no interval" in judge(only_aps, 0.02, 0.95).reason
+    assert judge(only_aps, 0.02, 0.9).gate == "pass" and "no interval" in judge(only_aps, 0.02, 0.9).reason
 
 
 def test_sixteen_objects_of_one_class_cannot_resolve_a_limit_of_two_hundredths():

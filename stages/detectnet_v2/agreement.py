@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .kitti_metric import CONFIDENCE_FLOOR, iou
+from .kitti_metric import CONFIDENCE_FLOOR
 from .postprocessing import Detections
 
 MATCH_IOU = 0.5
@@ -53,14 +53,27 @@ def matched_boxes(engine: Detections, reference: Detections, overlap: float = MA
     reference_boxes = reference.boxes[reference.confidences >= CONFIDENCE_FLOOR]
     available = np.ones(len(reference_boxes), bool)
     matched = 0
-    if len(reference_boxes):
-        for i in np.argsort(-engine_confidences, kind="stable"):
-            overlaps = iou(engine_boxes[i], reference_boxes) * available
+    if len(reference_boxes) and len(engine_boxes):
+        # every pair's IoU at once (kitti_metric.iou's arithmetic, broadcast), then the greedy matching
+        overlaps_of = pairwise_iou(engine_boxes[np.argsort(-engine_confidences, kind="stable")], reference_boxes)
+        for row in overlaps_of:
+            overlaps = row * available
             best = int(np.argmax(overlaps))
             if overlaps[best] >= overlap:
                 available[best] = False
                 matched += 1
     return Counts(matched, len(engine_boxes), len(reference_boxes))
+
+
+def pairwise_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(n, m): kitti_metric.iou of each of `boxes` against every one of `others`, the same arithmetic."""
+    box, other = boxes[:, None, :], others[None, :, :]
+    width = np.maximum(0.0, np.minimum(box[..., 2], other[..., 2]) - np.maximum(box[..., 0], other[..., 0]))
+    height = np.maximum(0.0, np.minimum(box[..., 3], other[..., 3]) - np.maximum(box[..., 1], other[..., 1]))
+    intersection = width * height
+    union = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1]) \
+        + (other[..., 2] - other[..., 0]) * (other[..., 3] - other[..., 1]) - intersection
+    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
 
 
 @dataclass

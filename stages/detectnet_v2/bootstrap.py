@@ -71,11 +71,21 @@ def resampled_map(tallies: dict[str, ClassTally], classes: list[str], weights: n
     return np.mean([resampled_ap(tallies[name], weights, mode) for name in classes], axis=0)
 
 
+def resampled_drops(reference: dict[str, ClassTally], engine: dict[str, ClassTally], classes: list[str],
+                    mode: str, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """fp32's mAP minus the engine's under each paired resample of the validation images: (resamples,)."""
+    images = len(next(iter(reference.values())).confidences)
+    weights = resample_weights(images, resamples, seed)
+    return resampled_map(reference, classes, weights, mode) - resampled_map(engine, classes, weights, mode)
+
+
+def interval(drops: np.ndarray) -> tuple[float, float]:
+    """The 95% interval of the resampled drops."""
+    low, high = np.percentile(drops, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)])
+    return round(float(low), 6), round(float(high), 6)
+
+
 def map_drop_interval(reference: dict[str, ClassTally], engine: dict[str, ClassTally], classes: list[str],
                       mode: str, resamples: int = RESAMPLES, seed: int = SEED) -> tuple[float, float]:
     """The 95% paired bootstrap interval of fp32's mAP minus the engine's, over the validation images."""
-    images = len(next(iter(reference.values())).confidences)
-    weights = resample_weights(images, resamples, seed)
-    drops = resampled_map(reference, classes, weights, mode) - resampled_map(engine, classes, weights, mode)
-    low, high = np.percentile(drops, [50 * (1 - LEVEL), 100 - 50 * (1 - LEVEL)])
-    return round(float(low), 6), round(float(high), 6)
+    return interval(resampled_drops(reference, engine, classes, mode, resamples, seed))

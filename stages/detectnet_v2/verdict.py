@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import bootstrap
 from .agreement import Agreement, Counts, agreement
 from .evaluation import EvaluationSetup, ModelResult
@@ -36,6 +38,7 @@ class Evidence:
     agreement: float | None  # F1 of the engine's boxes against fp32's, every image; None where not measured
     agreement_boxes: int  # fp32's boxes that F1 counts
     objects: dict[str, int]  # labelled objects of each class in the validation set
+    above: float | None = None  # the share of resamples whose drop exceeds the limit
 
 
 @dataclass(frozen=True)
@@ -45,16 +48,18 @@ class Verdict:
     resolution: str | None = None  # words, where the validation set is too small to resolve the limit
 
 
-def weigh(setup: EvaluationSetup, engine: ModelResult, reference: ModelResult,
-          objects: dict[str, int]) -> tuple[Evidence, dict[str, Agreement]]:
+def weigh(setup: EvaluationSetup, engine: ModelResult, reference: ModelResult, objects: dict[str, int],
+          limit: float | None = None) -> tuple[Evidence, dict[str, Agreement]]:
     """The evidence from both models' results on the validation images (and their detections on the calibration
     images, where they ran there), and the agreement on each set of images ({"validation", "calibration"})."""
     engine_map = sum(engine.aps.values()) / len(engine.aps)
     reference_map = sum(reference.aps.values()) / len(reference.aps)
-    interval, agreements = None, {}
+    interval, above, agreements = None, None, {}
     if engine.evaluation is not None and reference.evaluation is not None:
-        interval = bootstrap.map_drop_interval(reference.evaluation.tallies, engine.evaluation.tallies, setup.classes,
-                                               setup.metric.mode)
+        drops = bootstrap.resampled_drops(reference.evaluation.tallies, engine.evaluation.tallies, setup.classes,
+                                          setup.metric.mode)
+        interval = bootstrap.interval(drops)
+        above = round(float(np.mean(drops > limit)), 3) if limit is not None else None
         agreements["validation"] = agreement(engine.evaluation.detections, reference.evaluation.detections,
                                              setup.classes)
         if engine.calibration is not None and reference.calibration is not None:
@@ -65,7 +70,7 @@ def weigh(setup: EvaluationSetup, engine: ModelResult, reference: ModelResult,
         for part in agreements.values():
             overall += part
     evidence = Evidence(round(round(reference_map, 6) - round(engine_map, 6), 6), round(reference_map, 6), interval,
-                        overall.f1 if overall else None, overall.overall.reference if overall else 0, objects)
+                        overall.f1 if overall else None, overall.overall.reference if overall else 0, objects, above)
     return evidence, agreements
 
 
@@ -90,7 +95,8 @@ def judge(evidence: Evidence, limit: float | None, min_agreement: float) -> Verd
         return Verdict("fail", f"{interval}, wholly above evaluate.max_map_drop {limit}; {agreement}", resolution)
     if high <= limit:
         return Verdict("pass", f"{interval}, wholly within evaluate.max_map_drop {limit}; {agreement}", resolution)
-    straddles = f"{interval}, which straddles evaluate.max_map_drop {limit}: the labels cannot tell"
+    share = f" ({100 * evidence.above:.0f}% of resamples lose more)" if evidence.above is not None else ""
+    straddles = f"{interval}, which straddles evaluate.max_map_drop {limit}{share}: the labels cannot tell"
     within = evidence.drop <= limit
     if within and agrees:
         return Verdict("pass", f"{straddles}; the drop is within it and {agreement}", resolution)

@@ -110,8 +110,8 @@ def export_model(source: str | Path, target: str | Path, input_name: str | None 
     if input_names != [TAO_INPUT] or sorted(graph_outputs) != sorted(TAO_OUTPUTS):
         raise ModelError(
             f"model file {source} has inputs {input_names} and outputs {graph_outputs}; DetectNet_v2 needs "
-            f"input {TAO_INPUT!r} and outputs {list(TAO_OUTPUTS)} (set model.input_name / model.output_names "
-            f"to map other names)")
+            f"input {TAO_INPUT!r} and outputs {list(TAO_OUTPUTS)} (set model.input_name, "
+            f"model.cov_output and model.bbox_output to map other names)")
     problem = detectnet_output_problem(model)
     if problem:
         raise ModelError(f"model file {source} is not a DetectNet_v2 model: {problem}")

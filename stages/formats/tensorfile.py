@@ -130,9 +130,22 @@ class TensorFileWriter:
                 raise
 
 
+class TensorFileError(ValueError):
+    """A TensorFile that cannot be read (truncated, not HDF5). Names the file and what makes it again."""
+
+
+def _opened(path: str | Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:  # HDF5's "Unable to synchronously open file (truncated file: eof = ...)" names neither
+        raise TensorFileError(f"calibration tensorfile {path} cannot be read ({exc}): it is damaged or was cut "
+                              "short; the calibration_tensorfile stage writes it again: dvc repro -f -s "
+                              "calibration_tensorfile") from None
+
+
 def read_batches(path: str | Path, limit: int | None = None) -> Iterator[np.ndarray]:
     """Batches of a TensorFile in order, one in memory at a time."""
-    with h5py.File(path, "r") as handle:
+    with _opened(path) as handle:
         count = int(handle.attrs.get("count", 0))
         for index in range(count if limit is None else min(count, limit)):
             yield handle[group_name(index)][ARRAY_KEY][()]
@@ -140,6 +153,6 @@ def read_batches(path: str | Path, limit: int | None = None) -> Iterator[np.ndar
 
 def describe(path: str | Path) -> tuple[int, tuple[int, ...] | None]:
     """(batch count, batch shape) of a TensorFile."""
-    with h5py.File(path, "r") as handle:
+    with _opened(path) as handle:
         shape = handle.attrs.get("shape")
         return int(handle.attrs.get("count", 0)), (tuple(int(d) for d in shape) if shape is not None else None)

@@ -148,8 +148,10 @@ def choose(exported: Path, candidates: Mapping[str, Mapping[str, float]], sample
            setup: EvaluationSetup, batch_size: int, high_precision: str, maxima: Mapping[str, float],
            max_drop: float | None, max_float_layers: int, workers: int | None = None, progress=None,
            images_available: int = 0) -> Selection:
-    """The candidate ({method: {tensor: amax}}) with the best selection mAP, and the convolutions to leave in
-    higher precision so that its selection drop is within max_drop (see the module's docstring)."""
+    """The candidate ({method: {tensor: amax}}) whose boxes agree best with fp32's on the selection images, less
+    the selection mAP it loses (Score.merit), and the convolutions to leave in higher precision so that its
+    selection drop is within max_drop (see the module's docstring). images_available: the training images
+    the selection could have taken, for the report (the gate's advice offers more only where there are)."""
     scorer = _Scorer(exported, samples, setup, batch_size, high_precision, maxima, workers)
     scales = {method: scales_of(amax) for method, amax in candidates.items()}
     runners = {"fp32": scorer.reference, **{method: scorer.runner(scales[method]) for method in METHODS}}

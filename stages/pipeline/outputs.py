@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 class Interrupted(KeyboardInterrupt):
@@ -83,6 +84,20 @@ def remove_stale(target: Path) -> None:
         parts = stale.name.split(".")
         if len(parts) >= 4 and parts[2].isdigit() and not _alive(int(parts[2])):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def remove_stale_under(folders: Iterable[Path]) -> list[Path]:
+    """Remove every stale temp directory staged_dir left in these folders (a stage killed with SIGKILL, whose
+    output DVC then restored from its run-cache without running it): the validate stage, which runs on every
+    repro, sweeps them. A live process's are kept. Returns what was removed."""
+    removed = []
+    for folder in folders:
+        for stale in folder.glob(".*.partial") if folder.is_dir() else ():
+            match = re.fullmatch(r"\.(.+)\.(\d+)\.[^.]+\.partial", stale.name)
+            if stale.is_dir() and match and not _alive(int(match.group(2))):
+                shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale)
+    return removed
 
 
 @contextlib.contextmanager

@@ -95,7 +95,7 @@ def _model_shapes(model_path: Path, cfg: DictConfig) -> dict[str, tuple]:
         raise ConfigError(
             f"model.file {model_path.relative_to(PROJECT) if PROJECT in model_path.parents else model_path} has no "
             f"{', '.join(missing)} (its inputs: {inputs}, outputs: {[o.name for o in model.graph.output]}); "
-            "set model.input_name / cov_output / bbox_output to its tensors' names")
+            "set model.input_name, model.cov_output and model.bbox_output to its tensors' names")
 
     def dims(name):
         shape = values[name].type.tensor_type.shape.dim

@@ -51,6 +51,17 @@ def installed() -> str | None:
     return None
 
 
+def in_use(port: int) -> bool:
+    """Whether another process listens on the port on 127.0.0.1 (or every address): a bind fails."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to Triton too
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -89,13 +100,19 @@ class TritonServer:
                                                                                  os.environ.get("LD_LIBRARY_PATH")]))}
 
     def check(self) -> None:
-        """A StageError saying why the server cannot start, if it cannot."""
+        """A StageError saying why the server cannot start, if it cannot: no repository, no server, or a port
+        another process holds (Triton would find out 60 lines of log later, while a client reached the other)."""
         if not (self.repository / "detectnet_v2_ensemble" / "config.pbtxt").is_file():
             raise StageError(f"{self.repository} is not a model repository the triton stage wrote: "
                              "run `dvc repro triton`")
         reason = installed()
         if reason:
             raise StageError(f"cannot start Triton: {reason}")
+        taken = [f"{port} ({name})" for name, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port),
+                                                       ("metrics", self.metrics_port)) if in_use(port)]
+        if taken:
+            raise StageError(f"port {', '.join(taken)} on 127.0.0.1 is in use by another process: stop it, or "
+                             "choose other ports (make serve HTTP_PORT=... GRPC_PORT=... METRICS_PORT=...)")
 
     def spawn(self, output=None) -> None:
         """Run tritonserver in its own process group (stop() ends it and its Python stubs); its output

@@ -77,8 +77,8 @@ class TritonPythonModel:
         pb_utils = self.pb_utils
         try:
             return step(*args)
-        except Refused as exc:
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc)))
+        except Refused as exc:  # the client's fault: INVALID_ARG, which Triton answers with HTTP 400
+            return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
         except Exception as exc:  # noqa: BLE001 - a client gets one line; the server's log gets the rest
             _log_error(pb_utils, f"detectnet_v2_preprocess: {type(exc).__name__}: {exc}")
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(
