@@ -291,9 +291,16 @@ def zip_bomb() -> bytes:
     return out.getvalue()
 
 
+from test_encoded_images import EPS, flooded  # noqa: E402 - the hostile bytes the unit tests use
+
 HOSTILE = {  # what a client sends -> what the error must say
     "not an image": (lambda project: b"not a png",
-                     r"IMAGE\[0\] is not an image this server can read \(9 bytes\): not a format Pillow reads"),
+                     r"IMAGE\[0\] is not an image this server can read \(9 bytes\): not a PNG, JPEG or BMP"),
+    "an EPS file": (lambda project: EPS, r"IMAGE\[0\] is not an image this server can read \(\d+ bytes\): not a PNG, "
+                                         r"JPEG or BMP"),
+    "a PNG flooded with chunks": (lambda project: flooded(png(200, 100), 70000),
+                                  r"IMAGE\[0\] is not an image this server can read \(\d+ bytes\): a PNG of more "
+                                  r"than 65536 chunks"),
     "a truncated PNG": (lambda project: validation_images(project, 1)[0].read_bytes()[:600],
                         r"IMAGE\[0\] is not an image this server can read \(600 bytes\): "),
     "a decompression bomb": (lambda project: zip_bomb(),

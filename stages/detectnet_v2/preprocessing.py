@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..compute.workers import worker_count
 from ..formats.aligned import aligned_empty
+from ..formats.encoded_images import READ_FORMATS
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 EVALUATION_RESAMPLE = Image.LANCZOS  # nvidia_tao_deploy/cv/detectnet_v2/dataloader.py
@@ -55,7 +56,7 @@ def load_image(path: str | Path | BinaryIO, width: int, height: int, resample=Im
     `path` may also be an open binary file (an encoded image received by a server).
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=READ_FORMATS) as image:  # no other decoder (EPS's runs Ghostscript)
             image = as_rgb(image).resize((width, height), resample)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image {_named(path)}: {exc}") from None
@@ -105,7 +106,7 @@ def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int
 def image_size(path: str | Path | BinaryIO) -> tuple[int, int]:
     """(width, height) of an image, from its header."""
     try:
-        with Image.open(path) as image:
+        with Image.open(path, formats=READ_FORMATS) as image:
             return image.size
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"cannot read image {_named(path)}: {exc}") from None

@@ -103,15 +103,20 @@ class TritonPythonModel:
     def _checked_size(self, index: int, data: bytes) -> tuple[int, int]:
         from PIL import Image, UnidentifiedImageError
 
+        from stages.formats.encoded_images import EncodedImageError, image_format
+
         name = f"IMAGE[{index}]"
         unreadable = f"{name} is not an image this server can read ({len(data)} bytes)"
         if not data:
             raise Refused(f"{name} is empty (0 bytes): send an encoded image (PNG, JPEG or BMP)")
         try:
-            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            # the signature names the one decoder tried; a PNG's chunks are counted first
+            with Image.open(io.BytesIO(data), formats=[image_format(data)]) as image:  # reads the header only
                 width, height = image.size
+        except EncodedImageError as exc:
+            raise Refused(f"{unreadable}: {exc}") from None
         except UnidentifiedImageError:
-            raise Refused(f"{unreadable}: not a format Pillow reads (PNG, JPEG, BMP, ...)") from None
+            raise Refused(f"{unreadable}: not a PNG, JPEG or BMP that Pillow reads") from None
         except (OSError, ValueError, SyntaxError, EOFError) as exc:
             raise Refused(f"{unreadable}: {_plain(exc)}") from None
         if width * height > self.max_pixels:
