@@ -16,7 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from .detectnet_v2 import plots, verdict
-from .detectnet_v2.agreement import agreement
+from .detectnet_v2.agreement import Agreement, combined
 from .detectnet_v2.evaluation import (LabelCensus, ModelResult, Sample, evaluation_setup, label_census, truth_of,
                                       validation_set)
 from .pipeline import backends
@@ -45,9 +45,9 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
     with staged_dir(project_path(EVALUATION_DIR)) as out, log_to_file(out / "evaluate.log"):
         results = step.run(cfg, setup, samples, image_dir, label_dir, inputs.spec_path, project_path(EXPORTED_MODEL),
                            project_path(engine_file(cfg.backend.name, cfg.convert.engine)), out, calibration)
-        metrics, judged = judged_report(cfg, setup, results, samples, census)
+        metrics, judged, agreements = judged_report(cfg, setup, results, samples, census)
         write_plots(out, results, samples[:cfg.evaluate.draw_images])
-        write_disagreements(out, results, samples, calibration, cfg.evaluate.draw_images)
+        write_disagreements(out, results, samples, calibration, agreements, cfg.evaluate.draw_images)
     write_text_atomically(project_path(EVALUATE_REPORT), json.dumps(metrics, indent=2) + "\n")
     if judged.gate == "fail" or (judged.gate == "inconclusive" and cfg.evaluate.on_inconclusive == "fail"):
         failed = gate_failure(cfg, metrics, judged)
@@ -83,8 +83,9 @@ def checked_labels(labels: list[Path], setup, label_dir: Path, role: str) -> Lab
 
 
 def judged_report(cfg: DictConfig, setup, results: dict[str, ModelResult], samples: list[Sample],
-                  census: LabelCensus) -> tuple[dict, verdict.Verdict]:
-    """The report (metrics/evaluate.json) and the gate's verdict on the evidence (detectnet_v2/verdict.py)."""
+                  census: LabelCensus) -> tuple[dict, verdict.Verdict, dict[str, Agreement]]:
+    """The report (metrics/evaluate.json), the gate's verdict on the evidence (detectnet_v2/verdict.py), and the
+    agreement on each set of images ({"validation", "calibration"}, where measured)."""
     engine, reference = summary(results["engine"].aps), summary(results["reference"].aps)
     evidence, agreements = verdict.weigh(setup, results["engine"], results["reference"], census.per_class,
                                          cfg.evaluate.max_map_drop)
@@ -107,7 +108,7 @@ def judged_report(cfg: DictConfig, setup, results: dict[str, ModelResult], sampl
     log.info("evaluate: gate %s: %s", judged.gate, judged.reason)
     if judged.resolution:
         log.warning("evaluate: %s", judged.resolution)
-    return metrics, judged
+    return metrics, judged, agreements
 
 
 def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample]) -> None:
@@ -131,21 +132,22 @@ def write_plots(out: Path, results: dict[str, ModelResult], drawn: list[Sample])
 
 
 def write_disagreements(out: Path, results: dict[str, ModelResult], samples: list[Sample], calibration: list[Sample],
-                         count: int) -> None:
-    """disagreement/<image>.png: the images, validation and calibration alike, where the engine's boxes and the
-    fp32 model's differ most (unmatched boxes), drawn as detections/ draws them (truth where labelled)."""
+                        agreements: dict[str, Agreement], count: int) -> None:
+    """disagreement/<rank>_<image>.png: the images, validation and calibration alike, where the engine's boxes
+    and the fp32 model's differ most (the agreement's unmatched boxes), drawn as detections/ draws them (truth
+    where labelled)."""
     (out / "disagreement").mkdir()
-    engine, reference = results["engine"], results["reference"]
-    if engine.evaluation is None or reference.evaluation is None:
+    if not agreements:  # TAO's evaluate: no detections of the engine's
         return
+    engine, reference = results["engine"], results["reference"]
     setup = engine.evaluation.setup
     images = list(samples)
     found = {"engine": list(engine.evaluation.detections), "reference": list(reference.evaluation.detections)}
-    if engine.calibration is not None:
+    if "calibration" in agreements:
         images += calibration
         found["engine"] += engine.calibration
         found["reference"] += reference.calibration
-    for rank, index in enumerate(agreement(found["engine"], found["reference"], setup.classes).most_disagreeing(count)):
+    for rank, index in enumerate(combined(agreements.values(), setup.classes).most_disagreeing(count)):
         sample = images[index]
         truth = {name: boxes for name, (boxes, _) in truth_of(sample, setup).items()}
         plots.draw(sample.image, {model: found[model][index] for model in found}, truth,

@@ -38,15 +38,19 @@ def test_boxes_match_at_iou_one_half_and_not_below():
     assert matched_boxes(boxes([0, 0, 10, 10], [0, 0, 10, 10]), reference).matched == 1  # each fp32 box once
 
 
-def test_the_pairwise_iou_is_the_metrics_iou_to_the_bit():
-    from stages.detectnet_v2.agreement import pairwise_iou
+def test_every_pairs_iou_at_once_is_each_pairs_own_arithmetic_to_the_bit():
     from stages.detectnet_v2.kitti_metric import iou
 
     rng = np.random.default_rng(4)
     boxes, others = rng.uniform(0, 50, (7, 4)), rng.uniform(0, 50, (5, 4))
     boxes[:, 2:] += boxes[:, :2]
     others[:, 2:] += others[:, :2]
-    assert np.array_equal(pairwise_iou(boxes, others), np.stack([iou(box, others) for box in boxes]))
+
+    def one(a, b):  # the pair alone, in Python floats (IEEE doubles, as numpy's)
+        intersection = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - intersection
+        return intersection / union if union > 0 else 0.0
+    assert iou(boxes, others).tolist() == [[one(a, b) for b in others.tolist()] for a in boxes.tolist()]
 
 
 def test_boxes_under_the_metrics_confidence_floor_do_not_count():

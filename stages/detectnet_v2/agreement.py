@@ -10,11 +10,11 @@ image, the calibration images' too, so it resolves far finer differences than mA
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from .kitti_metric import CONFIDENCE_FLOOR
+from .kitti_metric import CONFIDENCE_FLOOR, greedy_matches
 from .postprocessing import Detections
 
 MATCH_IOU = 0.5
@@ -47,33 +47,12 @@ class Counts:
 
 
 def matched_boxes(engine: Detections, reference: Detections, overlap: float = MATCH_IOU) -> Counts:
-    """One image's boxes of one class: how many of the engine's match one of fp32's."""
-    engine_boxes = engine.boxes[engine.confidences >= CONFIDENCE_FLOOR]
-    engine_confidences = engine.confidences[engine.confidences >= CONFIDENCE_FLOOR]
+    """One image's boxes of one class: how many of the engine's match one of fp32's, as the metric matches
+    detections to ground truth (kitti_metric.greedy_matches)."""
+    kept = engine.confidences >= CONFIDENCE_FLOOR
     reference_boxes = reference.boxes[reference.confidences >= CONFIDENCE_FLOOR]
-    available = np.ones(len(reference_boxes), bool)
-    matched = 0
-    if len(reference_boxes) and len(engine_boxes):
-        # every pair's IoU at once (kitti_metric.iou's arithmetic, broadcast), then the greedy matching
-        overlaps_of = pairwise_iou(engine_boxes[np.argsort(-engine_confidences, kind="stable")], reference_boxes)
-        for row in overlaps_of:
-            overlaps = row * available
-            best = int(np.argmax(overlaps))
-            if overlaps[best] >= overlap:
-                available[best] = False
-                matched += 1
-    return Counts(matched, len(engine_boxes), len(reference_boxes))
-
-
-def pairwise_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """(n, m): kitti_metric.iou of each of `boxes` against every one of `others`, the same arithmetic."""
-    box, other = boxes[:, None, :], others[None, :, :]
-    width = np.maximum(0.0, np.minimum(box[..., 2], other[..., 2]) - np.maximum(box[..., 0], other[..., 0]))
-    height = np.maximum(0.0, np.minimum(box[..., 3], other[..., 3]) - np.maximum(box[..., 1], other[..., 1]))
-    intersection = width * height
-    union = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1]) \
-        + (other[..., 2] - other[..., 0]) * (other[..., 3] - other[..., 1]) - intersection
-    return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)
+    _, matches = greedy_matches(engine.boxes[kept], engine.confidences[kept], reference_boxes, overlap)
+    return Counts(int(np.sum(matches >= 0)), int(np.sum(kept)), len(reference_boxes))
 
 
 @dataclass
@@ -108,6 +87,14 @@ class Agreement:
             self.per_class[name] += other.per_class[name]
         self.per_image += other.per_image
         return self
+
+
+def combined(parts: Iterable[Agreement], classes: list[str]) -> Agreement:
+    """Several sets of images' agreement as one: counts summed, images in the parts' order."""
+    total = Agreement(list(classes), {name: Counts() for name in classes})
+    for part in parts:
+        total += part
+    return total
 
 
 def agreement(engine: Sequence[dict[str, Detections]], reference: Sequence[dict[str, Detections]],

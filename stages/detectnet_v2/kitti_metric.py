@@ -97,21 +97,12 @@ class ClassTally:
         self.image_positives.append(int(np.sum(~ignored)))
         wanted = box_filter.accepts(boxes) if len(boxes) else np.zeros(0, bool)
         boxes, confidences = boxes[wanted], confidences[wanted]
-        order = np.argsort(-confidences, kind="stable")
-        available = np.ones(len(truth), bool)
         counted, correct = [], []
-        for i in order:
-            if len(truth):
-                overlaps = iou(boxes[i], truth) * available
-                best = int(np.argmax(overlaps))
-                if overlaps[best] >= overlap:
-                    available[best] = False
-                    if not ignored[best]:
-                        counted.append(confidences[i])
-                        correct.append(True)
-                    continue
+        for i, match in zip(*greedy_matches(boxes, confidences, truth, overlap)):
+            if match >= 0 and ignored[match]:
+                continue  # matched to a ground truth box that does not count: neither right nor wrong
             counted.append(confidences[i])
-            correct.append(False)
+            correct.append(bool(match >= 0))
         self.confidences.append(np.array(counted, float))
         self.correct.append(np.array(correct, bool))
 
@@ -141,10 +132,31 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, mode: str) -> f
     return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
 
 
-def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    width = np.maximum(0.0, np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]))
-    height = np.maximum(0.0, np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]))
+def greedy_matches(boxes: np.ndarray, confidences: np.ndarray, truth: np.ndarray,
+                   overlap: float) -> tuple[np.ndarray, np.ndarray]:
+    """How the metric matches one image's detections to its ground truth (and agreement.py an engine's boxes to
+    fp32's): most confident first, each to the ground truth box of the largest IoU still free, if that IoU is at
+    least `overlap`, each ground truth box at most once. Returns the detections' indices in that order and, for
+    each, the index of the ground truth box it matched (-1: none)."""
+    order = np.argsort(-confidences, kind="stable")
+    matches = np.full(len(order), -1)
+    if len(truth) and len(order):
+        available = np.ones(len(truth), bool)
+        for rank, row in enumerate(iou(boxes[order], truth)):
+            overlaps = row * available
+            best = int(np.argmax(overlaps))
+            if overlaps[best] >= overlap:
+                available[best] = False
+                matches[rank] = best
+    return order, matches
+
+
+def iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(n, m): the IoU of each of `boxes` (n, 4) with each of `others` (m, 4), every pair at once."""
+    box, other = boxes[:, None, :], others[None, :, :]
+    width = np.maximum(0.0, np.minimum(box[..., 2], other[..., 2]) - np.maximum(box[..., 0], other[..., 0]))
+    height = np.maximum(0.0, np.minimum(box[..., 3], other[..., 3]) - np.maximum(box[..., 1], other[..., 1]))
     intersection = width * height
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) \
-        - intersection
+    union = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1]) \
+        + (other[..., 2] - other[..., 0]) * (other[..., 3] - other[..., 1]) - intersection
     return np.divide(intersection, union, out=np.zeros_like(intersection), where=union > 0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import bootstrap
-from .agreement import Agreement, Counts, agreement
+from .agreement import Agreement, agreement, combined
 from .evaluation import EvaluationSetup, ModelResult
 
 VERDICTS = ("pass", "fail", "inconclusive", "off")
@@ -64,11 +64,7 @@ def weigh(setup: EvaluationSetup, engine: ModelResult, reference: ModelResult, o
                                              setup.classes)
         if engine.calibration is not None and reference.calibration is not None:
             agreements["calibration"] = agreement(engine.calibration, reference.calibration, setup.classes)
-    overall = None
-    if agreements:
-        overall = Agreement(setup.classes, {name: Counts() for name in setup.classes})
-        for part in agreements.values():
-            overall += part
+    overall = combined(agreements.values(), setup.classes) if agreements else None
     evidence = Evidence(round(round(reference_map, 6) - round(engine_map, 6), 6), round(reference_map, 6), interval,
                         overall.f1 if overall else None, overall.overall.reference if overall else 0, objects, above)
     return evidence, agreements
