@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from .pipeline import commands
 from .pipeline.config import read_params
 from .pipeline.layout import PLATFORM_FILE, project_path
 from .pipeline.errors import ConfigError
@@ -28,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print", action="store_true", help="print the record instead of writing the file")
     args = parser.parse_args(argv)
     try:
-        platform = probe(read_params(args.params))
+        params = read_params(args.params)
+        commands.hold_key(params.get("backend"))
+        platform = probe(params)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (StageError, OSError) as exc:
-        print(f"error: platform: {exc}", file=sys.stderr)
+        print(commands.mask(f"error: platform: {exc}"), file=sys.stderr)
         return 1
     text = json.dumps(platform, indent=2, sort_keys=True) + "\n"
     if args.print:

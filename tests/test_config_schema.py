@@ -63,7 +63,7 @@ def test_the_base_of_the_precisions_is_no_precision_itself():
 def test_a_typo_in_a_backend_key_is_refused_with_what_that_backend_reads():
     with pytest.raises(schema.ConfigError, match=r"config key backend.calibration_methd is not read by backend "
                                                  r"open; did you mean `calibration_method`\? "
-                                                 r"\(it reads calibration_method, name, "):
+                                                 r"\(it reads calibration_method, key_env, name, "):
         config.load(["+backend.calibration_methd=minmax"])
 
 

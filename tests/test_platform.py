@@ -128,6 +128,28 @@ def test_a_broken_nvidia_smi_is_a_clear_error_and_writes_nothing(tmp_path, fake_
     assert not (project / "artifacts").exists()
 
 
+def test_a_query_runs_without_the_key_variable_in_its_environment(tmp_path):
+    """A launcher whose `tao info` prints the key variable and fails: it had none to print."""
+    launcher = tmp_path / "bin" / "tao"
+    launcher.parent.mkdir()
+    launcher.write_text(f"#!{sys.executable}\nimport os\nprint(os.environ.get('MY_KEY', 'no key here'))\n"
+                        "raise SystemExit(3)\n")
+    launcher.chmod(0o755)
+    params = params_file(tmp_path, "tao_launcher", converter="tao-converter", launcher=str(launcher), key_env="MY_KEY")
+    result = probe(tmp_path, params, check=False, MY_KEY=KEY, PATH=f"{launcher.parent}{os.pathsep}{os.environ['PATH']}")
+    assert result.returncode == 1 and "info` exited 3 (no key here)" in result.stderr
+
+
+def test_a_query_that_prints_the_key_is_quoted_masked(tmp_path):
+    launcher = tmp_path / "bin" / "tao"
+    launcher.parent.mkdir()
+    launcher.write_text(f"#!{sys.executable}\nprint('decrypting with {KEY}')\nraise SystemExit(3)\n")
+    launcher.chmod(0o755)
+    params = params_file(tmp_path, "tao_launcher", converter="tao-converter", launcher=str(launcher), key_env="MY_KEY")
+    result = probe(tmp_path, params, check=False, MY_KEY=KEY, PATH=f"{launcher.parent}{os.pathsep}{os.environ['PATH']}")
+    assert result.returncode == 1 and "(decrypting with ***)" in result.stderr and KEY not in result.stderr
+
+
 def test_an_unknown_backend_names_the_key(tmp_path):
     result = probe(tmp_path, params_file(tmp_path, "tao_cloud"), check=False)
     assert result.returncode == 2

@@ -147,11 +147,11 @@ def infer(server, image: bytes):
     return answer.as_numpy("BOXES")[0], answer.as_numpy("SCORES")[0], answer.as_numpy("CLASS_IDS")[0]
 
 
-def evaluate_stage_detections(project: Path, image: Path):
-    """What the evaluate stage finds on one image: its own preprocessing, engine run and detect()."""
-    from stages.detectnet_v2.evaluation import detect, evaluation_setup
+def engine_outputs_alone(project: Path, image: Path):
+    """The evaluate stage's setup and raw engine outputs for one image, run alone (a batch of 1)."""
+    from stages.detectnet_v2.evaluation import evaluation_setup
     from stages.detectnet_v2.inference import OnnxRunner
-    from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, image_size, iter_batches
+    from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, iter_batches
     from stages.spec import Spec
 
     from stages.detectnet_v2.spec_facts import facts
@@ -160,10 +160,50 @@ def evaluate_stage_detections(project: Path, image: Path):
     setup = evaluation_setup(spec, facts(spec).width, facts(spec).height)
     batch = next(iter_batches([image], 1, setup.width, setup.height, resample=EVALUATION_RESAMPLE))
     cov, bbox = OnnxRunner(project / engine_file("open", "onnxruntime"))(batch)
-    found = detect(cov[0], bbox[0], setup, image_size(image))
+    return setup, batch, cov, bbox
+
+
+def detection_rows(setup, cov, bbox, image: Path):
+    from stages.detectnet_v2.evaluation import detect
+    from stages.detectnet_v2.preprocessing import image_size
+
+    found = detect(cov, bbox, setup, image_size(image))
     rows = [(float(c), k, *map(float, b)) for k, name in enumerate(setup.classes)
             for b, c in zip(found[name].boxes, found[name].confidences)]
     return sorted(rows, reverse=True)
+
+
+def evaluate_stage_detections(project: Path, image: Path):
+    """What the evaluate stage finds on one image: its own preprocessing, engine run and detect()."""
+    setup, _, cov, bbox = engine_outputs_alone(project, image)
+    return detection_rows(setup, cov[0], bbox[0], image)
+
+
+# What the server promises for an image batched with others (docs/how-to/triton.md, "Batched or alone"):
+# the engine's outputs for it are those of the image alone within OUTPUT_TOLERANCE (onnxruntime's kernels
+# for a batch of N sum in another order than for 1), so its detections are the same but where an output
+# lies within that tolerance of a threshold of the post-processing.
+OUTPUT_TOLERANCE = 1e-4
+
+
+def same_box(row, rows) -> bool:
+    from stages.detectnet_v2.kitti_metric import iou
+
+    return any(r[1] == row[1] and abs(r[0] - row[0]) <= 0.02 and iou(np.array([r[2:]]), np.array([row[2:]]))[0, 0] >= 0.9
+               for r in rows)
+
+
+def assert_answered_as_alone(answer_rows, project: Path, image: Path) -> None:
+    """The promise above: the answer holds every box the image alone gives under every move of its outputs
+    by the tolerance (the stable boxes), and nothing that no such move gives (a box at a threshold may come
+    or go)."""
+    setup, _, cov, bbox = engine_outputs_alone(project, image)
+    moves = (0.0, -OUTPUT_TOLERANCE, OUTPUT_TOLERANCE)
+    variants = [detection_rows(setup, cov[0] + dc, bbox[0] + db, image) for dc in moves for db in moves]
+    stable = [row for row in variants[0] if all(same_box(row, v) for v in variants)]
+    assert stable, image.name  # the comparison compares something
+    assert all(same_box(row, answer_rows) for row in stable), (image.name, answer_rows, stable)
+    assert all(any(same_box(row, v) for v in variants) for row in answer_rows), (image.name, answer_rows)
 
 
 def as_rows(boxes, scores, ids):
@@ -189,15 +229,32 @@ def assert_served_as_evaluated(project: Path, server, image: Path) -> None:
         assert np.allclose(mine[2:], theirs[2:], atol=1e-3), image.name  # box, original-image pixels
 
 
-def test_sixteen_concurrent_requests_are_all_answered(served):
+def test_sixteen_concurrent_requests_are_all_answered_each_as_if_alone(served):
     project, server = served
-    images = [path.read_bytes() for path in validation_images(project, 4)] * 4
+    images = validation_images(project, 4) * 4
     with ThreadPoolExecutor(16) as pool:
-        answers = list(pool.map(lambda data: as_rows(*infer(server, data)), images))
+        answers = list(pool.map(lambda image: as_rows(*infer(server, image.read_bytes())), images))
     assert len(answers) == 16 and all(answers)
-    for index, answer in enumerate(answers):  # batched with others or not, the same detections
-        assert len(answer) == len(answers[index % 4])
-        assert np.allclose(np.array(answer), np.array(answers[index % 4]), atol=1e-3)
+    for image, answer in zip(images, answers):  # batched with others or not, the same detections
+        assert_answered_as_alone(answer, project, image)
+
+
+def test_the_engine_answers_an_image_batched_with_others_within_the_tolerance(served):
+    """The promise's first half, on the engine model itself through real requests: an image's outputs in a
+    batch of 4 are its outputs alone, within OUTPUT_TOLERANCE."""
+    import tritonclient.http as http
+
+    project, server = served
+    images = validation_images(project, 4)
+    alone = [engine_outputs_alone(project, image) for image in images]
+    batch = np.concatenate([a[1] for a in alone])
+    client = http.InferenceServerClient(server.url)
+    request = http.InferInput("input_1", list(batch.shape), "FP32")
+    request.set_data_from_numpy(batch)
+    answer = client.infer(ENGINE, [request])
+    for index, (_, _, cov, bbox) in enumerate(alone):
+        assert np.abs(answer.as_numpy("output_cov/Sigmoid")[index] - cov[0]).max() <= OUTPUT_TOLERANCE
+        assert np.abs(answer.as_numpy("output_bbox/BiasAdd")[index] - bbox[0]).max() <= OUTPUT_TOLERANCE
 
 
 def infer_many(server, images: list[bytes]):
@@ -217,9 +274,7 @@ def test_a_request_of_several_images_gets_each_images_own_detections(served):
     answers = infer_many(server, [image.read_bytes() for image in images])
     assert len(answers) == 3
     for image, answer in zip(images, answers):
-        got, expected = as_rows(*answer), evaluate_stage_detections(project, image)
-        assert [row[1] for row in got] == [row[1] for row in expected], image.name
-        assert np.allclose([row[0] for row in got], [row[0] for row in expected], rtol=1e-5), image.name
+        assert_answered_as_alone(as_rows(*answer), project, image)
 
 
 def test_an_image_that_fails_to_decode_names_its_row_in_a_request_of_several(served):
@@ -239,7 +294,7 @@ def test_a_bad_request_among_concurrent_good_ones_fails_alone(served):
 
     project, server = served
     images = validation_images(project, 4)
-    expected = {image.name: evaluate_stage_detections(project, image) for image in images}
+    by_name = {image.name: image for image in images}
     truncated = images[0].read_bytes()[:600]
     sends = [(image.name, image.read_bytes()) for image in images] * 3 + [("truncated", truncated)] * 4
 
@@ -256,8 +311,7 @@ def test_a_bad_request_among_concurrent_good_ones_fails_alone(served):
         if name == "truncated":
             assert_clean(answer, r"IMAGE\[0\] is not an image this server can read \(600 bytes\): ")
         else:
-            assert [row[1] for row in answer] == [row[1] for row in expected[name]], name
-            assert np.allclose([row[0] for row in answer], [row[0] for row in expected[name]], rtol=1e-5), name
+            assert_answered_as_alone(answer, project, by_name[name])
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -361,7 +415,7 @@ def test_make_serve_stops_the_server_and_exits_cleanly_on_a_signal(served, signu
     import subprocess
     import time
 
-    from stages.serving.server import free_port
+    from stages.serving.server import STOP_SECONDS, free_port
 
     project, _ = served
     port = free_port()
@@ -376,8 +430,9 @@ def test_make_serve_stops_the_server_and_exits_cleanly_on_a_signal(served, signu
         assert _answers(port), "make serve's server never became ready"
     finally:
         serve.send_signal(getattr(signal, signum))
-        serve.wait(timeout=60)
-    said = serve.stderr.read()
+        # read as it goes: Triton logs into the same pipe, and a full pipe would hold the server up.
+        # The stop is bounded: SIGTERM, then SIGKILL after server.STOP_SECONDS
+        said = serve.communicate(timeout=STOP_SECONDS + 30)[1]
     assert serve.returncode == 0, said
     assert f"on http://127.0.0.1:{port}" in said and said.rstrip().endswith("serve: stopped")
     time.sleep(1)

@@ -16,7 +16,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from .. import HELD_SIGNALS
 from ..compute import workers
-from . import config, stage_params
+from . import commands, config, stage_params
 from .errors import StageError
 from .outputs import raise_if_interrupted, signal_received, unwind_on_signals
 from .errors import ConfigError
@@ -74,6 +74,8 @@ def run_stage(stage: str, description: str, run: Callable[..., None], argv: list
     parser.add_argument("--cfg", choices=["job"], help="print the config the stage would use and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(commands.MaskingFilter())
     unwind_on_signals(HELD_SIGNALS)
     try:
         raise_if_interrupted()  # a signal held while the stage imported its libraries
@@ -81,6 +83,8 @@ def run_stage(stage: str, description: str, run: Callable[..., None], argv: list
             print(OmegaConf.to_yaml(config.load(args.overrides, args.params)), end="")
             return 0
         cfg = config.load(args.overrides, args.params) if reads_config else None
+        if cfg is not None:
+            commands.hold_key(cfg.get("backend"))
         if cfg is not None and stage in stage_params.STAGE_PARAMS:
             cfg = stage_params.for_stage(cfg, stage)
         workers.configure(cfg.backend.get("workers") if cfg is not None and "backend" in cfg else None)
@@ -130,7 +134,7 @@ def _failed(stage: str, code: int, message: str) -> int:
     if restored:
         print(f"{stage}: the previous outputs are back in place, as dvc.lock records them: {', '.join(restored)}",
               file=sys.stderr)
-    print(message, file=sys.stderr)
+    print(commands.mask(message), file=sys.stderr)
     return code
 
 
@@ -152,6 +156,7 @@ class log_to_file:
     def __init__(self, path):
         self.handler = logging.FileHandler(path, encoding="utf-8")
         self.handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        self.handler.addFilter(commands.MaskingFilter())
 
     def __enter__(self):
         logging.getLogger().addHandler(self.handler)

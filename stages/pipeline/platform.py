@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from importlib import metadata
 
+from . import commands
 from .layout import PLATFORM_FILE, project_path
 from .choices import BACKENDS, ENGINE_KINDS
 from .errors import ConfigError
@@ -43,7 +44,7 @@ def query(argv: list[str], why: str) -> str | None:
     if shutil.which(argv[0]) is None:
         return None
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        result = commands.capture(argv, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise StageError(f"`{' '.join(argv)}` could not run: {exc}") from None
     if result.returncode != 0:

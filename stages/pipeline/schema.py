@@ -122,6 +122,7 @@ class TritonSection:
 @dataclass
 class OpenBackend:
     name: str = MISSING
+    key_env: str = MISSING
     calibration_method: str = MISSING
     percentile: float = MISSING
     skip_zeros: bool = MISSING

@@ -18,8 +18,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..pipeline import commands
+from ..pipeline.config import read_params
 from ..pipeline.layout import TRITON_DIR, project_path
-from ..pipeline.errors import StageError
+from ..pipeline.errors import ConfigError, StageError
 
 TRITON_HOME = Path(sys.prefix) / "triton"  # nvidia-pytriton 0.7.0, installed there by make setup (triton.txt)
 SERVER = TRITON_HOME / "pytriton" / "tritonserver"
@@ -27,6 +29,7 @@ MODEL_ENV = Path(sys.prefix) / "triton-env"  # where the Python models run (repo
 PACKED_MODEL_ENV = Path(sys.prefix) / "triton-env.tar.gz"  # the same packed (environment.py), by make setup
 STUB_NAME = "triton_python_backend_stub"
 SHM_BYTES = 64 << 20
+STOP_SECONDS = 15  # how long a stop waits for the server to end on SIGTERM before it kills it
 
 
 def packed_environment() -> tuple[Path, Path]:
@@ -96,8 +99,8 @@ class TritonServer:
     def environment(self) -> dict[str, str]:
         # the wheel's own libraries, and the libpython the Python stub links against (this interpreter's)
         libraries = [str(TRITON_HOME / "nvidia_pytriton.libs"), sysconfig.get_config_var("LIBDIR") or ""]
-        return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [*libraries,
-                                                                                 os.environ.get("LD_LIBRARY_PATH")]))}
+        return commands.environment({"LD_LIBRARY_PATH": os.pathsep.join(filter(None, [
+            *libraries, os.environ.get("LD_LIBRARY_PATH")]))})
 
     def check(self) -> None:
         """A StageError saying why the server cannot start, if it cannot: no repository, no server, or a port
@@ -149,7 +152,7 @@ class TritonServer:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)  # the server and its Python stubs
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
@@ -176,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     # `kill` (SIGTERM) stops the server as Ctrl-C does, and both are how serving ends: exit 0 (make would
     # call 143 an error)
     signal.signal(signal.SIGTERM, _stop_serving)
+    try:
+        # the server gets no more of the environment than a pipeline step does: not the TAO key
+        commands.hold_key(read_params(project_path("params.yaml")).get("backend"))
+    except ConfigError:
+        pass  # no params.yaml (a repository served elsewhere): no key variable is named
     try:
         server.check()
         print(f"serving {args.repository} on http://{server.url} (gRPC port {args.grpc_port}); Ctrl-C stops it",
