@@ -38,8 +38,8 @@ repro: setup ## run the whole pipeline on the bundled sample (open backend, no T
 params: setup ## rewrite params.yaml from conf/ (make params experiment=NAME: with conf/experiment/NAME.yaml)
 	$(PY) -m stages.params $(if $(experiment),experiment=$(experiment))
 
-serve: setup ## serve artifacts/triton with Triton on localhost (HTTP_PORT=8000, GRPC_PORT=8001, METRICS_PORT=8002)
-	$(PY) -m stages.serving.server --repository artifacts/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+serve: setup ## serve artifacts/triton with Triton on localhost (HTTP_PORT=8000, GRPC_PORT=8001, METRICS_PORT=8002, CONTROL_HEADER=name=value)
+	$(PY) -m stages.serving.server --repository artifacts/triton --http-port $(HTTP_PORT) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)$(if $(CONTROL_HEADER), --control-header $(CONTROL_HEADER))
 
 docs: setup ## serve the documentation site on localhost:8008 (mkdocs; the sample's plots after make repro)
 	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8008

@@ -109,7 +109,7 @@ def main() -> None:
             return latency, sorted((int(i), float(s)) for s, i in zip(scores, ids) if i >= 0)
 
         points = measure(server.url, "detectnet_v2_ensemble", encoded, CONCURRENCY,
-                         Path("/tmp/bench_triton_perf.log"), args.window)
+                         Path("/tmp/bench_triton_perf.log"), args.window, headers=server.headers)
         for point in points:
             target = " (target >= 0.8)" if point.concurrency == 4 else ""
             print(f"  served, {point.concurrency} client(s): {point.throughput:7.1f} images/s = "

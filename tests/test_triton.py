@@ -559,6 +559,65 @@ def test_make_serve_takes_its_ports_from_make_variables():
     assert "--http-port 9100 --grpc-port 9101" in command and "--metrics-port 9102" in command
 
 
+def test_make_serve_passes_a_control_header_only_where_one_is_given():
+    result = run(["make", "-n", "serve", "CONTROL_HEADER=x-admin=open-sesame"], ROOT)
+    [command] = [line for line in result.stdout.splitlines() if "stages.serving.server" in line]
+    assert command.endswith("--control-header x-admin=open-sesame")
+    [command] = [line for line in run(["make", "-n", "serve"], ROOT).stdout.splitlines() if "stages.serving" in line]
+    assert "--control-header" not in command
+
+
+@pytest.mark.parametrize("given", ["x-admin", "x admin=v", "x-admin=", "x-admin=a,b", "x-admin=a:b"])
+def test_make_serve_refuses_a_control_header_triton_could_not_take(given):
+    result = run([sys.executable, "-m", "stages.serving.server", "--control-header", given], ROOT, check=False)
+    assert result.returncode == 2 and "must be NAME=VALUE" in result.stderr and "serving" not in result.stderr
+
+
+# Triton's APIs that change the server or show its paths; a client without the control header gets 403
+CONTROL_REQUESTS = [("GET", f"/v2/models/{model}/config") for model in MODELS] + [
+    ("GET", "/v2/logging"), ("POST", "/v2/logging"), ("POST", "/v2/repository/index"),
+    ("POST", f"/v2/repository/models/{ENGINE}/unload"), ("POST", f"/v2/repository/models/{ENGINE}/load"),
+    ("GET", "/v2/trace/setting"), ("POST", "/v2/trace/setting"), ("GET", "/v2/systemsharedmemory/status"),
+    ("POST", "/v2/systemsharedmemory/region/mine/register")]
+OPEN_REQUESTS = [("GET", "/v2"), ("GET", "/v2/health/ready"), ("GET", "/v2/models/stats")] + [
+    ("GET", f"/v2/models/{model}") for model in MODELS] + [("GET", f"/v2/models/{model}/ready") for model in MODELS]
+
+
+def http_request(server, method: str, path: str, headers=None) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+
+    body = b'{"log_verbose_level": 1}' if method == "POST" else None
+    request = urllib.request.Request(f"http://{server.url}{path}", data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+@pytest.mark.parametrize("method, path", CONTROL_REQUESTS)
+def test_a_client_without_the_control_header_is_refused_the_control_apis(served, method, path):
+    _, server = served
+    status, said = http_request(server, method, path)
+    assert status == 403 and "This API is restricted" in said, (status, said)
+
+
+def test_the_control_header_opens_the_model_config(served):
+    _, server = served
+    status, said = http_request(server, "GET", f"/v2/models/{ENSEMBLE}/config", server.headers)
+    assert status == 200 and '"ensemble_scheduling"' in said
+
+
+def test_no_open_api_answers_with_a_path_of_the_server(served):
+    project, server = served
+    for method, path in OPEN_REQUESTS:
+        status, said = http_request(server, method, path)
+        assert status == 200, (path, status, said)
+        assert str(project) not in said and sys.prefix not in said and "/" + "work" not in said, (path, said)
+        assert not re.search(r"(?<![\w.])/(usr|tmp|home|work|root|opt)/", said), (path, said)
+
+
 # --------------------------------------------------------------------------- perf_analyzer, Triton's load generator
 
 def perf_analyzer_or_skip():
@@ -575,9 +634,10 @@ def test_perf_analyzer_measures_the_ensemble_on_the_validation_images(served, tm
     project, server = served
     images = [path.read_bytes() for path in validation_images(project, 4)]
     (point,) = measure(server.url, "detectnet_v2_ensemble", images, [2], tmp_path / "perf.log", window_ms=1000,
-                       extra=["--stability-percentage", "100"])
+                       extra=["--stability-percentage", "100"], headers=server.headers)
     assert point.concurrency == 2 and point.throughput > 0 and 0 < point.p50_ms <= point.p99_ms
     assert "Successful request count" in (tmp_path / "perf.log").read_text()
+    assert server.control[1] not in (tmp_path / "perf.log").read_text()
 
 
 def test_perf_analyzer_fails_with_the_servers_error_when_its_requests_fail(served, tmp_path):
@@ -590,4 +650,5 @@ def test_perf_analyzer_fails_with_the_servers_error_when_its_requests_fail(serve
     truncated = validation_images(project, 1)[0].read_bytes()[:600]
     with pytest.raises(CommandError, match=r"perf_analyzer failed[\s\S]*is not an image this server can read "
                                            r"\(600 bytes\)"):
-        measure(server.url, "detectnet_v2_ensemble", [truncated], [1], tmp_path / "perf.log", window_ms=500)
+        measure(server.url, "detectnet_v2_ensemble", [truncated], [1], tmp_path / "perf.log", window_ms=500,
+                headers=server.headers)

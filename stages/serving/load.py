@@ -11,9 +11,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-from ..pipeline.commands import run_command
+from ..pipeline.commands import Secret, run_command
 from ..pipeline.errors import StageError
 
 PERF_HOME = Path(sys.prefix) / "perf-analyzer"
@@ -47,9 +47,10 @@ def write_input_data(images: Sequence[bytes], path: Path) -> Path:
 
 
 def measure(url: str, model: str, images: Sequence[bytes], concurrency: Sequence[int], log_path: Path,
-            window_ms: int = 3000, extra: Sequence[str] = ()) -> list[LoadPoint]:
+            window_ms: int = 3000, extra: Sequence[str] = (), headers: Mapping[str, str] | None = None) -> list[LoadPoint]:
     """perf_analyzer on `model` at `url` (host:port, HTTP), one encoded image a request, each concurrency in
-    turn; its output goes to the console and log_path."""
+    turn; its output goes to the console and log_path. perf_analyzer reads the model's config, a restricted
+    API: `headers` is the server's control header (TritonServer.headers), masked in the log."""
     missing = installed()
     if missing:
         raise StageError(missing)
@@ -60,7 +61,8 @@ def measure(url: str, model: str, images: Sequence[bytes], concurrency: Sequence
             report = Path(scratch) / f"concurrency-{clients}.csv"
             run_command([str(PERF_ANALYZER), "-m", model, "-u", url, "--input-data", str(data),
                          "--shape", f"{IMAGE_INPUT}:1", "--concurrency-range", f"{clients}:{clients}",
-                         "--measurement-interval", str(window_ms), "-f", str(report), *extra],
+                         "--measurement-interval", str(window_ms), "-f", str(report), *extra,
+                         *[a for name, value in (headers or {}).items() for a in ("-H", Secret(f"{name}:{value}"))]],
                         log_path, env={"LD_LIBRARY_PATH": str(PERF_HOME / "lib")})
             points.append(_point(report))
     return points

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -71,15 +73,43 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Triton's restricted-API options: these APIs answer only requests that carry the control header. The model
+# config shows the server's absolute paths (Triton expands $$TRITON_MODEL_DIRECTORY in EXECUTION_ENV_PATH);
+# the others change what the server loads, logs, traces and reads from memory. Health, metadata, inference and
+# statistics stay open.
+RESTRICTED_APIS = ("model-config", "model-repository", "logging", "trace", "shared-memory")
+CONTROL_HEADER = "triton-control"
+
+
+def control_header(given: str | None) -> tuple[str, str]:
+    """(name, value) of the header that opens the restricted APIs: `NAME=VALUE` as given, or a random value
+    no one is told, which keeps them closed to every client."""
+    if given is None:
+        return CONTROL_HEADER, secrets.token_urlsafe(32)
+    name, sep, value = given.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9-]+", name) or not value or any(c in value for c in ",: \n"):
+        raise StageError(f"--control-header {given!r} must be NAME=VALUE (letters, digits and '-' in the name; "
+                         "no comma, colon or space in the value)")
+    return name.lower(), value
+
+
 class TritonServer:
-    """A running tritonserver on `repository`; a context manager that stops it (and waits) on exit."""
+    """A running tritonserver on `repository`; a context manager that stops it (and waits) on exit. The
+    restricted APIs answer only requests carrying `control` (name, value): `headers` holds it for clients."""
 
     def __init__(self, repository: Path, http_port: int | None = None, grpc_port: int | None = None,
-                 metrics_port: int | None = None, log_path: Path | None = None):
+                 metrics_port: int | None = None, log_path: Path | None = None,
+                 control: tuple[str, str] | None = None):
         self.repository = Path(repository)
+        self.control = control or control_header(None)
         self.http_port, self.grpc_port = http_port or free_port(), grpc_port or free_port()
         self.metrics_port = metrics_port or free_port()
         self.log_path, self.process, self._log = log_path, None, None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a client sends to use the restricted APIs (tritonclient's `headers=`)."""
+        return {self.control[0]: self.control[1]}
 
     @property
     def url(self) -> str:
@@ -90,6 +120,8 @@ class TritonServer:
                 f"--backend-directory={SERVER / 'backends'}", f"--http-port={self.http_port}",
                 f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}", "--http-address=127.0.0.1",
                 "--grpc-address=127.0.0.1", "--exit-on-error=true", "--strict-readiness=true",
+                f"--http-restricted-api={','.join(RESTRICTED_APIS)}:{self.control[0]}={self.control[1]}",
+                f"--grpc-restricted-protocol={','.join(RESTRICTED_APIS)}:{self.control[0]}={self.control[1]}",
                 "--exit-timeout-secs=5",  # on SIGTERM, wait this long for open connections, not 30 s
                 # the Python models exchange tensors through shared memory: room for a few batches of
                 # KITTI-sized PNGs and model inputs from the start
@@ -174,8 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--control-header", metavar="NAME=VALUE",
+                        help=f"open Triton's {', '.join(RESTRICTED_APIS)} APIs to requests that carry this header "
+                             "(closed to every client without it)")
     args = parser.parse_args(argv)
-    server = TritonServer(Path(args.repository), args.http_port, args.grpc_port, args.metrics_port)
+    try:
+        control = control_header(args.control_header)
+    except StageError as exc:
+        print(f"error: serve: {exc}", file=sys.stderr)
+        return 2
+    server = TritonServer(Path(args.repository), args.http_port, args.grpc_port, args.metrics_port, control=control)
     # `kill` (SIGTERM) stops the server as Ctrl-C does, and both are how serving ends: exit 0 (make would
     # call 143 an error)
     signal.signal(signal.SIGTERM, _stop_serving)
