@@ -51,3 +51,46 @@ def test_a_png_flooded_with_chunks_is_refused_by_count_and_a_real_one_is_not():
         assert opened.size == (64, 32)
     with pytest.raises(EncodedImageError, match=f"a PNG of more than {MAX_PNG_CHUNKS} chunks"):
         image_format(flooded(png, MAX_PNG_CHUNKS + 1))
+
+
+def jpeg_bytes(**options) -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((64, 32), 40).convert("RGB").save(out, "JPEG", **options)
+    return out.getvalue()
+
+
+def scans(jpeg: bytes) -> list[tuple[int, int]]:
+    """(start, end) of each scan: its SOS marker to the next marker that is not a restart or stuffing."""
+    import re
+    starts = [m.start() for m in re.finditer(rb"\xff\xda", jpeg)]
+    ends = [re.compile(rb"\xff(?!\x00|[\xd0-\xd7]|\xda)").search(jpeg, start + 2).start() for start in starts]
+    return list(zip(starts, ends))
+
+
+def test_a_baseline_and_a_progressive_jpeg_pass_with_their_scans_counted():
+    from stages.formats.encoded_images import check_jpeg_scans
+
+    assert check_jpeg_scans(jpeg_bytes()) == 1
+    progressive = jpeg_bytes(progressive=True)
+    assert check_jpeg_scans(progressive) == len(scans(progressive)) > 1
+    assert image_format(progressive) == "JPEG"
+
+
+def test_bytes_like_a_scan_marker_in_a_jpegs_metadata_are_not_counted():
+    from stages.formats.encoded_images import check_jpeg_scans
+
+    jpeg = jpeg_bytes()
+    payload = b"\xff\xda" * 500  # an APP segment's bytes are anything: EXIF, an ICC profile, a thumbnail
+    app = b"\xff\xe5" + struct.pack(">H", 2 + len(payload)) + payload
+    assert check_jpeg_scans(jpeg[:2] + app + jpeg[2:]) == 1
+
+
+def test_a_jpeg_flooded_with_scans_is_refused_before_decoding():
+    from stages.formats.encoded_images import MAX_JPEG_SCANS
+
+    progressive = jpeg_bytes(progressive=True)
+    start, end = scans(progressive)[-1]  # the last refinement scan, again and again
+    flood = progressive[:end] + progressive[start:end] * MAX_JPEG_SCANS + progressive[end:]
+    with pytest.raises(EncodedImageError, match=f"a JPEG of {MAX_JPEG_SCANS + len(scans(progressive))} scans, more "
+                                                f"than {MAX_JPEG_SCANS}"):
+        image_format(flood)

@@ -345,7 +345,13 @@ def zip_bomb() -> bytes:
     return out.getvalue()
 
 
-from test_encoded_images import EPS, flooded  # noqa: E402 - the hostile bytes the unit tests use
+from test_encoded_images import EPS, flooded, jpeg_bytes, scans  # noqa: E402 - the hostile bytes the unit tests use
+
+
+def jpeg_scan_flood() -> bytes:
+    progressive = jpeg_bytes(progressive=True)
+    start, end = scans(progressive)[-1]
+    return progressive[:end] + progressive[start:end] * 200 + progressive[end:]
 
 HOSTILE = {  # what a client sends -> what the error must say
     "not an image": (lambda project: b"not a png",
@@ -355,6 +361,9 @@ HOSTILE = {  # what a client sends -> what the error must say
     "a PNG flooded with chunks": (lambda project: flooded(png(200, 100), 70000),
                                   r"IMAGE\[0\] is not an image this server can read \(\d+ bytes\): a PNG of more "
                                   r"than 65536 chunks"),
+    "a JPEG flooded with scans": (lambda project: jpeg_scan_flood(),
+                                  r"IMAGE\[0\] is not an image this server can read \(\d+ bytes\): a JPEG of \d+ "
+                                  r"scans, more than 100"),
     "a truncated PNG": (lambda project: validation_images(project, 1)[0].read_bytes()[:600],
                         r"IMAGE\[0\] is not an image this server can read \(600 bytes\): "),
     "a decompression bomb": (lambda project: zip_bomb(),
@@ -369,6 +378,43 @@ HOSTILE = {  # what a client sends -> what the error must say
                                   r"IMAGE holds 1048577 bytes, more than this server takes in one request "
                                   r"\(triton.max_request_bytes 1048576\)"),
 }
+
+
+def test_a_request_whose_images_hold_more_pixels_in_all_than_the_cap_is_refused_undecoded(served):
+    """Each image is under triton.max_image_pixels; together they are over: one request's decoding is bounded."""
+    from tritonclient.utils import InferenceServerException
+
+    project, server = served
+    with pytest.raises(InferenceServerException) as refused:
+        infer_many(server, [png(800, 600)] * 3)
+    assert_clean(str(refused.value), r"IMAGE holds 3 images of 1440000 pixels in all, more than this server decodes "
+                                     r"for one request \(triton.max_image_pixels 1000000\); none was decoded")
+    assert refused.value.status() == "400"
+
+
+def test_a_good_request_is_answered_while_two_clients_send_the_costliest_images_allowed(served):
+    """The most decoding a request may cost (an image at the pixel cap), sent without pause by two clients,
+    holds up a good request for no more than that decoding (bench/bench_hostile.py measures how long)."""
+    import threading
+
+    project, server = served
+    costly, stop = png(1000, 1000), threading.Event()
+
+    def hostile() -> int:
+        sent = 0
+        while not stop.is_set():
+            assert as_rows(*infer(server, costly)) is not None
+            sent += 1
+        return sent
+
+    with ThreadPoolExecutor(2) as pool:
+        senders = [pool.submit(hostile) for _ in range(2)]
+        try:
+            for image in validation_images(project, 3):
+                assert_served_as_evaluated(project, server, image)
+        finally:
+            stop.set()
+        assert all(sender.result() > 0 for sender in senders)
 
 
 @pytest.mark.parametrize("case", HOSTILE, ids=lambda case: case.replace(" ", "_"))
