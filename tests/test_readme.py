@@ -351,6 +351,8 @@ def test_the_ngc_cache_example(tmp_path):
     for command in block("dvc add data/traffic models/trafficcamnet").commands():
         bash(command, project)
     assert json.loads((project / "metrics/convert.json").read_text())["precision"] == "int8"
+    built = json.loads((project / "metrics/export.json").read_text())["nvidia_builder"]  # NVIDIA's parser took it
+    assert built["checked"] and built["graph"] == "model.int8.onnx" and built["plan_bytes"] > 0
     assert not (project / TENSORFILE).exists()
     assert "no calibration tensorfile made, no image read" in (
         project / "artifacts/calibration/calibration_tensorfile.log").read_text()

@@ -128,6 +128,18 @@ def test_each_deployable_onnx_follows_tensorrts_rules(runs, member, precision):
         assert len(quantized_convolutions(model)) == sum(n.op_type == "Conv" for n in model.graph.node)
 
 
+@pytest.mark.parametrize("member", FAMILY, ids=lambda m: m.name)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_nvidias_parser_and_builder_build_each_deployable_onnx(runs, member, precision):
+    """TensorRT-RTX (export's check) built every member's deployable graph: opsets 11-13, 1 and 4 classes, fp16
+    with tensors kept in fp32, int8 with convolutions left out by auto."""
+    from stages.formats.deployable_onnx import deployable_file
+
+    built = report(runs, member, precision, "export")["nvidia_builder"]
+    assert built["checked"] is True and built["graph"] == deployable_file(precision), built
+    assert built["plan_bytes"] > 0 and built["weights_memory_bytes"] > 0
+
+
 def test_a_fitted_tao_shaped_model_detects_and_the_same_one_with_random_heads_does_not(runs):
     fitted = report(runs, TAO5, "fp32", "evaluate")["reference"]["mAP"]
     random = report(runs, RANDOM, "fp32", "evaluate")["reference"]["mAP"]

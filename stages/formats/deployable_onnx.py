@@ -389,6 +389,21 @@ def _dtype(tensor: str, model: onnx.ModelProto, initializers: Mapping[str, Tenso
     return None
 
 
+# What NVIDIA's own parser and builder (TensorRT-RTX 1.7.1.116, tests/test_nvidia_builder.py) do with a graph
+# that breaks one rule of the lint, and what each rule rests on where they accept it:
+# - refused by the parser: a bias through an Int32 DequantizeLinear ("input has type Int32 but must have type
+#   FP8, FP4, Int4, Int8, or UInt8"); a zero point that is not 0 ("Non-zero zero point is not supported").
+# - built, on the Q/DQ placement and fusion rules of TensorRT's "Explicit Quantization" guide
+#   (docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/quantized-types-explicit-quantization.html):
+#   a weighted layer runs in INT8 only with Q/DQ on both its data and weight inputs, and a DequantizeLinear is
+#   fused into the layer only when it feeds it directly (so: Q/DQ on data but not weights, a Cast between DQ and
+#   Conv); on a residual Add, Q/DQ goes on the residual input so that the Add fuses into the convolution (Q/DQ
+#   between Conv and Add); weights are quantized per output channel, axis 0 (axis 1); Q/DQ on a network output
+#   and a Q without its DQ leave that tensor in INT8 where TensorRT's consumers (DeepStream, Triton) read floats;
+# - built, and kept by the lint for what a graph means, not what one builder accepts: an omitted zero point is
+#   uint8 in ONNX (the guide's INT8 is signed and symmetric), a zero point computed by a node is constant only
+#   after constant folding, and every input and output is float32 because DeepStream's and Triton's configs
+#   say so (`network-input-order`, TYPE_FP32).
 def lint(model: onnx.ModelProto, data_type: str) -> list[str]:
     """What keeps `model` from being a deployable ONNX of `data_type` for TensorRT 10/11: [] if nothing."""
     problems = []

@@ -13,6 +13,7 @@ from ..detectnet_v2.preprocessing import iter_batches
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..pipeline.layout import TIMING_CACHE_DIR, engine_file, project_path
 from ..pipeline.resolved_spec import images_of
+from ..tensorrt.libraries import RTX_COMPUTE_CAPABILITIES
 from . import engines
 
 log = logging.getLogger("stages.open")
@@ -26,7 +27,8 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
     engines.build_engine(request, out / "trtexec.log")
     log.info("built an %s %s engine", data_type, kind)  # fp16, fp32, int8: each reads with "an"
     if kind != "onnxruntime":  # no GPU to run it on here: TensorRT's engine is judged where it was built
-        return {"precision": data_type, "engine": kind, "engine_size_bytes": engine_path.stat().st_size}
+        return {"precision": data_type, "engine": kind, "engine_size_bytes": engine_path.stat().st_size,
+                **({"runs_on_compute_capabilities": list(RTX_COMPUTE_CAPABILITIES)} if kind == "tensorrt_rtx" else {})}
     images = images_of(facts.validation_dirs or facts.training_dirs, facts.image_extension)[: cfg.convert.verify_images]
     batches = iter_batches(images, cfg.convert.max_batch_size, facts.width, facts.height, cfg.backend.workers)
     return engines.verify(OnnxRunner(engine_path), OnnxRunner(request.model),

@@ -77,6 +77,8 @@ def build_engine(request: EngineRequest, log_path: Path | None = None) -> None:
 
     if request.kind == "tensorrt":
         tensorrt_builds.build_with_python_api(request)
+    elif request.kind == "tensorrt_rtx":
+        tensorrt_builds.build_with_python_api(request, tensorrt_builds.tensorrt_rtx_library())
     else:
         tensorrt_builds.build_with_trtexec(request, log_path or Path(request.output).with_suffix(".log"))
 

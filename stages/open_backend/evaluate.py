@@ -13,6 +13,8 @@ from ..pipeline.progress import progress
 
 
 def engine_runner(engine: Path, engine_kind: str) -> OnnxRunner:
+    if engine_kind == "tensorrt_rtx":
+        raise _no_rtx_runtime(engine)
     if engine_kind != "onnxruntime":
         raise StageError(f"convert.engine is {engine_kind}: {engine} is a TensorRT engine, and the open backend "
                          "evaluates onnxruntime engines only (no TensorRT runtime was available to build this "
@@ -20,6 +22,22 @@ def engine_runner(engine: Path, engine_kind: str) -> OnnxRunner:
     if not engine.is_file():
         raise StageError(f"{engine} does not exist: run the convert stage first")
     return OnnxRunner(engine)
+
+
+def _no_rtx_runtime(engine: Path) -> StageError:
+    """Why a TensorRT-RTX engine is not evaluated here: the GPUs its runtime needs, and those this machine has."""
+    from ..pipeline.platform import gpus
+    from ..tensorrt.libraries import RTX_GPUS, rtx_runs_on
+
+    found = gpus()
+    listed = ", ".join(f"{g['name']} ({g['compute_capability']})" for g in found) or "no NVIDIA GPU"
+    kept = f"the engine is kept in {engine.parent.name}/{engine.name}"
+    if any(rtx_runs_on(g["compute_capability"]) for g in found):
+        return StageError(f"convert.engine is tensorrt_rtx: this machine has a GPU TensorRT-RTX runs on ({listed}), "
+                          "but the open backend's evaluator runs onnxruntime engines only: it has no CUDA memory "
+                          f"binding in its lock to feed TensorRT-RTX's runtime; {kept}")
+    return StageError(f"convert.engine is tensorrt_rtx: the engine runs on {RTX_GPUS} only, and this machine has "
+                      f"{listed}; evaluate it on such a GPU, or evaluate -S convert.engine=onnxruntime here; {kept}")
 
 
 def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path,  # noqa: ARG001

@@ -5,14 +5,14 @@
   implicit  model.onnx with precision flags (FP16, INT8) and, for INT8, the calibration cache's ranges:
             TensorRT 8's way, and TAO's. TensorRT 8.6 and 10 (which deprecated it).
 
-convert.quantization=auto takes explicit where the version has it (10, 11), implicit on 8.6. Neither
-TensorRT nor a GPU is on this project's CI: the tests drive both builders with stand-ins whose APIs and
-flags follow each version's documentation (tests/fake_tensorrt, tests/fake_trtexec.py)."""
+convert.quantization=auto takes explicit where the version has it (10, 11), implicit on 8.6.
+convert.engine=tensorrt_rtx builds with TensorRT-RTX (stages/tensorrt/libraries.py), whose API is 11's:
+explicit only, ahead of time, on any machine. Neither TensorRT nor a GPU is on this project's CI: the tests
+drive TensorRT's builders with stand-ins whose APIs and flags follow each version's documentation
+(tests/fake_tensorrt, tests/fake_trtexec.py), and the same code with the real TensorRT-RTX."""
 from __future__ import annotations
 
 import logging
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..formats.calibration_cache import map_onto_model, read_cache
@@ -20,6 +20,8 @@ from ..formats.onnx_model import TAO_INPUT, input_chw, load_model
 from ..pipeline.commands import CommandError, run_command
 from ..pipeline.errors import StageError
 from ..pipeline.platform import trtexec_version
+from ..tensorrt import libraries, network_build
+from ..tensorrt.libraries import Library, TensorRTVersion
 from .engines import EngineRequest, needed_export_file
 
 log = logging.getLogger("stages.convert")
@@ -28,43 +30,23 @@ FIRST_STRONGLY_TYPED = 10  # TensorRT 9 added strongly typed networks; 8.6 has n
 LAST_IMPLICIT = 10  # TensorRT 11 removed precision flags, dynamic ranges and INT8 calibrators
 
 
-@dataclass(frozen=True, order=True)
-class TensorRTVersion:
-    major: int
-    minor: int
-    patch: int
-
-    @classmethod
-    def parse(cls, text: str) -> "TensorRTVersion":
-        """'10.3.0' or '10.3.0.26' (the Python package), or trtexec's tag 'v110400' / 'v8601'."""
-        tag = re.fullmatch(r"v?(\d{4,6})", text.strip())
-        if tag:
-            number = int(tag[1])
-            if number >= 10000:  # TensorRT 10 on: MMmmpp
-                return cls(number // 10000, number // 100 % 100, number % 100)
-            return cls(number // 1000, number // 100 % 10, number % 100)  # 8.6.1 -> 8601
-        dotted = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
-        if not dotted:
-            raise StageError(f"cannot read a TensorRT version from {text!r}")
-        return cls(int(dotted[1]), int(dotted[2]), int(dotted[3] or 0))
-
-    def __str__(self) -> str:
-        return f"{self.major}.{self.minor}.{self.patch}"
-
-
-def route(quantization: str, version: TensorRTVersion) -> str:
-    """explicit or implicit, for convert.quantization on this TensorRT; an error where it has no such route."""
+def route(quantization: str, version: TensorRTVersion, library: str | None = None) -> str:
+    """explicit or implicit, for convert.quantization on this TensorRT (API) version; an error where it has no
+    such route. `library` names it in the error where it is not TensorRT (TensorRT-RTX has 11's API)."""
+    name = f"{library} (whose API is TensorRT {version.major}'s)" if library and not library.startswith("TensorRT ") \
+        else f"TensorRT {version}"
     if quantization == "auto":
         return "explicit" if version.major >= FIRST_STRONGLY_TYPED else "implicit"
     if quantization == "implicit" and version.major > LAST_IMPLICIT:
         raise StageError(
-            f"convert.quantization is implicit, but TensorRT {version} removed implicit quantization (precision "
+            f"convert.quantization is implicit, but {name} {'removed' if name.startswith('TensorRT ') else 'has no'} "
+            "implicit quantization (precision "
             "builder flags, dynamic ranges, the INT8 calibrator and its cache): it builds only from the "
             "deployable ONNX, whose precision is in the graph. -S convert.quantization=explicit (or auto) builds "
             "from export's model.int8.onnx / model.fp16.onnx")
     if quantization == "explicit" and version.major < FIRST_STRONGLY_TYPED:
         raise StageError(
-            f"convert.quantization is explicit, but TensorRT {version} has no strongly typed networks (TensorRT "
+            f"convert.quantization is explicit, but {name} has no strongly typed networks (TensorRT "
             "10 has): -S convert.quantization=implicit builds from model.onnx with precision flags and the "
             "calibration cache, as TAO does")
     return quantization
@@ -85,55 +67,44 @@ def _profile_shapes(request: EngineRequest, model: Path) -> tuple[tuple[int, ...
 
 # --------------------------------------------------------------------------- TensorRT's Python API
 
-def tensorrt_module():
-    """The tensorrt module, or a StageError that says what is missing."""
+def tensorrt_library() -> Library:
+    """TensorRT, or a StageError that says what is missing and what builds instead."""
     try:
-        import tensorrt
-    except ImportError:
+        return libraries.tensorrt()
+    except libraries.Unavailable:
         raise StageError("convert.engine is tensorrt, but TensorRT cannot build here: the tensorrt Python package "
-                         "is not installed; -S convert.engine=trtexec builds with trtexec, "
+                         "is not installed; -S convert.engine=trtexec builds with trtexec, -S convert.engine="
+                         "tensorrt_rtx builds a TensorRT-RTX engine for RTX GPUs (on any machine), "
                          "-S convert.engine=onnxruntime builds an onnxruntime engine") from None
-    return tensorrt
 
 
-def build_with_python_api(request: EngineRequest) -> None:
-    """A TensorRT engine with an optimization profile from min to max batch, the workspace limit and a timing
-    cache, on the route the installed TensorRT takes."""
-    trt = tensorrt_module()
-    version = TensorRTVersion.parse(trt.__version__)
-    chosen = route(request.quantization, version)
+def tensorrt_rtx_library() -> Library:
+    """TensorRT-RTX, or a StageError that says why it cannot load and what builds instead."""
+    try:
+        return libraries.tensorrt_rtx()
+    except libraries.Unavailable as exc:
+        raise StageError(f"convert.engine is tensorrt_rtx, but {exc} (its wheels are built for x86-64 Linux "
+                         "with glibc 2.28 or newer, Python 3.11 and 3.12; make setup installs them); "
+                         "-S convert.engine=onnxruntime builds an onnxruntime engine") from None
+
+
+def build_with_python_api(request: EngineRequest, library: Library | None = None) -> None:
+    """An engine with an optimization profile from min to max batch, the workspace limit and a timing cache,
+    on the route the library takes: TensorRT (the default), or TensorRT-RTX, whose API is TensorRT 11's."""
+    library = library or tensorrt_library()
+    version = TensorRTVersion(library.api, 0, 0) if library.name == libraries.RTX_NAME \
+        else TensorRTVersion.parse(library.version)
+    chosen = route(request.quantization, version, str(library))
     model = needed_export_file(request, chosen)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    if chosen == "explicit" and version.major > LAST_IMPLICIT:
-        network = builder.create_network()  # strong typing is the only typing in 11
-    elif chosen == "explicit":
-        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
-    else:  # EXPLICIT_BATCH: 8.6 parses ONNX only into explicit-batch networks; 10 ignores it
-        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(model.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise StageError(f"TensorRT {version} cannot parse {model}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_mib << 20)
-    minimum, optimum, maximum = _profile_shapes(request, model)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(TAO_INPUT, minimum, optimum, maximum)
-    config.add_optimization_profile(profile)
-    timing = timing_cache(request, version)
-    cache = config.create_timing_cache(timing.read_bytes() if timing and timing.is_file() else b"")
-    config.set_timing_cache(cache, False)
-    if chosen == "implicit":
+
+    def implicit(trt, network, config) -> None:
         _implicit_precision(trt, network, config, request)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise StageError(f"TensorRT {version} failed to build the engine from {model} (see its log above)")
-    Path(request.output).write_bytes(bytes(serialized))
-    if timing:
-        timing.parent.mkdir(parents=True, exist_ok=True)
-        timing.write_bytes(bytes(config.get_timing_cache().serialize()))
-    log.info("TensorRT %s built %s on the %s route from %s", version, Path(request.output).name, chosen, model.name)
+    built = network_build.build(library, model, _profile_shapes(request, model), request.workspace_mib,
+                                timing_cache(request, version), implicit if chosen == "implicit" else None,
+                                explicit=chosen == "explicit")
+    Path(request.output).write_bytes(built.plan)
+    log.info("%s built %s on the %s route from %s in %.1f s", library, Path(request.output).name, chosen,
+             model.name, built.seconds)
 
 
 def _implicit_precision(trt, network, config, request: EngineRequest) -> None:

@@ -2,7 +2,7 @@
 `dvc repro`) checks them without loading OmegaConf."""
 
 DATA_TYPES = ("fp32", "fp16", "int8")  # precisions of export and conversion
-ENGINE_KINDS = ("onnxruntime", "tensorrt", "trtexec")  # convert.engine: what the open backend builds with
+ENGINE_KINDS = ("onnxruntime", "tensorrt", "trtexec", "tensorrt_rtx")  # convert.engine: what the open backend builds with
 # convert.quantization: precision from the deployable ONNX (explicit), or TensorRT 8's flags and the calibration
 # cache (implicit); auto: explicit where the TensorRT found has it (10, 11), else implicit (8.6)
 QUANTIZATIONS = ("auto", "explicit", "implicit")

@@ -34,7 +34,8 @@ DEEPSTREAM_CONFIG = f"{EXPORT_DIR}/nvinfer_config.txt"
 
 # convert: the engine, named by what built it
 ENGINE_DIR = "artifacts/engine"
-ENGINE_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.engine", "trtexec": "model.engine"}
+ENGINE_FILES = {"onnxruntime": "model.onnx", "tensorrt": "model.engine", "trtexec": "model.engine",
+                "tensorrt_rtx": "model.rtx.engine"}
 
 EVALUATION_DIR = "artifacts/evaluation"
 TRITON_DIR = "artifacts/triton"  # the Triton model repository

@@ -19,6 +19,7 @@ from .layout import PLATFORM_FILE, project_path
 from .choices import BACKENDS, ENGINE_KINDS
 from .errors import ConfigError
 from .errors import StageError
+from ..tensorrt.libraries import RTX_COMPUTE_CAPABILITIES, rtx_version
 
 # TensorRT's Python package, under the names NVIDIA publishes it (pip wheels per CUDA major, Debian's
 # python3-libnvinfer registers `tensorrt`)
@@ -111,6 +112,10 @@ def probe(params: dict) -> dict:
     if name == "open" and engine == "onnxruntime":
         # a CPU engine: onnxruntime's graph rewrites and kernels are what its outputs depend on
         return {"backend": name, "engine": engine, "builder": {"onnxruntime": version_of("onnxruntime")}}
+    if name == "open" and engine == "tensorrt_rtx":
+        # built ahead of time for every GPU its runtime accepts, not for this machine's: no GPU is probed
+        return {"backend": name, "engine": engine, "builder": {"tensorrt_rtx": rtx_version()},
+                "runs_on": f"compute capability {', '.join(RTX_COMPUTE_CAPABILITIES)}"}
     if name == "open" and engine == "trtexec":  # the TensorRT trtexec links, not the Python package's
         builder = {"trtexec": trtexec_version()}
     elif name == "open":
@@ -132,6 +137,8 @@ def describe(platform: dict) -> str:
                         for key, value in platform["builder"].items())
     devices = ", ".join(f"{gpu['name']} ({gpu['compute_capability']})" for gpu in platform.get("gpus", []))
     where = f" on {devices}" if devices else (", with no GPU found" if "gpus" in platform else " on the CPU")
+    if "runs_on" in platform:  # portable across the GPUs it names, whatever built it
+        where = f" for GPUs of {platform['runs_on']}"
     return f"{platform['engine']} engine by {builder}{where}"
 
 
