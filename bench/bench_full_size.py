@@ -17,15 +17,19 @@ beside it.
                 replayed) on 1 worker / on every allowed core            (target on 2 cores >= 1.7x)
 
     python bench/bench_full_size.py [--size WIDTHxHEIGHT] [--widths 64,128,256,512] [--only evaluation]
+    python bench/bench_full_size.py --cores 2,4,16     # the scaling table: one run per count, then the table
 
 The cores are those the process may use (os.sched_getaffinity): `taskset -c 0-3 python bench/...` measures
-4 of a machine's cores; -S backend.workers=N sets the same count for the stages.
+4 of a machine's cores; -S backend.workers=N sets the same count for the stages. `--cores` runs this
+benchmark once per count under `taskset -c 0-(N-1)` (Linux's util-linux) and prints every row for every
+count in one table.
 
 About 10 minutes on a 2-core machine; part of `make bench`, not of `make test`.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -93,6 +97,49 @@ def timed(label: str, fn):
     return result
 
 
+# The table's rows: (label, the line of a run's output that holds the figure, how to show it, target)
+TABLE_ROWS = (
+    ("plain fp32 inference, 8 batches", r"^inference: .*: ([\d.]+) s", "{:.2f} s", "(the bound)"),
+    ("entropy calibration / inference", r"^calibration: .* = ([\d.]+)x inference", "{:.2f}x", "<= 1.3"),
+    ("tensorfile / decoding alone", r"^tensorfile: .*throughput ([\d.]+)x decoding alone", "{:.2f}x", ">= 0.85"),
+    ("evaluation / engine alone", r"^evaluation: .* = ([\d.]+)x \(target <= 1.3\)", "{:.2f}x", "<= 1.3"),
+    ("statistics of one batch, 1 worker -> all", r"statistics of one batch .* ([\d.]+)x faster", "{:.2f}x", ""),
+)
+
+
+def scaling_table(counts: list[int], passed: list[str]) -> None:
+    """This benchmark once per core count, on the first N cores (taskset), and every row in one table."""
+    import re
+    import shutil
+    import subprocess
+
+    available = sorted(allowed_cores_set())
+    if shutil.which("taskset") is None:
+        sys.exit("--cores needs taskset (util-linux)")
+    figures = {}
+    for count in counts:
+        if count > len(available):
+            sys.exit(f"--cores {count}: this process may use {len(available)} cores")
+        cores = ",".join(map(str, available[:count]))
+        print(f"--- on {count} cores ({cores})", flush=True)
+        result = subprocess.run(["taskset", "-c", cores, sys.executable, __file__, *passed], text=True,
+                                stdout=subprocess.PIPE, check=True)
+        print(result.stdout, end="", flush=True)
+        for label, pattern, _, _ in TABLE_ROWS:
+            found = re.search(pattern, result.stdout, re.M)
+            figures[label, count] = float(found[1]) if found else None
+    header = ["figure", *(f"{n} cores" for n in counts), "target at every count"]
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for label, _, shown, target in TABLE_ROWS:
+        cells = [shown.format(figures[label, n]) if figures[label, n] is not None else "" for n in counts]
+        print(f"| {label} | " + " | ".join(cells) + f" | {target} |")
+
+
+def allowed_cores_set() -> set[int]:
+    import os
+    return os.sched_getaffinity(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -101,7 +148,13 @@ def main() -> None:
                         help="channels of the four ResNet stages (default: %(default)s)")
     parser.add_argument("--only", choices=("tensorfile", "calibration", "evaluation"), action="append",
                         help="measure only these parts (repeatable; default: every part)")
+    parser.add_argument("--cores", metavar="N,N,...",
+                        help="run once per core count (taskset) and print the scaling table")
     args = parser.parse_args()
+    if args.cores:
+        scaling_table([int(n) for n in args.cores.split(",")], [a for a in sys.argv[1:] if not a.startswith("--cores")
+                                                                  and a != args.cores])
+        return
     parts = set(args.only or ("tensorfile", "calibration", "evaluation"))
     width, height = map(int, args.size.split("x"))
     widths = tuple(int(w) for w in args.widths.split(","))
