@@ -82,14 +82,16 @@ def cost_of_the_deployable() -> None:
         for data_type, seconds in times.items():
             print(f"   writing model.{data_type}.onnx {seconds:.2f} s: {seconds / calibration:.3f}x the calibration")
         for data_type, deployable in (("fp32", "model.onnx"), ("int8", "model.int8.onnx"), ("fp16", "model.fp16.onnx")):
+            start = time.perf_counter()
             entry = check(folder / deployable, (3, height, width), 8)
+            checking = time.perf_counter() - start
             if not entry["checked"]:
                 print(f"   NVIDIA's builder check skipped: {entry['reason']}")
                 break
             # fp32 export calibrates nothing: its work is the model's rewrite alone
             export = exporting + (calibration + times[data_type] if data_type in times else 0.0)
-            print(f"   TensorRT-RTX check of {deployable}: {entry['build_seconds']:.2f} s (plan {entry['plan_bytes'] >> 20} "
-                  f"MiB) = {entry['build_seconds'] / export:.3f}x export's own work ({export:.2f} s; target <= 0.10)")
+            print(f"   TensorRT-RTX check of {deployable}: {checking:.2f} s (plan {entry['plan_bytes'] >> 20} "
+                  f"MiB) = {checking / export:.3f}x export's own work ({export:.2f} s; target <= 0.10)")
 
 
 def modelopt_python() -> str | None:

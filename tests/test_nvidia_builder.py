@@ -307,7 +307,7 @@ def test_the_check_records_what_the_builder_said(deployables):
     entry = check(deployables / "model.int8.onnx", (3, 48, 96), 4)
     assert entry["checked"] is True and entry["builder"] == "TensorRT-RTX" and entry["version"] == "1.7.1.116"
     assert entry["graph"] == "model.int8.onnx" and entry["plan_bytes"] > 0 and entry["weights_memory_bytes"] > 0
-    assert entry["build_seconds"] > 0 and set(entry["warnings"]) <= {"Converting conv activation scales to fp32.",
+    assert "seconds" not in str(entry) and set(entry["warnings"]) <= {"Converting conv activation scales to fp32.",
                                                                        "Converting conv weight scales to fp32."}
 
 
