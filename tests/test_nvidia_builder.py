@@ -311,6 +311,19 @@ def test_the_check_records_what_the_builder_said(deployables):
                                                                        "Converting conv weight scales to fp32."}
 
 
+def test_a_graph_of_one_fixed_batch_and_tf2onnx_names_is_checked_at_its_own_batch(exported, tmp_path):
+    """As a TAO tool may write it: batch 1 fixed, the input named input_1:0."""
+    m = onnx.load(exported / "model.onnx")
+    entry = m.graph.input[0]
+    entry.type.tensor_type.shape.dim[0].Clear()
+    entry.type.tensor_type.shape.dim[0].dim_value = 1
+    for node in m.graph.node:
+        node.input[:] = ["input_1:0" if i == entry.name else i for i in node.input]
+    entry.name = "input_1:0"
+    onnx.save(m, tmp_path / "model.onnx")
+    assert check(tmp_path / "model.onnx", (3, 48, 96), 8)["checked"] is True
+
+
 def test_a_graph_nvidias_parser_refuses_fails_the_check_with_the_node_and_the_reason(exported, scales, tmp_path):
     onnx.save(int32_bias_dequantize(int8_model(exported, scales)), tmp_path / "model.int8.onnx")
     with pytest.raises(network_build.ParserRefusal, match=r"TensorRT-RTX 1.7.1.116 cannot parse .*model.int8.onnx: "

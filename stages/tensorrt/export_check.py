@@ -23,7 +23,8 @@ CHECK_WORKSPACE_MIB = 1024
 
 
 def check(model: Path, chw: tuple[int, int, int], max_batch_size: int) -> dict:
-    """Build `model` with TensorRT-RTX for batches 1 to max_batch_size; the report's entry. Raises
+    """Build `model` with TensorRT-RTX for batches 1 to max_batch_size (or its own batch, where the graph fixes
+    one, as a TAO export may); the report's entry. Raises
     network_build.ParserRefusal, or StageError for a build that fails, with NVIDIA's message."""
     try:
         library = tensorrt_rtx()
@@ -31,7 +32,7 @@ def check(model: Path, chw: tuple[int, int, int], max_batch_size: int) -> dict:
         log.warning("%s is not checked with NVIDIA's builder: %s", model.name, exc)
         return {"builder": RTX_NAME, "checked": False, "reason": str(exc)}
     shapes = ((1, *chw), (max_batch_size, *chw), (max_batch_size, *chw))
-    built = build(library, model, shapes, CHECK_WORKSPACE_MIB)
+    built = build(library, model, shapes, CHECK_WORKSPACE_MIB, follow_static_batch=True)
     warnings = built.warnings
     log.info("%s (NVIDIA's ONNX parser and builder) built %s ahead of time: a plan of %d bytes, %s bytes "
              "of weights%s. Accepted by %s is evidence, not proof, that TensorRT 10/11 accept it", library,

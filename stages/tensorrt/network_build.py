@@ -74,10 +74,12 @@ def _reason(error) -> str:
 
 def build(library: Library, model: Path, shapes: Sequence[tuple[int, ...]], workspace_mib: int,
           timing_cache: Path | None = None,
-          configure: Callable[[object, object, object], None] | None = None, explicit: bool = True) -> Built:
+          configure: Callable[[object, object, object], None] | None = None, explicit: bool = True,
+          follow_static_batch: bool = False) -> Built:
     """Build `model` into a serialized engine with `library`: a strongly typed network where `explicit`
     (the only kind TensorRT 11 and TensorRT-RTX have), else TensorRT 8's explicit-batch network for
-    `configure(trt, network, config)` to set precision flags on. `shapes`: the input's min, opt and max."""
+    `configure(trt, network, config)` to set precision flags on. `shapes`: the input's min, opt and max; with
+    `follow_static_batch`, a model whose batch dimension is fixed is built for that batch instead."""
     trt, messages = library.module, []
     start = time.perf_counter()
     logger = _recording_logger(trt, messages)
@@ -94,8 +96,13 @@ def build(library: Library, model: Path, shapes: Sequence[tuple[int, ...]], work
         raise ParserRefusal(f"{library} cannot parse {model}: {reasons}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    entry = network.get_input(0) if network.num_inputs else None
+    name = entry.name if entry is not None else INPUT  # a tf2onnx export's is input_1:0
+    batch = entry.shape[0] if entry is not None and len(entry.shape) else -1
+    if follow_static_batch and batch > 0:  # a model of one fixed batch takes that batch only
+        shapes = tuple((batch, *shape[1:]) for shape in shapes)
     profile = builder.create_optimization_profile()
-    profile.set_shape(INPUT, *shapes)
+    profile.set_shape(name, *shapes)
     config.add_optimization_profile(profile)
     if library.timing_cache and timing_cache is not None:
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
