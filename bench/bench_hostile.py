@@ -30,6 +30,7 @@ from _common import ROOT
 from PIL import Image
 
 from stages.pipeline.layout import TRITON_DIR
+from test_encoded_images import flooded, scans  # the hostile bytes the tests send, larger
 from stages.serving.server import TritonServer
 
 
@@ -40,9 +41,7 @@ def png(width: int, height: int) -> bytes:
 
 
 def chunk_flood(chunks: int) -> bytes:
-    good = png(640, 480)
-    empty = struct.pack(">I", 0) + b"zzZz" + struct.pack(">I", zlib.crc32(b"zzZz"))
-    return good[:33] + empty * chunks + good[33:]
+    return flooded(png(640, 480), chunks)
 
 
 def bomb_header() -> bytes:
@@ -54,12 +53,11 @@ def bomb_header() -> bytes:
 
 
 def jpeg_scan_flood(repeat: int) -> bytes:
-    import re
+    """A progressive JPEG whose last refinement scan comes again `repeat` times."""
     out = io.BytesIO()
     Image.effect_noise((640, 480), 40).convert("RGB").save(out, "JPEG", progressive=True)
     data = out.getvalue()
-    start = [m.start() for m in re.finditer(rb"\xff\xda", data)][-1]
-    end = re.compile(rb"\xff(?!\x00|[\xd0-\xd7]|\xda)").search(data, start + 2).start()
+    start, end = scans(data)[-1]
     return data[:end] + data[start:end] * repeat + data[end:]
 
 

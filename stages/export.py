@@ -1,8 +1,9 @@
 """Stage `export`: the model with TAO's tensor names and a dynamic batch (model.onnx), plus, for int8,
 the TensorRT calibration cache, and the DeepStream config with `gen_ds_config`; and the deployable ONNX
 of its precision, which TensorRT 10/11 build from (model.int8.onnx: explicit Q/DQ; model.fp16.onnx:
-strongly typed fp16), checked with NVIDIA's TensorRT-RTX parser and builder; and its report (artifacts/reports/export.json: how it calibrated, and for
-backend.calibration_method=auto what each method measured), which the `metrics` stage publishes."""
+strongly typed fp16), checked with NVIDIA's TensorRT-RTX parser and builder; and its report
+(artifacts/reports/export.json: how it calibrated, and for backend.calibration_method=auto what each method
+measured; what NVIDIA's builder said), which the `metrics` stage publishes."""
 from __future__ import annotations
 
 import json

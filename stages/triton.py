@@ -23,14 +23,15 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
     spec_facts = inputs.facts
     setup = evaluation_setup(inputs.spec, spec_facts.width, spec_facts.height)
     engine = project_path(engine_file(cfg.backend.name, cfg.convert.engine))
-    if engine_kind(cfg.backend.name, cfg.convert.engine) == "tensorrt_rtx":
+    kind = engine_kind(cfg.backend.name, cfg.convert.engine)
+    if kind == "tensorrt_rtx":
         raise StageError(f"convert.engine is tensorrt_rtx: {engine.name} is a TensorRT-RTX engine, and Triton's "
                          "TensorRT backend (like DeepStream's nvinfer and trtexec) loads TensorRT plans, not TensorRT-RTX "
                          "engines; serve -S convert.engine=onnxruntime here, or a TensorRT plan built on the serving "
                          "GPU (-S convert.engine=tensorrt or trtexec there)")
     if not engine.is_file():
         raise StageError(f"{engine} does not exist: run the convert stage")
-    request = RepositoryRequest(engine, engine_kind(cfg.backend.name, cfg.convert.engine), setup.classes, setup.clustering, spec_facts.width, spec_facts.height,
+    request = RepositoryRequest(engine, kind, setup.classes, setup.clustering, spec_facts.width, spec_facts.height,
                                 cfg.convert.max_batch_size, cfg.triton.engine_backend, cfg.triton.instances,
                                 cfg.triton.preprocess_instances,
                                 cfg.triton.max_queue_delay_microseconds, cfg.triton.max_image_pixels,

@@ -295,7 +295,7 @@ def test_tensorrt_rtx_has_no_implicit_route(deployables, tmp_path):
 def test_the_library_facts_name_its_version_and_what_it_runs_on():
     library = libraries.tensorrt_rtx()
     assert str(library) == "TensorRT-RTX 1.7.1.116" == f"TensorRT-RTX {libraries.rtx_version()}"
-    assert library.api == 11 and not library.timing_cache
+    assert library.api.major == 11 and not library.timing_cache
     assert not hasattr(library.module, "platform_has_fast_int8") and not hasattr(library.module.BuilderFlag, "INT8")
     assert [libraries.rtx_runs_on(c) for c in ("8.0", "8.6", "8.9", "9.0", "7.5", "12.0", "12.1")] == [
         True, True, True, False, False, True, True]

@@ -30,16 +30,15 @@ FIRST_STRONGLY_TYPED = 10  # TensorRT 9 added strongly typed networks; 8.6 has n
 LAST_IMPLICIT = 10  # TensorRT 11 removed precision flags, dynamic ranges and INT8 calibrators
 
 
-def route(quantization: str, version: TensorRTVersion, library: str | None = None) -> str:
+def route(quantization: str, version: TensorRTVersion, other_library: str | None = None) -> str:
     """explicit or implicit, for convert.quantization on this TensorRT (API) version; an error where it has no
-    such route. `library` names it in the error where it is not TensorRT (TensorRT-RTX has 11's API)."""
-    name = f"{library} (whose API is TensorRT {version.major}'s)" if library and not library.startswith("TensorRT ") \
-        else f"TensorRT {version}"
+    such route. `other_library` names a library that is not TensorRT (Library.other_than_tensorrt)."""
+    name = other_library or f"TensorRT {version}"
     if quantization == "auto":
         return "explicit" if version.major >= FIRST_STRONGLY_TYPED else "implicit"
     if quantization == "implicit" and version.major > LAST_IMPLICIT:
         raise StageError(
-            f"convert.quantization is implicit, but {name} {'removed' if name.startswith('TensorRT ') else 'has no'} "
+            f"convert.quantization is implicit, but {name} {'has no' if other_library else 'removed'} "
             "implicit quantization (precision "
             "builder flags, dynamic ranges, the INT8 calibrator and its cache): it builds only from the "
             "deployable ONNX, whose precision is in the graph. -S convert.quantization=explicit (or auto) builds "
@@ -92,9 +91,8 @@ def build_with_python_api(request: EngineRequest, library: Library | None = None
     """An engine with an optimization profile from min to max batch, the workspace limit and a timing cache,
     on the route the library takes: TensorRT (the default), or TensorRT-RTX, whose API is TensorRT 11's."""
     library = library or tensorrt_library()
-    version = TensorRTVersion(library.api, 0, 0) if library.name == libraries.RTX_NAME \
-        else TensorRTVersion.parse(library.version)
-    chosen = route(request.quantization, version, str(library))
+    version = library.api
+    chosen = route(request.quantization, version, library.other_than_tensorrt)
     model = needed_export_file(request, chosen)
 
     def implicit(trt, network, config) -> None:

@@ -31,27 +31,12 @@ from ..pipeline.errors import StageError
 
 RTX_NAME = "TensorRT-RTX"
 RTX_DISTRIBUTION = "tensorrt-rtx-cu13"  # the package that installs `tensorrt_rtx` (with -libs and -bindings)
-RTX_API = 11  # the TensorRT generation whose builder API TensorRT-RTX has
 RTX_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.x")  # what its runtime runs on
 RTX_GPUS = "NVIDIA RTX or data-centre GPUs of compute capability 8.0, 8.6, 8.9 or 12.x (Ampere, Ada, Blackwell)"
 
 
 class Unavailable(StageError):
     """A library that is not installed or cannot load on this machine; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Library:
-    """A TensorRT builder library, loaded: what it is called, its own version, and the facts the build
-    follows (the TensorRT API generation it has, whether its timing cache does anything)."""
-    name: str
-    module: ModuleType = field(repr=False)
-    version: str
-    api: int  # the TensorRT major version whose builder API it has
-    timing_cache: bool
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.version}"
 
 
 @dataclass(frozen=True, order=True)
@@ -78,6 +63,29 @@ class TensorRTVersion:
         return f"{self.major}.{self.minor}.{self.patch}"
 
 
+RTX_API = TensorRTVersion(11, 0, 0)  # the TensorRT version whose builder API TensorRT-RTX has
+
+
+@dataclass(frozen=True)
+class Library:
+    """A TensorRT builder library, loaded: what it is called, its own version, and the facts the build
+    follows (the TensorRT version whose API it has, whether its timing cache does anything)."""
+    name: str
+    module: ModuleType = field(repr=False)
+    version: str
+    api: TensorRTVersion  # TensorRT's own version, or the one whose builder API another library has
+    timing_cache: bool
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+    @property
+    def other_than_tensorrt(self) -> str | None:
+        """How an error names a library whose version is not TensorRT's ('TensorRT-RTX 1.7.1.116 (whose API
+        is TensorRT 11's)'); None for TensorRT itself, which its version names."""
+        return None if self.name == "TensorRT" else f"{self} (whose API is TensorRT {self.api.major}'s)"
+
+
 def tensorrt() -> Library:
     """TensorRT itself (the `tensorrt` package), or Unavailable."""
     try:
@@ -85,7 +93,7 @@ def tensorrt() -> Library:
     except ImportError as exc:
         raise Unavailable(f"the tensorrt Python package cannot be imported ({exc})") from None
     version = TensorRTVersion.parse(module.__version__)
-    return Library("TensorRT", module, str(version), version.major, timing_cache=True)
+    return Library("TensorRT", module, str(version), version, timing_cache=True)
 
 
 @functools.cache

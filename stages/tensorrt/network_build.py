@@ -14,9 +14,6 @@ from typing import Callable, Sequence
 from ..pipeline.errors import StageError
 from .libraries import Library
 
-INPUT = "input_1"  # TAO's input name, which export gives every model
-
-
 class ParserRefusal(StageError):
     """NVIDIA's ONNX parser refused the graph: the message names the file, the node and the reason."""
 
@@ -84,7 +81,7 @@ def build(library: Library, model: Path, shapes: Sequence[tuple[int, ...]], work
     start = time.perf_counter()
     logger = _recording_logger(trt, messages)
     builder = trt.Builder(logger)
-    if explicit and library.api > 10:
+    if explicit and library.api.major > 10:
         network = builder.create_network()  # strong typing is the only typing
     elif explicit:
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
@@ -96,13 +93,11 @@ def build(library: Library, model: Path, shapes: Sequence[tuple[int, ...]], work
         raise ParserRefusal(f"{library} cannot parse {model}: {reasons}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    entry = network.get_input(0) if network.num_inputs else None
-    name = entry.name if entry is not None else INPUT  # a tf2onnx export's is input_1:0
-    batch = entry.shape[0] if entry is not None and len(entry.shape) else -1
-    if follow_static_batch and batch > 0:  # a model of one fixed batch takes that batch only
-        shapes = tuple((batch, *shape[1:]) for shape in shapes)
+    entry = network.get_input(0)  # by its own name: export's input_1, a tf2onnx export's input_1:0
+    if follow_static_batch and len(entry.shape) and entry.shape[0] > 0:  # one fixed batch: that batch only
+        shapes = tuple((entry.shape[0], *shape[1:]) for shape in shapes)
     profile = builder.create_optimization_profile()
-    profile.set_shape(name, *shapes)
+    profile.set_shape(entry.name, *shapes)
     config.add_optimization_profile(profile)
     if library.timing_cache and timing_cache is not None:
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
