@@ -51,7 +51,8 @@ def best_of(repeats: int, fn) -> float:
 def child_peak_rss_mib(code: str, *args: str) -> float:
     """Run `python -c code args...` in a fresh process and return its peak resident memory."""
     result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))})
     if result.returncode:
         raise SystemExit(result.stderr)
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_kib"] / 1024
@@ -74,3 +75,25 @@ def engine_request(export_dir: Path, data_type: str, output: Path, **changes):
     from stages.pipeline import config
     request = EngineRequest.of(config.load([]).convert, export_dir, data_type, output, None)
     return dataclasses.replace(request, **changes)
+
+
+def decoding(images: list[Path], batch: int, width: int, height: int):
+    """A call that decodes the images in batches and drops them: the tensorfile's bound."""
+    from stages.detectnet_v2.preprocessing import iter_batches
+
+    def decode() -> None:
+        for _ in iter_batches(images, batch, width, height):
+            pass
+    return decode
+
+
+def tensorfile_writing(path: Path, images: list[Path], batch: int, width: int, height: int):
+    """A call that writes the images' calibration tensorfile (uncompressed) as the stage does."""
+    from stages.detectnet_v2.preprocessing import iter_batches
+    from stages.formats.tensorfile import TensorFileWriter
+
+    def write() -> None:
+        with TensorFileWriter(path, None) as writer:
+            for decoded in iter_batches(images, batch, width, height, reuse=True):
+                writer.write(decoded)
+    return write

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from _common import PEAK_SNIPPET, best_of, child_peak_rss_mib, count_of, sample_images
+from _common import (PEAK_SNIPPET, best_of, child_peak_rss_mib, count_of, decoding, sample_images,
+                     tensorfile_writing)
 
 from stages import bundled_sample
 from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
@@ -47,7 +48,7 @@ from stages.detectnet_v2.evaluation import ModelResult, Sample, evaluate, evalua
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, iter_batches, list_images
 from stages.formats.onnx_model import export_model
-from stages.formats.tensorfile import TensorFileWriter, read_batches
+from stages.formats.tensorfile import read_batches
 from stages.formats.calibration_cache import calibration_tensor_names, write_cache
 from stages.open_backend import int8_calibration
 from stages.open_backend.int8_calibration import Calibrator, collect_ranges
@@ -182,32 +183,26 @@ def main() -> None:
 def measure_tensorfile(tmp: Path, images, folder: Path, tensorfile: Path, width: int, height: int,
                        report: bool) -> None:
     """Writes the calibration tensorfile (which calibration reads); with `report`, its figures."""
-    def decode_only():
-        for _ in iter_batches(images, BATCH, width, height):
-            pass
+    decode_only = decoding(images, BATCH, width, height)
 
     def write_tensorfile(path: Path):
-        def write():
-            with TensorFileWriter(path, None) as writer:
-                for batch in iter_batches(images, BATCH, width, height, reuse=True):
-                    writer.write(batch)
-        return write
+        return tensorfile_writing(path, images, BATCH, width, height)
 
     if not report:
         write_tensorfile(tensorfile)()
         return
-    decoding = best_of(3, decode_only)
+    decoded = best_of(3, decode_only)
     writing = best_of(3, write_tensorfile(tensorfile))
     peaks = {n: child_peak_rss_mib(WRITE_SNIPPET, str(folder), str(n), str(tmp / f"{n}.tensor"), str(width),
                                    str(height)) for n in (4, 40)}
-    print(f"tensorfile: decoding alone {decoding:.2f} s, tensorfile written {writing:.2f} s: "
-          f"throughput {decoding / writing:.2f}x decoding alone (target >= 0.85)")
+    print(f"tensorfile: decoding alone {decoded:.2f} s, tensorfile written {writing:.2f} s: "
+          f"throughput {decoded / writing:.2f}x decoding alone (target >= 0.85)")
     # 46 MiB a batch at this size: to tell the writer's cost from the disk's, the same into memory
     if Path("/dev/shm").is_dir():
         with tempfile.TemporaryDirectory(dir="/dev/shm") as shm:
             in_memory = best_of(3, write_tensorfile(Path(shm) / "cal.tensor"))
         print(f"  written to /dev/shm (memory, no disk) {in_memory:.2f} s: "
-              f"{decoding / in_memory:.2f}x decoding alone")
+              f"{decoded / in_memory:.2f}x decoding alone")
     print(f"  peak memory: 4 batches {peaks[4]:.0f} MiB, 40 batches {peaks[40]:.0f} MiB, "
           f"ratio {peaks[40] / peaks[4]:.2f} (target <= 1.2)", flush=True)
 

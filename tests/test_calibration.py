@@ -88,16 +88,6 @@ def test_minmax_scales_are_the_largest_magnitudes(tiny_model, batches):
         assert got == pytest.approx(float(np.abs(values[name]).max()), rel=1e-5), name
 
 
-def test_ranges_are_the_same_whether_batches_overlap_or_run_one_at_a_time(tiny_model, batches, monkeypatch):
-    # small models keep a second buffer set (onnxruntime runs the next batch while threads bin this one);
-    # past DOUBLE_BUFFER_BYTES each batch is binned before the next runs, to bound memory
-    from stages.open_backend import int8_calibration
-
-    overlapped = collect_ranges(tiny_model, iter(batches), "entropy")
-    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 0)
-    assert collect_ranges(tiny_model, iter(batches), "entropy") == overlapped
-
-
 def test_histograms_are_the_same_to_the_count_whatever_pieces_the_tensors_are_binned_in(tiny_model, batches,
                                                                                         monkeypatch):
     # a large tensor is binned in pieces on several threads; each batch reaches further than the last,
@@ -116,20 +106,19 @@ def test_histograms_are_the_same_to_the_count_whatever_pieces_the_tensors_are_bi
 
 
 def test_histograms_are_the_same_to_the_count_when_batches_run_in_halves(tiny_model, batches, monkeypatch):
-    # past DOUBLE_BUFFER_BYTES a batch runs as two halves, each reduced while the other runs (the first
-    # batch is reduced whole, after both: its maxima fix the grids); here every second half reaches
-    # further than its first, so grids widen between the halves of one batch
+    # past HALVES_BYTES a batch runs as two halves into the same buffers (onnxruntime's working memory is
+    # half a batch's) and is then reduced whole; here every second half reaches further than its first
     from stages.open_backend import int8_calibration
 
     growing = [batch * scale for batch, scale in zip(batches, (1, 5, 40))]
     for batch in growing:
         batch[2:] *= 7
-    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 1 << 40)
+    monkeypatch.setattr(int8_calibration, "HALVES_BYTES", 1 << 40)
     whole = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
     halves = []
     split = int8_calibration._AllTensors.halves
     monkeypatch.setattr(int8_calibration._AllTensors, "halves", lambda self: halves.append(1) or split(self))
-    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 0)
+    monkeypatch.setattr(int8_calibration, "HALVES_BYTES", 0)
     in_halves = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
     assert halves, "no batch ran in halves"
     for name, collector in whole.items():
@@ -145,7 +134,7 @@ def test_a_model_with_a_fixed_batch_size_calibrates_in_whole_batches(tmp_path, b
     bundled_sample.build_model(fixed, 64, 32, base_width=4, seed=3, batch=4)
     dynamic = tmp_path / "dynamic.onnx"
     bundled_sample.build_model(dynamic, 64, 32, base_width=4, seed=3, batch="N")
-    monkeypatch.setattr(int8_calibration, "DOUBLE_BUFFER_BYTES", 0)
+    monkeypatch.setattr(int8_calibration, "HALVES_BYTES", 0)
     assert collect_ranges(fixed, iter(batches), "entropy") == collect_ranges(dynamic, iter(batches), "entropy")
 
 

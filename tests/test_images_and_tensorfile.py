@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 
 import numpy as np
 import pytest
@@ -146,6 +147,19 @@ def test_reused_buffers_give_the_same_batches(tmp_path):
     for a, b in zip(fresh, reused):
         np.testing.assert_array_equal(a, b)
 
+
+
+def test_batches_decoded_ahead_never_overwrite_the_batch_the_caller_holds(tmp_path):
+    """With more workers than images in a batch, several batches are decoded ahead into their own buffers:
+    the one the caller holds stays as it was until the caller asks for the next."""
+    for i in range(9):
+        Image.fromarray(np.full((6, 6, 3), i * 25, np.uint8)).save(tmp_path / f"{i}.png")
+    images = list_images(tmp_path)
+    for index, batch in enumerate(iter_batches(images, 1, 6, 6, workers=2, reuse=True)):
+        held = batch.copy()
+        time.sleep(0.05)  # the batches ahead are decoded meanwhile
+        np.testing.assert_array_equal(batch, held)
+        np.testing.assert_allclose(batch, index * 25 / 255.0, rtol=1e-6)
 
 def takes_o_direct(folder) -> bool:
     """Whether the file system under `folder` takes an O_DIRECT write (tmpfs before Linux 6.6 does not),

@@ -3,6 +3,7 @@ Training-side data (tensorfile, calibration) is resized bilinearly; TAO Deploy's
 with LANCZOS (EVALUATION_RESAMPLE)."""
 from __future__ import annotations
 
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, Iterator, Sequence
@@ -69,33 +70,42 @@ def load_image(path: str | Path | BinaryIO, width: int, height: int, resample=Im
 
 def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int,
                  workers: int | None = None, reuse: bool = False, resample=Image.BILINEAR) -> Iterator[np.ndarray]:
-    """Batches of preprocessed images, decoded in parallel on all cores; the next batch is
-    decoded while the caller consumes the current one, so memory holds two batches at most.
+    """Batches of preprocessed images, decoded in parallel on all cores; the next batches are decoded
+    while the caller consumes the current one: as many as keep every worker busy (one batch where a batch
+    has at least as many images as there are workers), so memory holds that many batches and one more.
 
-    With `reuse`, the batches are two buffers filled in turn: no allocation per batch, so memory
-    stays flat however many batches pass, but a batch is only valid until the next one is asked
-    for (for a consumer that is done with each batch before it takes the next, like a writer)."""
+    With `reuse`, the batches are buffers filled in turn: no allocation per batch, so memory stays flat
+    however many batches pass, but a batch is only valid until the next one is asked for (for a consumer
+    that is done with each batch before it takes the next, like a writer)."""
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
     groups = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
     # Pillow releases the GIL while decoding and resizing, so threads keep every core busy.
-    pool = ThreadPoolExecutor(worker_count(workers))
+    threads = worker_count(workers)
+    pool = ThreadPoolExecutor(threads)
+    # While the caller holds one batch (a writer writing it), the batches ahead hold an image for every
+    # worker: with one batch ahead, 16 workers decoded 8 images at a time and the tensorfile took 1.6x
+    # decoding alone (bench/README.md)
+    ahead = max(1, -(-threads // batch_size))
     # aligned: the tensorfile writer sends such a batch to the disk without a copy
-    buffers = [aligned_empty((batch_size, 3, height, width)) for _ in range(2)] if reuse else []
+    buffers = [aligned_empty((batch_size, 3, height, width)) for _ in range(ahead + 1)] if reuse else []
 
     def fill(out: np.ndarray, path: Path) -> None:
         load_image(path, width, height, resample, out)
 
     def submit(index: int) -> tuple[np.ndarray, list[Future]]:
         group = groups[index]
-        batch = buffers[index % 2][: len(group)] if reuse else np.empty((len(group), 3, height, width), np.float32)
+        batch = (buffers[index % len(buffers)][: len(group)] if reuse
+                 else np.empty((len(group), 3, height, width), np.float32))
         return batch, [pool.submit(fill, batch[j], p) for j, p in enumerate(group)]
 
     try:
-        ahead = submit(0) if groups else None
+        pending = deque(submit(index) for index in range(min(ahead, len(groups))))
         for index in range(len(groups)):
             # the buffer filled next is the one yielded last time: the caller is done with it
-            (batch, futures), ahead = ahead, submit(index + 1) if index + 1 < len(groups) else None
+            if index + ahead < len(groups):
+                pending.append(submit(index + ahead))
+            batch, futures = pending.popleft()
             for future in futures:
                 future.result()
             yield batch

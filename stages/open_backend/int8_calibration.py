@@ -9,7 +9,7 @@ and its 128-level quantization; the last minimising i gives amax = i * bin_width
 """
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -223,9 +223,8 @@ METHODS = ("entropy", "minmax", "percentile")  # in the order auto prefers them 
 
 @dataclass
 class Calibrator:
-    """Collects every tensor's range over batches and computes amax per tensor. `add` returns at
-    once: the tensors are reduced on worker threads (numba and numpy release the GIL) while the
-    caller computes the next batch; `wait` blocks until the last batch is reduced. Method `auto`
+    """Collects every tensor's range over batches and computes amax per tensor. `add` reduces a batch on
+    every worker thread (numba and numpy release the GIL) and returns when it is done. Method `auto`
     keeps histograms and exact maxima, so that candidates() gives every method's amax."""
 
     method: str = "entropy"
@@ -237,17 +236,14 @@ class Calibrator:
             raise ValueError(f"calibration method {self.method!r} is not one of {sorted(CALIBRATOR_NAMES)} or {AUTO}")
         self.collectors: dict[str, MaxCollector | HistogramCollector] = {}
         self._pool = ThreadPoolExecutor(worker_count())
-        self._batches = ThreadPoolExecutor(1)  # hands one batch at a time to the pool, so add() returns
-        self._pending: Future | None = None
         if self.method != "minmax":
             # numba loads a compiled kernel on its first call (about 0.8 s here): on a worker, while the
             # caller builds its session and runs the first batch, not in the way of the first reduction
-            self._batches.submit(_load_kernels)  # before the first batch, on the one batch thread
+            self._pool.submit(_load_kernels)
 
     def add(self, tensors: Mapping[str, np.ndarray], relus: Mapping[str, str] | None = None) -> None:
         """Reduce one batch. `relus` maps a ReLU's output name to its input's: that tensor is
         collected from the input (onnxruntime need not hand it over)."""
-        self.wait()
         relus = relus or {}
         for name in [*tensors, *relus]:
             if name not in self.collectors:
@@ -255,7 +251,7 @@ class Calibrator:
                                          else HistogramCollector(skip_zeros=self.skip_zeros))
         work = [(self.collectors[name], values, False) for name, values in tensors.items()]
         work += [(self.collectors[relu], tensors[source], True) for relu, source in relus.items()]
-        self._pending = self._batches.submit(self._reduce, work)
+        self._reduce(work)
 
     def _reduce(self, work: list[tuple[MaxCollector | HistogramCollector, np.ndarray, bool]]) -> None:
         """Every tensor of one batch, in pieces over the pool: first the largest magnitudes (which set
@@ -278,23 +274,10 @@ class Calibrator:
                 lambda item: work[item[0]][0].binned(item[1], work[item[0]][2]), to_bin)):
             work[index][0].merge(*binned)
 
-    def grids_fixed(self) -> bool:
-        """Whether every histogram has its bin width (set by the first non-zero batch it saw): not before
-        the first batch."""
-        return bool(self.collectors) and all(isinstance(c, MaxCollector) or c.width is not None
-                                             for c in self.collectors.values())
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
     def _shutdown(self) -> None:
-        self._batches.shutdown()
         self._pool.shutdown()
 
     def amax(self) -> dict[str, float]:
-        self.wait()
         try:
             return dict(zip(self.collectors, self._pool.map(self._amax, self.collectors.values())))
         finally:
@@ -302,12 +285,10 @@ class Calibrator:
 
     def maxima(self) -> dict[str, float]:
         """Each tensor's largest magnitude seen: what decides whether it fits fp16."""
-        self.wait()
         return {name: c.compute() if isinstance(c, MaxCollector) else c.top for name, c in self.collectors.items()}
 
     def candidates(self) -> dict[str, dict[str, float]]:
         """{method: {tensor: amax}} for each of METHODS, from the one pass (method `auto`)."""
-        self.wait()
         try:
             histograms = list(self.collectors.values())
             return {method: dict(zip(self.collectors, self._pool.map(lambda c, m=method: self._amax_by(c, m),
@@ -317,8 +298,7 @@ class Calibrator:
             self._shutdown()
 
     def histograms(self) -> dict[str, HistogramCollector]:
-        """The collectors themselves (method `auto`), the last batch reduced and the threads let go."""
-        self.wait()
+        """The collectors themselves (method `auto`), the threads let go."""
         self._shutdown()
         return dict(self.collectors)
 
@@ -356,14 +336,13 @@ def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.M
     return probe
 
 
-# A second set of tensor buffers lets onnxruntime run the next batch while the threads still bin this
-# one (faster on small models), at twice the memory. Past this size there is one set, which each batch
-# fills in its two halves: the first batch is binned whole once both have run (its maxima fix the
-# histograms' grids), each later one half by half, one binned while onnxruntime fills the other.
-# Memory stays within one batch's activations plus onnxruntime's own for half a batch: at TAO's
-# ResNet-18 on 1248x384 (about 2 GiB a batch of 8) the peak is 1.16x the activations
-# (bench/bench_full_size.py).
-DOUBLE_BUFFER_BYTES = 512 << 20
+# Each batch runs first, every tensor into one set of buffers, and is then reduced on every core. Past this
+# size it runs as its two halves, into the same buffers: onnxruntime's own working memory is then half a
+# batch's (at TAO's ResNet-18 on 1248x384, about 2 GiB a batch of 8, 0.55 GiB less, whose first touch cost
+# 0.6-0.9 s on a 2-core VM). Halves change nothing in the histograms: the batch is reduced whole either way.
+# Reducing one batch while onnxruntime ran the next (a second set of buffers, or one half while the other
+# ran) was no faster on 2, 4 or 16 cores, where the two fight for the same cores (bench/README.md).
+HALVES_BYTES = 512 << 20
 
 
 def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method: str = "entropy",
@@ -410,52 +389,15 @@ def _collect(model_path, batches, method, percentile, progress, skip_zeros, maxi
     session = _all_tensors_session(model, relus)
     whole = _AllTensors(session, model, names[0])
     calibrator = Calibrator(method, percentile, skip_zeros)
-    reducing: set[int] = set()  # the buffer regions the calibrator's pending reduction reads
-
-    def reduce(values: Mapping[str, np.ndarray]) -> None:
+    for batch in batches:
+        values = whole.run(np.ascontiguousarray(batch, dtype=np.float32))
+        # reduced before onnxruntime writes the next batch into the same buffers
         calibrator.add({name: values[name] for name in names if name not in relus}, relus)
-
-    for index, batch in enumerate(batches):
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        runners, reduce_whole = _runners_for(whole, batch, index, calibrator)
-        for runner, rows in runners:
-            if reducing & runner.regions:
-                calibrator.wait()  # the threads are done with these buffers before onnxruntime refills them
-            values = runner(rows)
-            if not reduce_whole:
-                reduce(values)
-                reducing = runner.regions
-        if reduce_whole:
-            reduce(whole.values(batch))
-            reducing = whole.regions
         if progress is not None:
             progress.update(1)
     if maxima is not None:
         maxima.update(calibrator.maxima())
     return calibrator, names
-
-
-def _runners_for(whole: "_AllTensors", batch: np.ndarray, index: int, calibrator: Calibrator):
-    """(runner, rows) pairs that together run the batch, and whether the batch is reduced whole once they
-    have all run (else each piece as it comes).
-    A batch is reduced while onnxruntime runs the next one in a second set of buffers where a set is
-    small (DOUBLE_BUFFER_BYTES). Past that size a batch runs in the two halves of the one set: once
-    every histogram's grid is fixed, each half is reduced while the other runs. Until then (the first
-    batch) the batch is reduced whole after both halves, so that its maxima fix the grids as a whole
-    batch's would; halves still keep onnxruntime's own working memory to half a batch's (at TAO's
-    ResNet-18 on 1248x384, 0.55 GiB less, whose first touch cost 0.6-0.9 s on a 2-core VM).
-    Halves give the same histograms to the last count: a histogram widened by the second half's
-    values is the first half's merged pairwise, which is what binning both on the wider grid gives
-    (the bin width only doubles, exactly, in float32)."""
-    if batch.shape == whole.batch_shape and whole.nbytes <= DOUBLE_BUFFER_BYTES:  # never the first batch
-        return [((whole, whole.second_set())[index % 2], batch)], False
-    if batch.shape != whole.batch_shape:
-        calibrator.wait()  # the old buffers are let go before new ones are made
-        whole.bind_for(batch.shape)
-    if whole.nbytes <= DOUBLE_BUFFER_BYTES or len(batch) < 2 or not whole.dynamic_batch:
-        return [(whole, batch)], False
-    middle = len(batch) // 2
-    return list(zip(whole.halves(), (batch[:middle], batch[middle:]))), not calibrator.grids_fixed()
 
 
 def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):
@@ -490,14 +432,12 @@ def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict
 
 class _AllTensors:
     """Runs the model and returns every tensor, written by onnxruntime straight into buffers that
-    are reused from batch to batch (three times faster than letting it allocate and copy them).
-    `regions` names the memory the buffers occupy, so that a caller knows which runs share it."""
+    are reused from batch to batch (three times faster than letting it allocate and copy them)."""
 
-    def __init__(self, session, model: onnx.ModelProto, input_name: str, regions=frozenset({0, 1})):
-        self.session, self.model, self.input_name, self.regions = session, model, input_name, set(regions)
+    def __init__(self, session, model: onnx.ModelProto, input_name: str):
+        self.session, self.model, self.input_name = session, model, input_name
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.binding, self.buffers, self.batch_shape = self.session.io_binding(), {}, None
-        self._second: _AllTensors | None = None
         self._halves: list[_AllTensors] | None = None
         self.dynamic_batch = not isinstance(session.get_inputs()[0].shape[0], int)  # else: no halves
 
@@ -523,21 +463,14 @@ class _AllTensors:
             shapes[output.name] = [batch_shape[0], *rest]
         return shapes
 
-    def second_set(self) -> "_AllTensors":
-        """A runner of the same session with buffers of its own (small models): one set is reduced while
-        onnxruntime fills the other."""
-        if self._second is None:
-            self._second = _AllTensors(self.session, self.model, self.input_name, regions={2})
-        return self._second
-
     def halves(self) -> list["_AllTensors"]:
         """Two runners for the first and the second half of this one's batch rows, writing into the
         same buffers (rows are contiguous): no memory of their own."""
         if self._halves is None:
             middle = self.batch_shape[0] // 2
             self._halves = []
-            for region, (start, stop) in enumerate(((0, middle), (middle, self.batch_shape[0]))):
-                half = _AllTensors(self.session, self.model, self.input_name, {region})
+            for start, stop in ((0, middle), (middle, self.batch_shape[0])):
+                half = _AllTensors(self.session, self.model, self.input_name)
                 half._bind({name: buffer[start:stop] for name, buffer in self.buffers.items()},
                            (stop - start, *self.batch_shape[1:]))
                 self._halves.append(half)
@@ -553,6 +486,16 @@ class _AllTensors:
     def values(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every tensor of the batch last run in these buffers, the input included."""
         return {**self.buffers, self.input_name: batch}
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor of the batch: run whole, or past HALVES_BYTES as its two halves into these buffers."""
+        self.bind_for(batch.shape)
+        if self.nbytes <= HALVES_BYTES or len(batch) < 2 or not self.dynamic_batch:
+            return self(batch)
+        middle = len(batch) // 2
+        for half, rows in zip(self.halves(), (batch[:middle], batch[middle:])):
+            half(rows)
+        return self.values(batch)
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
