@@ -5,7 +5,8 @@ restoring engines is what a fleet sharing one remote needs. So convert and evalu
 reports (artifacts/reports/), and this cheap stage copies them into metrics/, which git tracks
 (`cache: false`): any clone reads any commit's metrics with `dvc metrics show/diff` and
 `dvc exp show`, with no remote. Timings, which differ on every run, go to metrics/timings.json, apart
-from the figures that should be the same whenever the engine is (metrics/convert.json)."""
+from the figures that should be the same whenever the engine is (metrics/convert.json): convert's latency
+and export's timings (how long NVIDIA's builder took to check the deployable ONNX)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,8 @@ import sys
 from omegaconf import DictConfig
 
 from .pipeline.cli import run_stage
-from .pipeline.layout import (CONVERT_REPORT, EVALUATE_METRICS_FILE, EVALUATE_REPORT, EXPORT_METRICS_FILE, EXPORT_REPORT, METRICS_FILE, TIMINGS_FILE, project_path)
+from .pipeline.layout import (CONVERT_REPORT, EVALUATE_METRICS_FILE, EVALUATE_REPORT, EXPORT_METRICS_FILE, EXPORT_REPORT,
+                              EXPORT_TIMINGS, METRICS_FILE, TIMINGS_FILE, project_path)
 from .pipeline.errors import StageError
 from .pipeline.outputs import write_text_atomically
 
@@ -36,7 +38,7 @@ def read_report(path: str) -> dict:
 def run(cfg: DictConfig | None) -> None:  # noqa: ARG001 - reads no parameters, only the reports
     export, convert, evaluate = read_report(EXPORT_REPORT), read_report(CONVERT_REPORT), read_report(EVALUATE_REPORT)
     figures = {key: value for key, value in convert.items() if key not in TIMING_KEYS}
-    timings = {key: convert[key] for key in TIMING_KEYS if key in convert}
+    timings = {**{key: convert[key] for key in TIMING_KEYS if key in convert}, **read_report(EXPORT_TIMINGS)}
     for path, content in ((EXPORT_METRICS_FILE, export), (METRICS_FILE, figures), (TIMINGS_FILE, timings),
                           (EVALUATE_METRICS_FILE, evaluate)):
         write_text_atomically(project_path(path), json.dumps(content, indent=2) + "\n")

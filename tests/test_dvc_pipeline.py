@@ -45,13 +45,15 @@ def test_repro_builds_everything_then_has_nothing_to_do(tmp_path):
 
 @pytest.mark.parametrize("override, expected", [
     ("sample.seed=8", list(PIPELINE_STAGES[1:])),
-    # an fp32 export does not read the tensorfile: its output comes out byte-identical, so DVC stops there
-    ("calibration.max_batches=2", ["calibration_tensorfile", "export"]),
+    # an fp32 export does not read the tensorfile: its output comes out byte-identical, so DVC stops there, but
+    # for metrics, which publishes the new time of export's check with NVIDIA's builder (a cheap copy)
+    ("calibration.max_batches=2", ["calibration_tensorfile", "export", "metrics"]),
     ("export.gen_ds_config=false", ["export", "convert", "metrics"]),
     ("convert.verify_images=4", ["convert", "metrics"]),
     ("evaluate.batch_size=4", ["evaluate"]),
-    # how export calibrates is export's alone: never the tensorfile (and an fp32 export stops there)
-    ("backend.calibration_method=minmax", ["export"]),
+    # how export calibrates is export's alone: never the tensorfile (and an fp32 export stops there, but for
+    # its timings' metrics)
+    ("backend.calibration_method=minmax", ["export", "metrics"]),
 ])
 def test_a_param_change_reruns_exactly_its_stage_and_downstream(project, override, expected):
     # validate reads every key and runs every time (`ran` leaves it out); its output does not change while the
@@ -133,7 +135,7 @@ def test_dvc_yaml_names_the_paths_the_stages_write():
     assert stages[PROBE]["outs"] == [layout.PLATFORM_FILE]
     assert stages["sample"]["outs"] == [layout.SAMPLE_DATA, layout.SAMPLE_MODELS]
     assert stages["calibration_tensorfile"]["outs"] == [layout.SPEC_DIR, layout.CALIBRATION_DIR]
-    assert stages["export"]["outs"] == [layout.EXPORT_DIR, layout.EXPORT_REPORT]
+    assert stages["export"]["outs"] == [layout.EXPORT_DIR, layout.EXPORT_REPORT, layout.EXPORT_TIMINGS]
     assert stages["convert"]["outs"] == [layout.ENGINE_DIR, layout.CONVERT_REPORT]
     assert stages["evaluate"]["outs"] == [layout.EVALUATION_DIR, layout.EVALUATE_REPORT]
     assert stages["metrics"]["metrics"] == [{path: {"cache": False}} for path in

@@ -44,6 +44,9 @@ TRITON_DIR = "artifacts/triton"  # the Triton model repository
 REPORTS_DIR = "artifacts/reports"
 EXPORT_REPORT, CONVERT_REPORT = f"{REPORTS_DIR}/export.json", f"{REPORTS_DIR}/convert.json"
 EVALUATE_REPORT = f"{REPORTS_DIR}/evaluate.json"
+# export's measured times (NVIDIA's build of the deployable ONNX): apart from its report, which evaluate reads and
+# which keeps its bytes from run to run
+EXPORT_TIMINGS = f"{REPORTS_DIR}/export_timings.json"
 # what the `metrics` stage publishes from them, in git: figures that should be identical apart from timings
 EXPORT_METRICS_FILE, METRICS_FILE = "metrics/export.json", "metrics/convert.json"
 EVALUATE_METRICS_FILE, TIMINGS_FILE = "metrics/evaluate.json", "metrics/timings.json"
@@ -53,7 +56,8 @@ EVALUATE_METRICS_FILE, TIMINGS_FILE = "metrics/evaluate.json", "metrics/timings.
 TIMING_CACHE_DIR = ".cache/tensorrt"
 
 PIPELINE_OUTPUTS = (CODE_DIR, VALIDATED_FILE, PLATFORM_FILE, SAMPLE_DATA, SAMPLE_MODELS, SPEC_DIR, CALIBRATION_DIR,
-                    EXPORT_DIR, ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, EXPORT_REPORT, CONVERT_REPORT, EVALUATE_REPORT,
+                    EXPORT_DIR, ENGINE_DIR, EVALUATION_DIR, TRITON_DIR, EXPORT_REPORT, EXPORT_TIMINGS, CONVERT_REPORT,
+                    EVALUATE_REPORT,
                     EXPORT_METRICS_FILE, METRICS_FILE, EVALUATE_METRICS_FILE, TIMINGS_FILE)
 
 

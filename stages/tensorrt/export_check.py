@@ -4,12 +4,14 @@ export with the parser's own words (the node and the reason); where the library 
 says so once and goes on, and the report says the check was skipped. What a build says is recorded: the
 builder and its version, the plan's size, the weights memory from its log and the warnings counted by
 kind: figures that are the same on every run of the same graph, so the report and the export's log keep
-their bytes and nothing after export re-runs for them. The build time varies from run to run: it is
-bench/bench_deployable.py's figure, not the report's. Accepted by TensorRT-RTX is evidence, not proof, that TensorRT 10/11 accept
-the graph (libraries.py says how the two differ)."""
+their bytes and nothing after export re-runs for them. The build time varies from run to run: it goes to
+`timings` (export's timings file, published in metrics/timings.json beside convert's latency). Accepted by
+TensorRT-RTX is evidence, not proof, that TensorRT 10/11 accept the graph (libraries.py says how the two
+differ)."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from .libraries import RTX_NAME, Unavailable, tensorrt_rtx
@@ -22,9 +24,13 @@ log = logging.getLogger("stages.export")
 CHECK_WORKSPACE_MIB = 1024
 
 
-def check(model: Path, chw: tuple[int, int, int], max_batch_size: int) -> dict:
+BUILD_TIME_KEY = "nvidia_builder_build_s"  # export's timings: seconds TensorRT-RTX took to parse and build
+
+
+def check(model: Path, chw: tuple[int, int, int], max_batch_size: int, timings: dict | None = None) -> dict:
     """Build `model` with TensorRT-RTX for batches 1 to max_batch_size (or its own batch, where the graph fixes
-    one, as a TAO export may); the report's entry. Raises
+    one, as a TAO export may); the report's entry. The seconds the parse and build took go into `timings`
+    (BUILD_TIME_KEY) where one is given. Raises
     network_build.ParserRefusal, or StageError for a build that fails, with NVIDIA's message."""
     try:
         library = tensorrt_rtx()
@@ -32,7 +38,10 @@ def check(model: Path, chw: tuple[int, int, int], max_batch_size: int) -> dict:
         log.warning("%s is not checked with NVIDIA's builder: %s", model.name, exc)
         return {"builder": RTX_NAME, "checked": False, "reason": str(exc)}
     shapes = ((1, *chw), (max_batch_size, *chw), (max_batch_size, *chw))
+    started = time.perf_counter()
     built = build(library, model, shapes, CHECK_WORKSPACE_MIB, follow_static_batch=True)
+    if timings is not None:
+        timings[BUILD_TIME_KEY] = round(time.perf_counter() - started, 3)
     warnings = built.warnings
     log.info("%s (NVIDIA's ONNX parser and builder) built %s ahead of time: a plan of %d bytes, %s bytes "
              "of weights%s. Accepted by %s is evidence, not proof, that TensorRT 10/11 accept it", library,
