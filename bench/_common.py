@@ -71,7 +71,7 @@ def engine_request(export_dir: Path, data_type: str, output: Path, **changes):
     """The engine request the convert stage makes with conf/'s values, with `changes`."""
     import dataclasses
 
-    from stages.open_backend.engines import EngineRequest
+    from stages.open_backend.engine_request import EngineRequest
     from stages.pipeline import config
     request = EngineRequest.of(config.load([]).convert, export_dir, data_type, output, None)
     return dataclasses.replace(request, **changes)

@@ -68,7 +68,7 @@ def _composed_convert():
 
 def engine_request(export_dir: Path, data_type: str, output: Path, **changes):
     """The engine request the convert stage makes with conf/'s values, with `changes`."""
-    from stages.open_backend.engines import EngineRequest
+    from stages.open_backend.engine_request import EngineRequest
     return dataclasses.replace(EngineRequest.of(_composed_convert(), export_dir, data_type, output, None), **changes)
 
 

@@ -2,7 +2,8 @@
 of the project; formats import nothing of it but each other; detectnet_v2 builds on the spec model and
 the formats only, and the bundled sample on those and detectnet_v2 (none of them on the stage machinery,
 so code outside the pipeline can use them); the open backend and the TAO runners never import each other
-(a stage picks one through the backend config); nothing imports a stage module."""
+(a stage picks one through the backend config); nothing imports a stage module; no modules import each other
+in a ring."""
 from __future__ import annotations
 
 import pytest
@@ -55,6 +56,52 @@ def test_the_backends_never_import_each_other(backend, other):
 def test_nothing_imports_a_stage_module():
     importers = {m: sorted(project_imports(m) & (STAGE_MODULES - {m})) for m in modules_under("stages")}
     assert {m: found for m, found in importers.items() if found} == {}
+
+
+def import_cycles() -> list[list[str]]:
+    """The groups of modules under stages/ that import each other in a ring, function-level imports included
+    (Tarjan's strongly connected components: no library here does it for a dict of sets)."""
+    modules = set(modules_under("stages"))
+    graph = {m: sorted(i for i in project_imports(m) if i in modules and i != m) for m in sorted(modules)}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for imported in graph[module]:
+            if imported not in index:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], index[imported])
+        if low[module] == index[module]:
+            group = stack[stack.index(module):]
+            del stack[stack.index(module):]
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return cycles
+
+
+def test_no_modules_import_each_other_in_a_ring():
+    assert import_cycles() == []
+
+
+def test_a_ring_of_imports_is_seen(tmp_path, monkeypatch):
+    # the check above would pass vacuously if it could not see a ring: engines importing tensorrt_builds
+    # (which imports engine_request) becomes a ring once engine_request imports engines
+    import test_layering
+    real = test_layering.project_imports
+    ring = {"stages.open_backend.engine_request": {"stages.open_backend.engines"}}
+    monkeypatch.setattr(test_layering, "project_imports", lambda m: real(m) | ring.get(m, set()))
+    assert ["stages.open_backend.engine_request", "stages.open_backend.engines",
+            "stages.open_backend.tensorrt_builds"] in import_cycles()
 
 
 def test_the_top_of_stages_holds_only_stage_modules_and_packages():

@@ -15,7 +15,8 @@ from conftest import ROOT, tiny_export
 from fake_trtexec import install
 from stages.formats.calibration_cache import read_cache, write_cache
 from stages.formats.deployable_onnx import write_for_export
-from stages.open_backend.engines import EngineRequest, build_engine
+from stages.open_backend.engine_request import EngineRequest
+from stages.open_backend.engines import build_engine
 from stages.open_backend.int8_calibration import collect_ranges
 from stages.pipeline.errors import StageError
 

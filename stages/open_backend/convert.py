@@ -15,6 +15,7 @@ from ..pipeline.layout import TIMING_CACHE_DIR, engine_file, project_path
 from ..pipeline.resolved_spec import images_of
 from ..tensorrt.libraries import RTX_COMPUTE_CAPABILITIES
 from . import engines
+from .engine_request import EngineRequest
 
 log = logging.getLogger("stages.open")
 
@@ -23,7 +24,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
     """Build the engine into `out` and return the verification metrics."""
     data_type, kind, c = cfg.export.data_type, cfg.convert.engine, cfg.convert
     engine_path = out / Path(engine_file("open", kind)).name
-    request = engines.EngineRequest.of(c, exported, data_type, engine_path, project_path(TIMING_CACHE_DIR))
+    request = EngineRequest.of(c, exported, data_type, engine_path, project_path(TIMING_CACHE_DIR))
     engines.build_engine(request, out / "trtexec.log")
     log.info("built an %s %s engine", data_type, kind)  # fp16, fp32, int8: each reads with "an"
     if kind != "onnxruntime":  # no GPU to run it on here: TensorRT's engine is judged where it was built

@@ -1,61 +1,24 @@
-"""Inference engines for the convert step, of the kind convert.engine asks for: an onnxruntime engine (the
-deployable ONNX that export wrote, optimized for the CPU), or a TensorRT engine built by TensorRT's Python
-API or by trtexec where TensorRT and a GPU are (tensorrt_builds.py; asked for elsewhere, an error). Plus
-the verification run against the fp32 model."""
+"""Inference engines for the convert step, of the kind convert.engine asks for (engine_request.py): an
+onnxruntime engine (the deployable ONNX that export wrote, optimized for the CPU), or a TensorRT engine built
+by TensorRT's Python API or by trtexec where TensorRT and a GPU are (tensorrt_builds.py; asked for elsewhere,
+an error). Plus the verification run against the fp32 model."""
 from __future__ import annotations
 
 import logging
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import onnx
 
-from ..formats.deployable_onnx import deployable_file
 from ..formats.onnx_model import TAO_OUTPUTS
 from ..pipeline.choices import DATA_TYPES, ENGINE_KINDS, QUANTIZATIONS
-from ..formats.file_names import CACHE_FILE
+from . import tensorrt_builds
+from .engine_request import EngineRequest, needed_export_file
 
 log = logging.getLogger("stages.convert")
-
-
-
-@dataclass
-class EngineRequest:
-    export_dir: Path  # export's folder: model.onnx (TAO names, dynamic batch), the deployable ONNX, calibration.bin
-    data_type: str
-    output: Path
-    # the convert section's values (conf/config.yaml holds their defaults)
-    max_batch_size: int
-    workspace_mib: int
-    kind: str  # convert.engine: asked for, never chosen by probing the machine
-    quantization: str  # convert.quantization: TensorRT's route (tensorrt_builds.route)
-    min_batch_size: int
-    opt_batch_size: int
-    timing_cache_dir: Path | None  # where TensorRT's timing cache of each version is read and written back
-
-    @classmethod
-    def of(cls, convert, export_dir: Path, data_type: str, output: Path,
-           timing_cache_dir: Path | None) -> EngineRequest:
-        """The request the convert section (cfg.convert) asks for."""
-        return cls(export_dir, data_type, output, convert.max_batch_size, convert.workspace_mib, convert.engine,
-                   convert.quantization, convert.min_batch_size, convert.opt_batch_size, timing_cache_dir)
-
-    @property
-    def deployable(self) -> Path:
-        """The ONNX the explicit route and onnxruntime build from, for this precision."""
-        return Path(self.export_dir) / deployable_file(self.data_type)
-
-    @property
-    def model(self) -> Path:
-        return Path(self.export_dir) / deployable_file("fp32")
-
-    @property
-    def cache(self) -> Path:
-        return Path(self.export_dir) / CACHE_FILE
 
 
 def build_engine(request: EngineRequest, log_path: Path | None = None) -> None:
@@ -73,24 +36,12 @@ def build_engine(request: EngineRequest, log_path: Path | None = None) -> None:
                              "-S convert.quantization=auto")
         _build_onnxruntime(request)
         return
-    from . import tensorrt_builds
-
     if request.kind == "tensorrt":
         tensorrt_builds.build_with_python_api(request)
     elif request.kind == "tensorrt_rtx":
         tensorrt_builds.build_with_python_api(request, tensorrt_builds.tensorrt_rtx_library())
     else:
         tensorrt_builds.build_with_trtexec(request, log_path or Path(request.output).with_suffix(".log"))
-
-
-def needed_export_file(request: EngineRequest, route: str) -> Path:
-    """The export file a route builds from, checked to be there."""
-    path = request.deployable if route == "explicit" else request.model
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist: run the export stage with export={request.data_type} first")
-    if route == "implicit" and request.data_type == "int8" and not request.cache.is_file():
-        raise ValueError(f"{request.cache} does not exist: int8 on the implicit route needs export's calibration cache")
-    return path
 
 
 def _build_onnxruntime(request: EngineRequest) -> None:

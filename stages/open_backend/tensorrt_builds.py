@@ -22,7 +22,7 @@ from ..pipeline.errors import StageError
 from ..pipeline.platform import trtexec_version
 from ..tensorrt import libraries, network_build
 from ..tensorrt.libraries import Library, TensorRTVersion
-from .engines import EngineRequest, needed_export_file
+from .engine_request import EngineRequest, needed_export_file
 
 log = logging.getLogger("stages.convert")
 
