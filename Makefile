@@ -8,7 +8,7 @@ HTTP_PORT ?= 8000
 GRPC_PORT ?= 8001
 METRICS_PORT ?= 8002
 
-.PHONY: help setup lock test test-cpu-paths repro params serve docs bench clean
+.PHONY: help setup lock test test-fast test-cpu-paths repro params serve docs bench clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -28,6 +28,9 @@ lock: ## refresh the lock from pyproject.toml and environment/*.in (make lock up
 
 test: setup ## run the test suite (on WORKERS processes, 2 by default: a test file per worker at a time)
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile
+
+test-fast: setup ## run every test that builds no whole project (a few minutes): the loop while changing code
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile -m "not project"
 
 test-cpu-paths: setup ## run the test suite on other CPUs' kernels, one path at a time (tests/cpu_paths.py)
 	$(PY) tests/cpu_paths.py

@@ -146,6 +146,8 @@ SKIPPED = {
         "needs machines of different GPUs: test_platform runs this fleet with a stand-in nvidia-smi",
     "make test-cpu-paths    # the suite on the Haswell path (AVX2, no AVX-512) and the SandyBridge path (AVX)":
         "runs this suite twice (about 26 minutes); test_cpu_paths checks that each path selects its kernels",
+    "make test-fast    # every test that builds no whole project: the loop while changing code":
+        "runs part of this suite; test_fast_loop collects what its Makefile recipe selects and checks the sorting",
 }
 
 
