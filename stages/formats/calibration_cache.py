@@ -28,6 +28,10 @@ def calibration_tensor_names(model: onnx.ModelProto) -> list[str]:
     return inputs + [o for node in model.graph.node for o in node.output if o]
 
 
+# INT8's largest magnitude: a tensor's scale is its dynamic range (amax) over this, everywhere in the project
+INT8_MAX = 127.0
+
+
 def write_cache(path: str | Path, amax: Mapping[str, float], method: str = "entropy",
                 trt_version: int = DEFAULT_TRT_VERSION) -> None:
     """The cache of these dynamic ranges (scale amax / 127), as TensorRT's `method` calibrator writes it."""
@@ -37,7 +41,7 @@ def write_cache(path: str | Path, amax: Mapping[str, float], method: str = "entr
 def scales_of(amax: Mapping[str, float]) -> dict[str, float]:
     """The cache's scales (amax / 127) of these dynamic ranges; a tensor that is always 0 is exact at any
     scale, and gets 1 / 127."""
-    return {name: value / 127.0 if value > 0 else 1.0 / 127.0 for name, value in amax.items()}
+    return {name: value / INT8_MAX if value > 0 else 1.0 / INT8_MAX for name, value in amax.items()}
 
 
 def write_scales(path: str | Path, header: str, scales: Mapping[str, float]) -> None:

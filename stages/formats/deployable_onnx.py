@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .calibration_cache import INT8_MAX
 from .file_names import DEPLOYABLE_FILES
 
 HIGH_PRECISIONS = ("fp16", "fp32")  # export.high_precision: what is not INT8 computes in
@@ -41,7 +42,6 @@ FP16_QDQ_OPSET = 19  # and a float16 scale (DequantizeLinear then gives float16)
 # A node whose inputs or outputs reach past this on the calibration images stays fp32: the calibration
 # images are a sample, so the margin to fp16's 65504 is wide. ModelOpt AutoCast's `data_max` default.
 FP16_DATA_MAX = 512.0
-INT8_MAX = 127.0
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # ops TensorRT fuses into the convolution before it: biased BatchNorm as tf2onnx writes it (Mul, Add with a
 # constant), or BatchNormalization. A residual Add fed through them still fuses with that convolution.

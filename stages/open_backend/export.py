@@ -15,7 +15,7 @@ from ..detectnet_v2.evaluation import evaluation_setup
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
-from ..formats.calibration_cache import map_onto_model, read_cache, write_cache, write_scales
+from ..formats.calibration_cache import INT8_MAX, map_onto_model, read_cache, write_cache, write_scales
 from ..formats.deepstream import write_deepstream_config
 from ..formats.deployable_onnx import fused_outputs
 from ..formats.file_names import CACHE_FILE
@@ -90,8 +90,8 @@ def _check_cache_on_images(cfg: DictConfig, facts: SpecFacts, exported: Path, sc
     inputs = {n.input[0] for n in model.graph.node if n.op_type == "Conv"} & set(scales)
     histograms = int8_calibration.collect_histograms(
         exported, iter_batches(images, cfg.export.batch_size, facts.width, facts.height, cfg.backend.workers))
-    clipped = {t: int8_calibration.clipped_share(histograms[t], scales[t] * 127.0) for t in inputs if t in histograms}
-    ratios = {t: scales[t] * 127.0 / histograms[t].top for t in inputs if t in histograms and histograms[t].top > 0}
+    clipped = {t: int8_calibration.clipped_share(histograms[t], scales[t] * INT8_MAX) for t in inputs if t in histograms}
+    ratios = {t: scales[t] * INT8_MAX / histograms[t].top for t in inputs if t in histograms and histograms[t].top > 0}
     if not clipped:
         return
     worst = sorted(clipped, key=lambda t: -clipped[t])[:3]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..formats.calibration_cache import map_onto_model, read_cache
+from ..formats.calibration_cache import INT8_MAX, map_onto_model, read_cache
 from ..formats.onnx_model import TAO_INPUT, input_chw, load_model
 from ..pipeline.commands import CommandError, run_command
 from ..pipeline.errors import StageError
@@ -121,7 +121,7 @@ def _implicit_precision(trt, network, config, request: EngineRequest) -> None:
         tensors += [layer.get_output(j) for j in range(layer.num_outputs)]
     for tensor in tensors:
         if tensor.name in scales:
-            tensor.dynamic_range = (-scales[tensor.name] * 127.0, scales[tensor.name] * 127.0)
+            tensor.dynamic_range = (-scales[tensor.name] * INT8_MAX, scales[tensor.name] * INT8_MAX)
 
 
 # --------------------------------------------------------------------------- trtexec

@@ -1,5 +1,5 @@
-"""The one place that starts external commands: TAO on PATH, through the TAO launcher, or in
-docker. Output streams live to the console and into a log file, with the key masked; a failure
+"""How each TAO backend runs TAO's commands: on PATH, through the TAO launcher, or in docker, each started
+by pipeline/commands.py (the one place that starts external commands). Output streams live to the console and into a log file, with the key masked; a failure
 raises with TAO's own last lines; a missing executable names the alternatives."""
 from __future__ import annotations
 
