@@ -37,9 +37,11 @@ from stages.formats.calibration_cache import write_cache
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model
 from stages.open_backend import int8_selection
 from stages.open_backend.int8_calibration import collect_candidates, collect_ranges
+from stages.pipeline import config
 from stages.spec import Spec
 
 WIDTH, HEIGHT, CLASSES, BATCH = 960, 544, ("car", "cyclist", "pedestrian", "road_sign"), 8
+PERCENTILE = config.load([]).backend.percentile  # conf/'s
 
 
 def main() -> None:
@@ -73,7 +75,7 @@ def main() -> None:
         for name, max_drop in (("auto", 0.02), ("fallback", -1.0))[: 1 if args.no_fallback else 2]:
             start = time.perf_counter()
             maxima = {}
-            candidates = collect_candidates(folder / "model.onnx", batches(), maxima=maxima)
+            candidates = collect_candidates(folder / "model.onnx", batches(), PERCENTILE, maxima=maxima)
             selection = int8_selection.choose(folder / "model.onnx", candidates, samples, setup, BATCH, "fp16", maxima,
                                               max_drop, 4)
             write_cache(folder / "calibration.bin", candidates[selection.chosen])
@@ -99,7 +101,7 @@ def own_work(model: Path, batches, samples: list, setup) -> tuple[float, float]:
 
     start = time.perf_counter()
     maxima = {}
-    candidates = collect_candidates(model, batches(), maxima=maxima)
+    candidates = collect_candidates(model, batches(), PERCENTILE, maxima=maxima)
     statistics = time.perf_counter() - start
     decoded = list(decoded_batches(samples, setup, BATCH))
     runners = [OnnxRunner(model)]

@@ -15,8 +15,10 @@ from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
 from stages.formats.tensorfile import TensorFileWriter, read_batches
 from stages.open_backend.int8_calibration import collect_ranges
+from stages.pipeline import config
 
 WIDTH, HEIGHT, BATCH, BATCHES = 624, 192, 8, 10
+PERCENTILE = config.load([]).backend.percentile  # conf/'s
 
 CALIBRATE_SNIPPET = """
 import sys
@@ -44,7 +46,8 @@ def main() -> None:
 
         def ours(method):
             def calibrate():
-                write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), method), method)
+                write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), method,
+                                                                  PERCENTILE), method)
             return calibrate
 
         def onnxruntime_entropy():

@@ -179,3 +179,17 @@ def test_cache_without_header_is_rejected(tmp_path):
         read_cache(path)
 
 
+
+
+def test_the_percentile_comes_from_the_caller_never_from_a_library_default():
+    # conf/backend/open.yaml holds backend.percentile; the library has no second default to drift from it
+    from stages.open_backend.int8_calibration import Calibrator
+
+    with pytest.raises(ValueError, match=r"percentile needs the percentile \(backend.percentile\)"):
+        Calibrator("percentile")
+    calibrator = Calibrator("auto")
+    try:
+        with pytest.raises(ValueError, match=r"needs the percentile \(backend.percentile\)"):
+            calibrator.candidates()
+    finally:
+        calibrator.histograms()  # lets its threads go

@@ -23,6 +23,7 @@ from stages.pipeline.errors import StageError
 from stages.spec import Spec
 
 WIDTH, HEIGHT = 160, 64
+PERCENTILE = load([]).backend.percentile  # conf/'s
 OUTLIER_LAYER = "block_3b_conv_2"
 
 
@@ -55,7 +56,7 @@ def outlier(tmp_path_factory):
     maxima = {}
     candidates = collect_candidates(folder / "model.onnx",
                                     iter_batches(list_images(folder / "training/image_2"), 8, WIDTH, HEIGHT),
-                                    maxima=maxima)
+                                    PERCENTILE, maxima=maxima)
     return folder, facts, candidates, maxima
 
 
@@ -190,7 +191,7 @@ def lpd_sized(tmp_path_factory):
     setup = evaluation_setup(Spec.load(data / "spec.txt"), width, height)
     maxima = {}
     candidates = collect_candidates(exported, iter_batches(list_images(data / "training/image_2"), 4, width, height),
-                                    maxima=maxima)
+                                    PERCENTILE, maxima=maxima)
     return exported, facts, setup, candidates, maxima
 
 

@@ -122,7 +122,7 @@ def export_folder(exported, folder, data_type, amax=None, high_precision="fp16",
 
 
 def ranges(exported, seeds=range(3), method="entropy"):
-    return collect_ranges(exported / "model.onnx", (images(seed) for seed in seeds), method)
+    return collect_ranges(exported / "model.onnx", (images(seed) for seed in seeds), method, 99.99)
 
 
 @pytest.mark.parametrize("data_type", ["fp32", "fp16"])

@@ -225,15 +225,19 @@ METHODS = ("entropy", "minmax", "percentile")  # in the order auto prefers them 
 class Calibrator:
     """Collects every tensor's range over batches and computes amax per tensor. `add` reduces a batch on
     every worker thread (numba and numpy release the GIL) and returns when it is done. Method `auto`
-    keeps histograms and exact maxima, so that candidates() gives every method's amax."""
+    keeps histograms and exact maxima, so that candidates() gives every method's amax. No defaults that
+    conf/ holds: the method and backend.percentile come from the caller (the percentile only where a
+    percentile is computed)."""
 
-    method: str = "entropy"
-    percentile: float = 99.99
+    method: str
+    percentile: float | None = None
     skip_zeros: bool = True
 
     def __post_init__(self):
         if self.method not in (*CALIBRATOR_NAMES, AUTO):
             raise ValueError(f"calibration method {self.method!r} is not one of {sorted(CALIBRATOR_NAMES)} or {AUTO}")
+        if self.method == "percentile" and self.percentile is None:
+            raise ValueError("calibration method percentile needs the percentile (backend.percentile)")
         self.collectors: dict[str, MaxCollector | HistogramCollector] = {}
         self._pool = ThreadPoolExecutor(worker_count())
         if self.method != "minmax":
@@ -289,6 +293,8 @@ class Calibrator:
 
     def candidates(self) -> dict[str, dict[str, float]]:
         """{method: {tensor: amax}} for each of METHODS, from the one pass (method `auto`)."""
+        if self.percentile is None:
+            raise ValueError("the percentile candidate needs the percentile (backend.percentile)")
         try:
             histograms = list(self.collectors.values())
             return {method: dict(zip(self.collectors, self._pool.map(lambda c, m=method: self._amax_by(c, m),
@@ -345,11 +351,12 @@ def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.M
 HALVES_BYTES = 512 << 20
 
 
-def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method: str = "entropy",
-                   percentile: float = 99.99, progress=None, skip_zeros: bool = True,
+def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method: str,
+                   percentile: float | None = None, progress=None, skip_zeros: bool = True,
                    maxima: dict[str, float] | None = None) -> dict[str, float]:
     """amax of every calibration tensor of the model over the batches (streamed); each tensor's largest
-    magnitude goes into `maxima` where one is given."""
+    magnitude goes into `maxima` where one is given. `percentile`: backend.percentile, for method
+    percentile."""
     if method == AUTO:
         raise ValueError("calibration method auto has several answers: collect_candidates gives them")
     calibrator, names = _collect(model_path, batches, method, percentile, progress, skip_zeros, maxima)
@@ -357,7 +364,7 @@ def collect_ranges(model_path: str | Path, batches: Iterable[np.ndarray], method
     return {name: amax[name] for name in names if name in amax}
 
 
-def collect_candidates(model_path: str | Path, batches: Iterable[np.ndarray], percentile: float = 99.99,
+def collect_candidates(model_path: str | Path, batches: Iterable[np.ndarray], percentile: float,
                        progress=None, skip_zeros: bool = True,
                        maxima: dict[str, float] | None = None) -> dict[str, dict[str, float]]:
     """{method: {tensor: amax}} for every method of METHODS, from one pass over the batches."""
@@ -369,7 +376,7 @@ def collect_candidates(model_path: str | Path, batches: Iterable[np.ndarray], pe
 def collect_histograms(model_path: str | Path, batches: Iterable[np.ndarray],
                        skip_zeros: bool = True) -> dict[str, HistogramCollector]:
     """Each calibration tensor's histogram of |x| (and exact maximum) over the batches."""
-    calibrator, _ = _collect(model_path, batches, AUTO, 99.99, None, skip_zeros, None)
+    calibrator, _ = _collect(model_path, batches, AUTO, None, None, skip_zeros, None)
     return calibrator.histograms()
 
 
