@@ -93,28 +93,21 @@ def main() -> None:
 
 def own_work(model: Path, batches, samples: list, setup) -> tuple[float, float]:
     """The statistics pass alone, and fp32's and the three candidates' deployable graphs alone over the
-    selection images (decoded and sessions made beforehand): the work auto cannot do without."""
-    from stages.detectnet_v2.evaluation import decoded_batches
-    from stages.detectnet_v2.inference import OnnxRunner
+    selection images (decoded and sessions made beforehand, by auto's own scorer): the work auto cannot do
+    without."""
     from stages.formats.calibration_cache import scales_of
-    from stages.formats.deployable_onnx import explicit_int8
 
     start = time.perf_counter()
     maxima = {}
     candidates = collect_candidates(model, batches(), PERCENTILE, maxima=maxima)
     statistics = time.perf_counter() - start
-    decoded = list(decoded_batches(samples, setup, BATCH))
-    runners = [OnnxRunner(model)]
-    for amax in candidates.values():
-        deployable = explicit_int8(onnx.load(str(model)), scales_of(amax), "fp16", maxima, ())
-        path = model.with_name(f"candidate{len(runners)}.onnx")
-        onnx.save(deployable.model, str(path))
-        runners.append(OnnxRunner(path))
+    scorer = int8_selection._Scorer(model, samples, setup, BATCH, "fp16", maxima, None)
+    runners = [scorer.reference, *(scorer.runner(scales_of(amax)) for amax in candidates.values())]
     for runner in runners:
-        runner(decoded[0])  # warm-up, as the sessions' first run in auto is
+        runner(scorer.batches[0])  # warm-up, as the sessions' first run in auto is
     start = time.perf_counter()
     for runner in runners:
-        for batch in decoded:
+        for batch in scorer.batches:
             runner(batch)
     return statistics, time.perf_counter() - start
 

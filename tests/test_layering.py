@@ -59,34 +59,13 @@ def test_nothing_imports_a_stage_module():
 
 
 def import_cycles() -> list[list[str]]:
-    """The groups of modules under stages/ that import each other in a ring, function-level imports included
-    (Tarjan's strongly connected components: no library here does it for a dict of sets)."""
+    """The groups of modules under stages/ that import each other in a ring, function-level imports included:
+    the strongly connected components of the import graph, by networkx (which DVC builds its own graphs with)."""
+    import networkx
+
     modules = set(modules_under("stages"))
-    graph = {m: sorted(i for i in project_imports(m) if i in modules and i != m) for m in sorted(modules)}
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    cycles = []
-
-    def visit(module: str) -> None:
-        index[module] = low[module] = len(index)
-        stack.append(module)
-        for imported in graph[module]:
-            if imported not in index:
-                visit(imported)
-                low[module] = min(low[module], low[imported])
-            elif imported in stack:
-                low[module] = min(low[module], index[imported])
-        if low[module] == index[module]:
-            group = stack[stack.index(module):]
-            del stack[stack.index(module):]
-            if len(group) > 1:
-                cycles.append(sorted(group))
-
-    for module in graph:
-        if module not in index:
-            visit(module)
-    return cycles
+    graph = networkx.DiGraph((m, i) for m in modules for i in project_imports(m) if i in modules and i != m)
+    return sorted(sorted(group) for group in networkx.strongly_connected_components(graph) if len(group) > 1)
 
 
 def test_no_modules_import_each_other_in_a_ring():

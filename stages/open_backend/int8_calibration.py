@@ -415,8 +415,9 @@ def _all_tensors_session(model: onnx.ModelProto, skip: Iterable[str]):
     # as large as all of them besides (measured: 2.6x one batch's activations at peak instead of 1.4x).
     options.enable_mem_pattern = False
     options.intra_op_num_threads = worker_count()
-    # asleep between runs, not spinning: the statistics' threads reduce one half of a batch while
-    # onnxruntime runs the other, and spinning threads would take their cores
+    # asleep between runs, not spinning: the statistics' threads reduce each batch as soon as onnxruntime
+    # has run it, and threads left spinning would take their cores (spinning did not make onnxruntime's own
+    # runs faster: bench/README.md)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(with_all_outputs(model, skip).SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
