@@ -36,7 +36,7 @@ from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model
 from stages.open_backend import int8_selection
-from stages.open_backend.int8_calibration import collect_candidates, collect_ranges
+from stages.quantization.calibrate import collect_candidates, collect_ranges
 from stages.pipeline import config
 from stages.spec import Spec
 
@@ -65,7 +65,8 @@ def main() -> None:
             return iter_batches(images, BATCH, WIDTH, HEIGHT)
 
         start = time.perf_counter()
-        write_cache(folder / "calibration.bin", collect_ranges(folder / "model.onnx", batches(), "entropy"))
+        write_cache(folder / "calibration.bin", collect_ranges(folder / "model.onnx", batches(), "entropy", percentile=None, skip_zeros=True),
+                    "entropy", 8601)
         entropy = time.perf_counter() - start
         setup = evaluation_setup(Spec.load(folder / "spec.txt"), WIDTH, HEIGHT)
         picked = [images[i * len(images) // args.selection] for i in range(args.selection)]
@@ -75,10 +76,10 @@ def main() -> None:
         for name, max_drop in (("auto", 0.02), ("fallback", -1.0))[: 1 if args.no_fallback else 2]:
             start = time.perf_counter()
             maxima = {}
-            candidates = collect_candidates(folder / "model.onnx", batches(), PERCENTILE, maxima=maxima)
+            candidates = collect_candidates(folder / "model.onnx", batches(), percentile=PERCENTILE, maxima=maxima, skip_zeros=True)
             selection = int8_selection.choose(folder / "model.onnx", candidates, samples, setup, BATCH, "fp16", maxima,
                                               max_drop, 4)
-            write_cache(folder / "calibration.bin", candidates[selection.chosen])
+            write_cache(folder / "calibration.bin", candidates[selection.chosen], selection.chosen, 8601)
             times[name] = time.perf_counter() - start
             print(f"  {name}: chose {selection.chosen}, left out {selection.float_layers or 'nothing'}")
         print(f"TAO 5-shaped ResNet-18 at {WIDTH}x{HEIGHT}, {args.batches} calibration batches of {BATCH}, "
@@ -99,7 +100,7 @@ def own_work(model: Path, batches, samples: list, setup) -> tuple[float, float]:
 
     start = time.perf_counter()
     maxima = {}
-    candidates = collect_candidates(model, batches(), PERCENTILE, maxima=maxima)
+    candidates = collect_candidates(model, batches(), percentile=PERCENTILE, maxima=maxima, skip_zeros=True)
     statistics = time.perf_counter() - start
     scorer = int8_selection._Scorer(model, samples, setup, BATCH, "fp16", maxima, None)
     runners = [scorer.reference, *(scorer.runner(scales_of(amax)) for amax in candidates.values())]

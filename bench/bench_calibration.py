@@ -14,7 +14,7 @@ from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
 from stages.formats.tensorfile import TensorFileWriter, read_batches
-from stages.open_backend.int8_calibration import collect_ranges
+from stages.quantization.calibrate import collect_ranges
 from stages.pipeline import config
 
 WIDTH, HEIGHT, BATCH, BATCHES = 624, 192, 8, 10
@@ -23,8 +23,8 @@ PERCENTILE = config.load([]).backend.percentile  # conf/'s
 CALIBRATE_SNIPPET = """
 import sys
 from stages.formats.tensorfile import read_batches
-from stages.open_backend.int8_calibration import collect_ranges
-collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entropy")
+from stages.quantization.calibrate import collect_ranges
+collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entropy", percentile=None, skip_zeros=True)
 """ + PEAK_SNIPPET
 
 
@@ -47,7 +47,7 @@ def main() -> None:
         def ours(method):
             def calibrate():
                 write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), method,
-                                                                  PERCENTILE), method)
+                                                                  percentile=PERCENTILE, skip_zeros=True), method, 8601)
             return calibrate
 
         def onnxruntime_entropy():

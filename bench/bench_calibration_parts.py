@@ -19,6 +19,7 @@ import argparse
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,10 @@ from stages.detectnet_v2.preprocessing import list_images
 from stages.formats.calibration_cache import calibration_tensor_names, write_cache
 from stages.formats.onnx_model import export_model
 from stages.formats.tensorfile import read_batches
-from stages.open_backend import int8_calibration
-from stages.open_backend.int8_calibration import Calibrator, collect_ranges
+from stages.compute.workers import worker_count
+from stages.quantization.activations import HALVES_BYTES, AllTensors, all_tensors_session, derivable_relus
+from stages.quantization.calibrate import collect_ranges
+from stages.quantization.ranges import Calibrator, load_kernels
 
 BATCH, BATCHES = 8, 8
 
@@ -48,23 +51,27 @@ def every_tensor(model_path: Path, batches: list[np.ndarray], bound: float, repe
     alone, each against the bound."""
     model = onnx.load(str(model_path))
     names = calibration_tensor_names(model)
-    relus = int8_calibration.derivable_relus(model)
+    relus = derivable_relus(model)
+    threads = worker_count()
     started = time.perf_counter()
-    session = int8_calibration._all_tensors_session(model, relus)
-    runner = int8_calibration._AllTensors(session, model, names[0])
-    runner.bind_for(batches[0].shape)
+    session = all_tensors_session(model, relus, threads)
+    whole = AllTensors(session, model, names[0], 1 << 62, threads)
+    runner = AllTensors(session, model, names[0], HALVES_BYTES, threads)
+    whole.bind_for(batches[0].shape)
     line("calibration session made, buffers bound", time.perf_counter() - started, bound)
-    runner(batches[0])
-    line("every tensor, whole batches", best_of(repeats, lambda: [runner(b) for b in batches]), bound)
+    whole.run(batches[0])
+    line("every tensor, whole batches", best_of(repeats, lambda: [whole.run(b) for b in batches]), bound)
     line("every tensor, as calibration runs them", best_of(repeats, lambda: [runner.run(b) for b in batches]), bound)
-    values = runner(batches[0])
+    values = whole.run(batches[0])
     tensors = {name: values[name] for name in names if name not in relus}
 
     def statistics():
-        calibrator = Calibrator("entropy")
-        for _ in batches:
-            calibrator.add(tensors, relus)
-        calibrator.histograms()
+        with ThreadPoolExecutor(threads) as pool:
+            calibrator = Calibrator("entropy", None, True, pool)
+            for _ in batches:
+                calibrator.add(tensors, relus)
+            calibrator.amax()
+    load_kernels()
     statistics()
     line("statistics of 8 batches alone", best_of(repeats, statistics), bound)
 
@@ -107,7 +114,8 @@ def main() -> None:
         every_tensor(model_path, batches, bound, repeats)
 
         def calibrate():
-            write_cache(tmp / "cal.bin", collect_ranges(model_path, iter(batches), "entropy"), "entropy")
+            write_cache(tmp / "cal.bin", collect_ranges(model_path, iter(batches), "entropy", percentile=None, skip_zeros=True),
+                        "entropy", 8601)
         line("calibration", best_of(repeats, calibrate), bound)
 
 

@@ -42,12 +42,13 @@ from stages.detectnet_v2.evaluation import ModelResult, evaluate, evaluation_set
 from stages.detectnet_v2.inference import OnnxRunner  # noqa: E402
 from stages.detectnet_v2.preprocessing import iter_batches, list_images  # noqa: E402
 from stages.formats.calibration_cache import write_cache  # noqa: E402
-from stages.formats.deployable_onnx import lint, qdq_count, quantized_convolutions, write_for_export  # noqa: E402
+from stages.quantization.export_folder import write_for_export# noqa: E402
+from stages.quantization.lint import lint, qdq_count, quantized_convolutions# noqa: E402
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model  # noqa: E402
 from tensor_compare import cosine  # noqa: E402
-from stages.open_backend.int8_calibration import collect_ranges  # noqa: E402
+from stages.quantization.calibrate import collect_ranges# noqa: E402
 from stages.spec import Spec  # noqa: E402
-from stages.tensorrt.export_check import check  # noqa: E402
+from stages.quantization.builder_check import check# noqa: E402
 from tao_family import FAMILY, Member, write_member  # noqa: E402
 
 BATCH, CALIBRATION_IMAGES = 4, 16
@@ -69,8 +70,8 @@ def cost_of_the_deployable() -> None:
         start = time.perf_counter()
         maxima = {}
         amax = collect_ranges(folder / "model.onnx", iter_batches(images, BATCH, width, height), "entropy",
-                              maxima=maxima)
-        write_cache(folder / "calibration.bin", amax)
+                              maxima=maxima, percentile=None, skip_zeros=True)
+        write_cache(folder / "calibration.bin", amax, "entropy", 8601)
         calibration = time.perf_counter() - start
         times = {}
         for data_type in ("int8", "fp16"):
@@ -115,7 +116,7 @@ def versus_modelopt(member: Member) -> None:
         start = time.perf_counter()
         maxima = {}
         write_cache(folder / "calibration.bin", collect_ranges(folder / "model.onnx", iter(batches), "minmax",
-                                                               maxima=maxima))
+                                                               maxima=maxima, percentile=None, skip_zeros=True), "minmax", 8601)
         write_for_export(folder, "int8", "fp16", maxima)
         ours_seconds = time.perf_counter() - start
         models_run = {"fp32": folder / "model.onnx", "ours": folder / "model.int8.onnx"}

@@ -13,9 +13,9 @@ from _common import engine_request, exported_sample_model, sample_images
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
-from stages.formats.deployable_onnx import write_for_export
+from stages.quantization.export_folder import write_for_export
 from stages.open_backend.engines import build_engine, verify
-from stages.open_backend.int8_calibration import collect_ranges
+from stages.quantization.calibrate import collect_ranges
 
 WIDTH, HEIGHT, BATCH = 624, 192, 8
 
@@ -28,7 +28,7 @@ def main() -> None:
         val = list_images(sample_images(tmp / "val", 16, distinct=16, seed=99))
         maxima = {}
         write_cache(tmp / "calibration.bin", collect_ranges(model, iter_batches(train, BATCH, WIDTH, HEIGHT), "entropy",
-                                                            maxima=maxima))
+                                                            maxima=maxima, percentile=None, skip_zeros=True), "entropy", 8601)
         reference = OnnxRunner(model)
         print(f"engines of the sample ({WIDTH}x{HEIGHT}), verified on 16 validation images")
         print(f"  {'precision':9s} {'cos(cov)':>9s} {'cos(bbox)':>9s} {'maxerr(bbox)':>12s} "

@@ -32,6 +32,7 @@ import argparse
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,6 @@ from _common import (PEAK_SNIPPET, best_of, child_peak_rss_mib, count_of, decodi
 
 from stages import bundled_sample
 from tao_shapes import RESNET18_WIDTHS, build_resnet18_shape
-from stages.compute import workers
 from stages.compute.workers import allowed_cores
 from stages.detectnet_v2 import verdict
 from stages.detectnet_v2.evaluation import ModelResult, Sample, evaluate, evaluation_setup, validation_set
@@ -50,8 +50,9 @@ from stages.detectnet_v2.preprocessing import EVALUATION_RESAMPLE, iter_batches,
 from stages.formats.onnx_model import export_model
 from stages.formats.tensorfile import read_batches
 from stages.formats.calibration_cache import calibration_tensor_names, write_cache
-from stages.open_backend import int8_calibration
-from stages.open_backend.int8_calibration import Calibrator, collect_ranges
+from stages.quantization.activations import AllTensors, all_tensors_session, derivable_relus
+from stages.quantization.calibrate import collect_ranges
+from stages.quantization.ranges import Calibrator, load_kernels
 from stages.spec import Spec
 
 BATCH, BATCHES = 8, 8
@@ -60,8 +61,8 @@ AGREEMENT_IMAGES = 64  # conf/config.yaml's evaluate.agreement_images
 CALIBRATE_SNIPPET = """
 import sys
 from stages.formats.tensorfile import read_batches
-from stages.open_backend.int8_calibration import collect_ranges
-collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entropy")
+from stages.quantization.calibrate import collect_ranges
+collect_ranges(sys.argv[1], read_batches(sys.argv[2], int(sys.argv[3])), "entropy", percentile=None, skip_zeros=True)
 """ + PEAK_SNIPPET
 
 WRITE_SNIPPET = """
@@ -217,8 +218,8 @@ def measure_calibration(model: Path, tensorfile: Path, tmp: Path) -> None:
     print(f"inference: plain fp32 onnxruntime, {BATCHES} batches: {bound:.2f} s", flush=True)
 
     def calibrate():
-        write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), "entropy"),
-                    "entropy")
+        write_cache(tmp / "cal.bin", collect_ranges(model, read_batches(tensorfile, BATCHES), "entropy", percentile=None, skip_zeros=True),
+                    "entropy", 8601)
 
     calibrating = best_of(2, calibrate)
     print(f"calibration: entropy, cache written: {calibrating:.2f} s = {calibrating / bound:.2f}x inference "
@@ -233,25 +234,22 @@ def measure_calibration(model: Path, tensorfile: Path, tmp: Path) -> None:
 def measure_statistics(model_path: Path, tensorfile: Path, inference_per_batch: float) -> None:
     """One batch's statistics (every tensor's histogram) on 1 worker and on every allowed core: the part of
     calibration that should scale with the cores as onnxruntime does."""
-    # the calibrator's own pieces, put together as int8_calibration._collect does
+    # the calibrator's own pieces, put together as quantization.calibrate does
     model = onnx.load(str(model_path))
     names = calibration_tensor_names(model)
-    relus = int8_calibration.derivable_relus(model)
-    run_all = int8_calibration._AllTensors(int8_calibration._all_tensors_session(model, relus), model, names[0])
-    values = run_all(next(read_batches(tensorfile, 1)))
+    relus = derivable_relus(model)
+    cores = allowed_cores()
+    run_all = AllTensors(all_tensors_session(model, relus, cores), model, names[0], 1 << 62, cores)
+    values = run_all.run(next(read_batches(tensorfile, 1)))
     tensors = {name: values[name] for name in names if name not in relus}
 
     def statistics(count: int):
-        workers.configure(count)
-        try:
-            calibrator = Calibrator("entropy")
+        with ThreadPoolExecutor(count) as pool:
+            calibrator = Calibrator("entropy", None, True, pool)
             calibrator.add(tensors, relus)
-            calibrator.histograms()  # waits for the batch, lets the threads go
-        finally:
-            workers.configure(None)
+            calibrator.amax()
 
-    statistics(1)  # numba's kernels loaded
-    cores = allowed_cores()
+    load_kernels()
     took = {count: best_of(3, lambda c=count: statistics(c)) for count in sorted({1, cores})}
     print(f"  statistics of one batch ({sum(v.size for v in tensors.values()) / 1e6:.0f} M values, "
           f"{len(tensors) + len(relus)} histograms): 1 worker {took[1]:.2f} s, "

@@ -27,11 +27,11 @@ from tao_shapes import TAO_INPUT_NAME, TAO_OUTPUT_NAMES, as_tao_export
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.formats.calibration_cache import write_cache
-from stages.formats.deployable_onnx import write_for_export
+from stages.quantization.export_folder import write_for_export
 from stages.formats.onnx_model import TAO_OUTPUTS, export_model
 from stages.open_backend.engines import build_engine
 from tensor_compare import cosine
-from stages.open_backend.int8_calibration import collect_ranges
+from stages.quantization.calibrate import collect_ranges
 
 WIDTH, HEIGHT, CLASSES = 960, 544, 4
 
@@ -52,7 +52,7 @@ def main() -> None:
         maxima = {}
         write_cache(folder / "calibration.bin", collect_ranges(folder / "model.onnx", iter_batches(images, 4, WIDTH,
                                                                                                   HEIGHT),
-                                                               "minmax", maxima=maxima))
+                                                               "minmax", maxima=maxima, percentile=None, skip_zeros=True), "minmax", 8601)
         write_for_export(folder, "int8", "fp16", maxima)
         engines = {}
         for data_type in ("fp32", "int8"):

@@ -2,7 +2,8 @@
 `dvc.yaml` runs (`python -m stages.<stage>`), plus `params` (`make params`); below, the library they
 use, one sub-package per concern: pipeline (stage machinery), spec (the TAO spec model), formats (file
 formats), compute (how many threads the work runs on), detectnet_v2 (the network's pre-processing,
-post-processing, metric and verdict), tensorrt (NVIDIA's TensorRT libraries and builds), open_backend and
+post-processing, metric and verdict), quantization (INT8 ranges from data, the deployable ONNX and its
+checks), tensorrt (NVIDIA's TensorRT libraries and builds), open_backend and
 tao_backend (who runs the steps), serving (Triton), bundled_sample (the generated sample)."""
 
 import os as _os

@@ -14,13 +14,12 @@ import sys
 
 from omegaconf import DictConfig
 
-from .formats import deployable_onnx
 from .formats.file_names import DEPLOYABLE_FILES
 from .pipeline import backends
 from .pipeline.cli import StageInputs, log_to_file, run_stage
 from .pipeline.layout import EXPORT_DIR, EXPORT_REPORT, EXPORT_TIMINGS, TENSORFILE, project_path
 from .pipeline.outputs import staged_dir, write_text_atomically
-from .tensorrt import export_check
+from .quantization import builder_check, export_folder
 
 log = logging.getLogger("stages.export")
 
@@ -32,16 +31,16 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
                            project_path(TENSORFILE), out)
         checked, timings = None, {}
         if (out / DEPLOYABLE_FILES["fp32"]).is_file():  # not from TAO's .etlt
-            written = deployable_onnx.write_for_export(out, cfg.export.data_type, cfg.export.high_precision,
-                                                       outcome.maxima, outcome.float_layers)
-            for line in deployable_onnx.described(written, cfg.export.data_type, outcome.maxima is not None) \
+            written = export_folder.write_for_export(out, cfg.export.data_type, cfg.export.high_precision,
+                                                     outcome.maxima, outcome.float_layers)
+            for line in export_folder.described(written, cfg.export.data_type, outcome.maxima is not None) \
                     if written else ():
                 log.info(line)
             # NVIDIA's parser and builder read the graph a GPU machine will build from; a refusal fails export
             facts = inputs.facts
-            checked = export_check.check(out / DEPLOYABLE_FILES[cfg.export.data_type],
-                                         (facts.channels, facts.height, facts.width), cfg.export.max_batch_size,
-                                         timings)
+            checked = builder_check.check(out / DEPLOYABLE_FILES[cfg.export.data_type],
+                                          (facts.channels, facts.height, facts.width), cfg.export.max_batch_size,
+                                          timings)
         else:
             log.info("no deployable ONNX: export wrote an .etlt, which only TAO's converters read")
     # after the export is in place: a report never describes an export that was not kept

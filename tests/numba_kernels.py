@@ -42,14 +42,14 @@ def compiled() -> list[Path]:
     """Compile this checkout's kernels (once per session) and list their cache files."""
     from stages import bundled_sample
     from stages.detectnet_v2.postprocessing import Clustering, cluster
-    from stages.open_backend.int8_calibration import collect_ranges
+    from stages.quantization.calibrate import collect_ranges
 
     with _checkout_lock(fcntl.LOCK_EX), tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "model.onnx"
         bundled_sample.build_model(model, 32, 32, base_width=2, seed=0, batch="N")
         batch = np.random.default_rng(0).random((2, 3, 32, 32), np.float32)
         for method in ("entropy", "percentile"):
-            collect_ranges(model, [batch, batch], method, 99.99)
+            collect_ranges(model, [batch, batch], method, percentile=99.99, skip_zeros=True)
         boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float64)
         cluster(boxes, np.array([0.9, 0.8, 0.7]), Clustering(dbscan_eps=0.5, dbscan_min_samples=0.1))
     return [p for pattern in PATTERNS for p in (ROOT / "stages").rglob(f"__pycache__/{pattern}")]

@@ -112,13 +112,13 @@ def write_ngc_cache(model: Path, member: Member, path: Path, images: int = 16, s
     its scales by name."""
     from stages.detectnet_v2.preprocessing import iter_batches, list_images
     from stages.formats.calibration_cache import write_scales
-    from stages.open_backend.int8_calibration import collect_ranges
+    from stages.quantization.calibrate import collect_ranges
 
     with tempfile.TemporaryDirectory() as tmp:
         bundled_sample.write_dataset(Path(tmp), {"nvidia": images}, seed, (member.width, member.height),
                                      classes=member.classes)
         batches = iter_batches(list_images(Path(tmp) / "nvidia/image_2"), 4, member.width, member.height)
-        amax = collect_ranges(model, batches, member.calibration_method)
+        amax = collect_ranges(model, batches, member.calibration_method, percentile=None, skip_zeros=True)
     scales = {name: float(np.float32(value / 127.0)) for name, value in amax.items() if value > 0}
     scales.update({name: 0.0421 for name in TENSORRT_OWN_NAMES})
     write_scales(path, header, scales)

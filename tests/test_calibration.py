@@ -3,6 +3,7 @@ against an independent computation on the same data."""
 from __future__ import annotations
 
 import struct
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -13,8 +14,11 @@ from reference_entropy import reference_entropy_amax
 from stages import bundled_sample
 from stages.formats.calibration_cache import (CalibrationCacheError, calibration_tensor_names,
                                               read_cache, write_cache)
-from stages.open_backend.int8_calibration import (HistogramCollector, collect_histograms, collect_ranges, entropy_amax,
-                                                  with_all_outputs)
+from stages.quantization.activations import AllTensors, Schedule, all_tensors_session, with_all_outputs
+from stages.quantization.calibrate import collect_histograms, collect_ranges
+from stages.quantization.histograms import HistogramCollector
+from stages.quantization.ranges import Calibrator
+from stages.quantization.thresholds import entropy_amax
 
 RNG = np.random.default_rng(1)
 DISTRIBUTIONS = {
@@ -81,23 +85,20 @@ def independent_activations(model_path, batches):
 
 
 def test_minmax_scales_are_the_largest_magnitudes(tiny_model, batches):
-    amax = collect_ranges(tiny_model, iter(batches), "minmax")
+    amax = collect_ranges(tiny_model, iter(batches), "minmax", percentile=None, skip_zeros=True)
     values = independent_activations(tiny_model, batches)
     assert set(amax) == set(calibration_tensor_names(onnx.load(str(tiny_model))))
     for name, got in amax.items():
         assert got == pytest.approx(float(np.abs(values[name]).max()), rel=1e-5), name
 
 
-def test_histograms_are_the_same_to_the_count_whatever_pieces_the_tensors_are_binned_in(tiny_model, batches,
-                                                                                        monkeypatch):
+def test_histograms_are_the_same_to_the_count_whatever_pieces_the_tensors_are_binned_in(tiny_model, batches):
     # a large tensor is binned in pieces on several threads; each batch reaches further than the last,
     # so the grids widen (and merge bins) between batches as well
-    from stages.open_backend import int8_calibration
-
     growing = [batch * scale for batch, scale in zip(batches, (1, 5, 40))]
-    whole = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
-    monkeypatch.setattr(int8_calibration, "CHUNK_ELEMENTS", 999)  # tensors of 32768 values: 33 uneven pieces
-    pieces = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
+    whole = collect_histograms(tiny_model, iter(growing), skip_zeros=False, schedule=Schedule(2))
+    # tensors of 32768 values: 33 uneven pieces
+    pieces = collect_histograms(tiny_model, iter(growing), skip_zeros=False, schedule=Schedule(2, chunk_elements=999))
     assert set(pieces) == set(whole)
     for name, collector in whole.items():
         assert (collector.width, collector.top) == (pieces[name].width, pieces[name].top), name
@@ -105,41 +106,45 @@ def test_histograms_are_the_same_to_the_count_whatever_pieces_the_tensors_are_bi
     assert any(len(c.hist) > 2048 for c in whole.values()), "no grid widened: the case is not exercised"
 
 
-def test_histograms_are_the_same_to_the_count_when_batches_run_in_halves(tiny_model, batches, monkeypatch):
-    # past HALVES_BYTES a batch runs as two halves into the same buffers (onnxruntime's working memory is
-    # half a batch's) and is then reduced whole; here every second half reaches further than its first
-    from stages.open_backend import int8_calibration
-
+def test_histograms_are_the_same_to_the_count_when_batches_run_in_halves(tiny_model, batches):
+    # past Schedule.halves_bytes a batch runs as two halves into the same buffers (onnxruntime's working
+    # memory is half a batch's) and is then reduced whole; here every second half reaches further than its first
     growing = [batch * scale for batch, scale in zip(batches, (1, 5, 40))]
     for batch in growing:
         batch[2:] *= 7
-    monkeypatch.setattr(int8_calibration, "HALVES_BYTES", 1 << 40)
-    whole = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
-    halves = []
-    split = int8_calibration._AllTensors.halves
-    monkeypatch.setattr(int8_calibration._AllTensors, "halves", lambda self: halves.append(1) or split(self))
-    monkeypatch.setattr(int8_calibration, "HALVES_BYTES", 0)
-    in_halves = collect_histograms(tiny_model, iter(growing), skip_zeros=False)
-    assert halves, "no batch ran in halves"
+    whole = collect_histograms(tiny_model, iter(growing), skip_zeros=False, schedule=Schedule(2, halves_bytes=1 << 40))
+    in_halves = collect_histograms(tiny_model, iter(growing), skip_zeros=False, schedule=Schedule(2, halves_bytes=0))
     for name, collector in whole.items():
         assert (collector.width, collector.top) == (in_halves[name].width, in_halves[name].top), name
         assert np.array_equal(collector.hist, in_halves[name].hist), name
     assert any(len(c.hist) > 2048 for c in whole.values()), "no grid widened: the case is not exercised"
 
 
-def test_a_model_with_a_fixed_batch_size_calibrates_in_whole_batches(tmp_path, batches, monkeypatch):
-    from stages.open_backend import int8_calibration
+@pytest.mark.parametrize("halves_bytes, in_halves", [(0, 3), (1 << 40, 0)])
+def test_a_batch_past_the_schedules_size_runs_as_two_halves_into_the_same_buffers(tiny_model, batches, halves_bytes,
+                                                                                  in_halves):
+    model = onnx.load(str(tiny_model))
+    name = model.graph.input[0].name
+    run = AllTensors(all_tensors_session(model, (), 2), model, name, halves_bytes, 2)
+    whole = AllTensors(all_tensors_session(model, (), 2), model, name, 1 << 40, 2)
+    for batch in batches:
+        got = {tensor: values.copy() for tensor, values in run.run(batch).items()}
+        assert all(np.array_equal(got[tensor], values) for tensor, values in whole.run(batch).items())
+    assert run.runs_in_halves == in_halves
 
+
+def test_a_model_with_a_fixed_batch_size_calibrates_in_whole_batches(tmp_path, batches):
     fixed = tmp_path / "fixed.onnx"
     bundled_sample.build_model(fixed, 64, 32, base_width=4, seed=3, batch=4)
     dynamic = tmp_path / "dynamic.onnx"
     bundled_sample.build_model(dynamic, 64, 32, base_width=4, seed=3, batch="N")
-    monkeypatch.setattr(int8_calibration, "HALVES_BYTES", 0)
-    assert collect_ranges(fixed, iter(batches), "entropy") == collect_ranges(dynamic, iter(batches), "entropy")
+    schedule = Schedule(2, halves_bytes=0)
+    assert collect_ranges(fixed, iter(batches), "entropy", percentile=None, skip_zeros=True, schedule=schedule) == \
+        collect_ranges(dynamic, iter(batches), "entropy", percentile=None, skip_zeros=True, schedule=schedule)
 
 
 def test_entropy_scales_match_an_independent_computation(tiny_model, batches):
-    amax = collect_ranges(tiny_model, iter(batches), "entropy", skip_zeros=True)
+    amax = collect_ranges(tiny_model, iter(batches), "entropy", skip_zeros=True, percentile=None)
     values = independent_activations(tiny_model, batches)
     for name in list(amax)[::5]:  # the reference search is slow: every fifth tensor, input included
         got = amax[name]
@@ -183,13 +188,18 @@ def test_cache_without_header_is_rejected(tmp_path):
 
 def test_the_percentile_comes_from_the_caller_never_from_a_library_default():
     # conf/backend/open.yaml holds backend.percentile; the library has no second default to drift from it
-    from stages.open_backend.int8_calibration import Calibrator
-
-    with pytest.raises(ValueError, match=r"percentile needs the percentile \(backend.percentile\)"):
-        Calibrator("percentile")
-    calibrator = Calibrator("auto")
-    try:
+    with ThreadPoolExecutor(1) as pool:
+        with pytest.raises(ValueError, match=r"percentile needs the percentile \(backend.percentile\)"):
+            Calibrator("percentile", None, True, pool)
         with pytest.raises(ValueError, match=r"needs the percentile \(backend.percentile\)"):
-            calibrator.candidates()
-    finally:
-        calibrator.histograms()  # lets its threads go
+            Calibrator("auto", None, True, pool).candidates()
+
+
+def test_a_calibrator_is_still_usable_after_it_gave_its_answer(batches):
+    # the caller owns the threads: reading the ranges does not end them
+    with ThreadPoolExecutor(2) as pool:
+        calibrator = Calibrator("entropy", None, True, pool)
+        calibrator.add({"x": batches[0]})
+        first = calibrator.amax()
+        calibrator.add({"x": batches[1] * 3})
+        assert calibrator.amax()["x"] > first["x"]

@@ -13,11 +13,13 @@ from onnx import TensorProto, numpy_helper
 from conftest import engine_request, tiny_export, tiny_images
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import read_cache, write_cache
-from stages.formats.deployable_onnx import (
-    FP16_DATA_MAX, explicit_int8, lint, quantized_convolutions, residual_inputs, strongly_typed_fp16,
-    write_for_export)
+from stages.quantization.export_folder import write_for_export
+from stages.quantization.fp16 import FP16_DATA_MAX, strongly_typed_fp16
+from stages.quantization.graph_index import residual_inputs
+from stages.quantization.int8_rewrite import explicit_int8
+from stages.quantization.lint import lint, quantized_convolutions
 from stages.open_backend.engines import build_engine
-from stages.open_backend.int8_calibration import collect_ranges
+from stages.quantization.calibrate import collect_ranges
 from tensor_compare import cosine
 
 
@@ -32,7 +34,7 @@ images = tiny_images
 @pytest.fixture(scope="module")
 def statistics(exported):
     maxima = {}
-    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(3)), "minmax", maxima=maxima)
+    amax = collect_ranges(exported / "model.onnx", (images(seed) for seed in range(3)), "minmax", maxima=maxima, percentile=None, skip_zeros=True)
     return amax, maxima
 
 
@@ -63,7 +65,7 @@ def test_the_int8_model_passes_the_lint(exported, statistics, high_precision):
 
 
 def test_activation_scales_are_the_caches_bit_for_bit(exported, statistics, tmp_path):
-    write_cache(tmp_path / "cache.bin", statistics[0])
+    write_cache(tmp_path / "cache.bin", statistics[0], "minmax", 8601)
     _, scales = read_cache(tmp_path / "cache.bin")
     deployable = explicit_int8(model(exported), scales, "fp32")
     initializers = {i.name: i for i in deployable.model.graph.initializer}
@@ -130,7 +132,7 @@ def test_a_convolution_whose_input_has_no_scale_stays_unquantized_and_is_named(e
     amax = statistics[0]
     deployable = explicit_int8(model(exported), {"input_1": amax["input_1"] / 127}, "fp32")
     assert deployable.quantized == ["conv1"]
-    assert "block_1a_conv_1" in deployable.unquantized
+    assert "block_1a_conv_1" in deployable.without_scale
     assert quantized_convolutions(deployable.model) == ["conv1"]
     assert lint(deployable.model, "int8") == []
 
@@ -150,7 +152,7 @@ def test_a_graph_that_cannot_be_upgraded_gets_per_tensor_weights_and_says_so(exp
     # converter is made to fail as it does there (onnx raises from its C++ adapter lookup)
     from onnx import version_converter
 
-    from stages.formats.deployable_onnx import described
+    from stages.quantization.export_folder import described
 
     def no_adapter(model, target):
         raise RuntimeError("adapter_lookup: Assertion `false` failed: No Adapter For Current Version $11 for Foo")
@@ -246,7 +248,7 @@ def test_the_fp16_model_is_fp16_inside_with_fp32_inputs_and_outputs(exported, st
 def test_a_node_whose_values_pass_fp16s_headroom_stays_fp32_and_is_named(exported):
     # images 2000x brighter: the first convolution's input and output reach past FP16_DATA_MAX
     maxima = {}
-    collect_ranges(exported / "model.onnx", (images(seed, gain=2000.0) for seed in range(2)), "minmax", maxima=maxima)
+    collect_ranges(exported / "model.onnx", (images(seed, gain=2000.0) for seed in range(2)), "minmax", maxima=maxima, percentile=None, skip_zeros=True)
     assert maxima["input_1"] > FP16_DATA_MAX
     deployable = strongly_typed_fp16(model(exported), maxima)
     assert "conv1" in deployable.kept_fp32 and deployable.kept_fp32["conv1"] > FP16_DATA_MAX
@@ -254,7 +256,7 @@ def test_a_node_whose_values_pass_fp16s_headroom_stays_fp32_and_is_named(exporte
     initializers = {i.name: i for i in deployable.model.graph.initializer}
     assert initializers[conv1.input[1]].data_type == TensorProto.FLOAT
     assert lint(deployable.model, "fp16") == []
-    from stages.formats.deployable_onnx import described
+    from stages.quantization.export_folder import described
     said = "\n".join(described(deployable, "fp16", True))
     assert f"nodes stay fp32, their values reach past {FP16_DATA_MAX:g} on the calibration images: conv1 (" in said
 
@@ -266,10 +268,10 @@ def test_export_folder_gets_the_deployable_of_its_precision(exported, statistics
         folder = tmp_path / data_type
         folder.mkdir()
         shutil.copyfile(exported / "model.onnx", folder / "model.onnx")
-        write_cache(folder / "calibration.bin", statistics[0])
+        write_cache(folder / "calibration.bin", statistics[0], "minmax", 8601)
         assert write_for_export(folder, data_type, "fp16", statistics[1]) is not None
         assert lint(onnx.load(folder / name), data_type) == []
-    assert write_for_export(tmp_path / "int8", "fp32") is None  # model.onnx is fp32's deployable
+    assert write_for_export(tmp_path / "int8", "fp32", "fp16") is None  # model.onnx is fp32's deployable
 
 
 @pytest.mark.parametrize("high_precision", ["fp32", "fp16"])
@@ -278,7 +280,7 @@ def test_the_onnxruntime_engine_computes_what_the_deployable_onnx_computes(expor
     folder = tmp_path / "export"
     folder.mkdir()
     shutil.copyfile(exported / "model.onnx", folder / "model.onnx")
-    write_cache(folder / "calibration.bin", statistics[0])
+    write_cache(folder / "calibration.bin", statistics[0], "minmax", 8601)
     write_for_export(folder, "int8", high_precision, statistics[1])
     build_engine(engine_request(folder, "int8", tmp_path / "engine.onnx"))
     batch = images(11)

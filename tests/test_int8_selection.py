@@ -13,10 +13,12 @@ from tao_shapes import as_tao_export
 from stages.detectnet_v2.evaluation import evaluation_setup
 from stages.detectnet_v2.preprocessing import iter_batches, list_images
 from stages.detectnet_v2.spec_facts import SpecFacts
-from stages.formats.deployable_onnx import explicit_int8, fused_outputs, lint
+from stages.quantization.graph_index import fused_outputs
+from stages.quantization.int8_rewrite import explicit_int8
+from stages.quantization.lint import lint
 from stages.formats.onnx_model import export_model
 from stages.open_backend import int8_selection
-from stages.open_backend.int8_calibration import collect_candidates
+from stages.quantization.calibrate import collect_candidates
 from stages.pipeline.config import load
 from stages.pipeline.errors import ConfigError
 from stages.pipeline.errors import StageError
@@ -56,7 +58,7 @@ def outlier(tmp_path_factory):
     maxima = {}
     candidates = collect_candidates(folder / "model.onnx",
                                     iter_batches(list_images(folder / "training/image_2"), 8, WIDTH, HEIGHT),
-                                    PERCENTILE, maxima=maxima)
+                                    percentile=PERCENTILE, maxima=maxima, skip_zeros=True)
     return folder, facts, candidates, maxima
 
 
@@ -85,7 +87,7 @@ def test_a_convolution_left_out_has_no_qdq_and_the_model_stays_lint_clean(outlie
     folder, _, candidates, maxima = outlier
     scales = {name: value / 127.0 for name, value in candidates["minmax"].items() if value > 0}
     deployable = explicit_int8(onnx.load(folder / "model.onnx"), scales, "fp16", maxima, [OUTLIER_LAYER])
-    assert deployable.left_out == [OUTLIER_LAYER] and OUTLIER_LAYER not in deployable.quantized
+    assert deployable.float_layers == [OUTLIER_LAYER] and OUTLIER_LAYER not in deployable.quantized
     assert lint(deployable.model, "int8") == []  # the fp32-kept nodes read their DequantizeLinear directly
 
 
@@ -191,7 +193,7 @@ def lpd_sized(tmp_path_factory):
     setup = evaluation_setup(Spec.load(data / "spec.txt"), width, height)
     maxima = {}
     candidates = collect_candidates(exported, iter_batches(list_images(data / "training/image_2"), 4, width, height),
-                                    PERCENTILE, maxima=maxima)
+                                    percentile=PERCENTILE, maxima=maxima, skip_zeros=True)
     return exported, facts, setup, candidates, maxima
 
 

@@ -1,7 +1,7 @@
 """The import rules of the layout, read from every import statement: the spec model imports nothing else
 of the project; formats import nothing of it but each other; detectnet_v2 builds on the spec model and
 the formats only, and the bundled sample on those and detectnet_v2 (none of them on the stage machinery,
-so code outside the pipeline can use them); the open backend and the TAO runners never import each other
+so code outside the pipeline can use them); the quantization core on the formats and TensorRT's loaders; the open backend and the TAO runners never import each other
 (a stage picks one through the backend config); nothing imports a stage module; no modules import each other
 in a ring."""
 from __future__ import annotations
@@ -21,6 +21,8 @@ LIBRARY_RULES = {
     "stages.compute": (),
     "stages.detectnet_v2": ("stages.spec", "stages.formats", "stages.compute"),
     "stages.bundled_sample": ("stages.spec", "stages.formats", "stages.detectnet_v2", "stages.compute"),
+    # the quantization core: the stages and the open backend call it, never the other way round
+    "stages.quantization": ("stages.formats", "stages.compute", "stages.tensorrt"),
 }
 
 

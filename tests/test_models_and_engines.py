@@ -13,10 +13,10 @@ from conftest import engine_request, tiny_export, tiny_images
 from stages import bundled_sample
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import write_cache
-from stages.formats.deployable_onnx import write_for_export
+from stages.quantization.export_folder import write_for_export
 from stages.formats.onnx_model import ModelError, export_model
 from stages.open_backend.engines import build_engine
-from stages.open_backend.int8_calibration import collect_ranges
+from stages.quantization.calibrate import collect_ranges
 from tensor_compare import cosine
 
 
@@ -116,13 +116,13 @@ def export_folder(exported, folder, data_type, amax=None, high_precision="fp16",
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model or exported / "model.onnx", folder / "model.onnx")
     if data_type == "int8":
-        write_cache(folder / "calibration.bin", amax)
+        write_cache(folder / "calibration.bin", amax, "entropy", 8601)
     write_for_export(folder, data_type, high_precision, amax)
     return folder
 
 
 def ranges(exported, seeds=range(3), method="entropy"):
-    return collect_ranges(exported / "model.onnx", (images(seed) for seed in seeds), method, 99.99)
+    return collect_ranges(exported / "model.onnx", (images(seed) for seed in seeds), method, percentile=99.99, skip_zeros=True)
 
 
 @pytest.mark.parametrize("data_type", ["fp32", "fp16"])

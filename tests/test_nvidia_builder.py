@@ -16,11 +16,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import ROOT, engine_request, run, tiny_export, tiny_images
-from stages.formats.deployable_onnx import explicit_int8, lint, strongly_typed_fp16
-from stages.open_backend.int8_calibration import collect_ranges
+from stages.quantization.fp16 import strongly_typed_fp16
+from stages.quantization.int8_rewrite import explicit_int8
+from stages.quantization.lint import lint
+from stages.quantization.calibrate import collect_ranges
 from stages.pipeline.errors import StageError
 from stages.tensorrt import libraries, network_build
-from stages.tensorrt.export_check import check
+from stages.quantization.builder_check import check
 
 RTX = pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is in the lock for x86-64 Linux: make setup installs it")
 SHAPES = ((1, 3, 48, 96), (2, 3, 48, 96), (4, 3, 48, 96))
@@ -33,7 +35,7 @@ def exported(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scales(exported):
-    amax = collect_ranges(exported / "model.onnx", (tiny_images(seed) for seed in range(3)), "minmax")
+    amax = collect_ranges(exported / "model.onnx", (tiny_images(seed) for seed in range(3)), "minmax", percentile=None, skip_zeros=True)
     return {name: value / 127.0 for name, value in amax.items()}
 
 
@@ -167,7 +169,7 @@ def weights_along_axis_1(m):
 
 
 def qdq_between_conv_and_residual_add(m):
-    from stages.formats.deployable_onnx import residual_inputs
+    from stages.quantization.graph_index import residual_inputs
 
     add_name, residual = next(iter(residual_inputs(m).items()))
     add = next(n for n in m.graph.node if n.name == add_name)
@@ -264,11 +266,11 @@ def test_fp16_qdq_scales_are_warned_of_per_convolution(exported, scales, tmp_pat
 def deployables(exported, scales):
     """The tiny export with its calibration cache and its deployable int8 and fp16 graphs, as export writes them."""
     from stages.formats.calibration_cache import write_cache
-    from stages.formats.deployable_onnx import write_for_export
+    from stages.quantization.export_folder import write_for_export
 
     write_cache(exported / "calibration.bin", {name: value * 127.0 for name, value in scales.items()}, "minmax", 8601)
     for data_type in ("int8", "fp16"):
-        write_for_export(exported, data_type)
+        write_for_export(exported, data_type, "fp16")
     return exported
 
 
@@ -338,7 +340,7 @@ def test_where_tensorrt_rtx_cannot_load_the_check_says_so_once_and_is_skipped(de
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text("raise ImportError('libc.so.6: version `GLIBC_2.28` not found')\n")
     code = ("import json, logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr); "
-            "from pathlib import Path; from stages.tensorrt.export_check import check; "
+            "from pathlib import Path; from stages.quantization.builder_check import check; "
             f"print(json.dumps(check(Path({str(deployables / 'model.int8.onnx')!r}), (3, 48, 96), 4)))")
     result = run([sys.executable, "-c", code], ROOT, env={"PYTHONPATH": f"{stub.parent}{os.pathsep}{ROOT}"})
     assert json.loads(result.stdout) == {"builder": "TensorRT-RTX", "checked": False, "reason":
@@ -425,7 +427,7 @@ if __name__ == "__main__":  # what NVIDIA's parser does with each rule's graph: 
 
     folder = Path(tempfile.mkdtemp())
     tiny_export(folder)
-    amax = collect_ranges(folder / "model.onnx", (tiny_images(seed) for seed in range(3)), "minmax")
+    amax = collect_ranges(folder / "model.onnx", (tiny_images(seed) for seed in range(3)), "minmax", percentile=None, skip_zeros=True)
     found = {name: value / 127.0 for name, value in amax.items()}
     for rule, (breaking, said) in LINT_RULES.items():
         m = breaking(int8_model(folder, found))

@@ -107,7 +107,7 @@ def test_the_explicit_deepstream_config_names_the_deployable_onnx_strongly_typed
 
 
 def test_the_samples_deployable_int8_onnx_follows_tensorrts_rules_and_the_log_says_what_it_holds(built_project):
-    from stages.formats.deployable_onnx import lint
+    from stages.quantization.lint import lint
 
     assert lint(onnx.load(built_project / deployable_model("int8")), "int8") == []
     log = (built_project / "artifacts/export/export.log").read_text()

@@ -365,7 +365,7 @@ def test_the_ngc_cache_example(tmp_path):
     assert header == "TRT-100300-EntropyCalibration2" and used["input_1"] == scales["input_1:0"]
     # the deployable ONNX: the cache's scales as Q/DQ, by TensorRT's rules; in fp16 (export.high_precision), so
     # the input's scale is the cache's rounded to fp16
-    from stages.formats.deployable_onnx import lint
+    from stages.quantization.lint import lint
     deployable = onnx.load(project / deployable_model("int8"))
     assert lint(deployable, "int8") == []
     made_by = {o: n for n in deployable.graph.node for o in n.output}

@@ -71,7 +71,7 @@ def test_tao_backend_runs_the_documented_commands(tmp_path, fake_bin):
     assert "tlt-model-key=YOUR_TAO_KEY" in nvinfer
     assert "cluster-mode=1" in nvinfer and "[class-attrs-2]" in nvinfer  # the spec's DBSCAN, added to TAO's file
     # the deployable ONNX of TAO's export and its cache, and DeepStream's config for it
-    from stages.formats.deployable_onnx import lint
+    from stages.quantization.lint import lint
     assert lint(onnx.load(project / deployable_model("int8")), "int8") == []
     explicit = (project / "artifacts/export/nvinfer_config.explicit.txt").read_text()
     assert "onnx-file=model.int8.onnx" in explicit and "strongly-typed=1" in explicit and "cluster-mode=1" in explicit

@@ -119,7 +119,8 @@ def test_the_int8_deployable_of_an_older_opset_has_per_channel_weights(runs, mem
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 @pytest.mark.parametrize("member", FAMILY, ids=lambda m: m.name)
 def test_each_deployable_onnx_follows_tensorrts_rules(runs, member, precision):
-    from stages.formats.deployable_onnx import deployable_file, lint, quantized_convolutions
+    from stages.formats.deployable_onnx import deployable_file
+    from stages.quantization.lint import lint, quantized_convolutions
 
     exported = runs / f"{member.name}-{precision}" / "artifacts" / "export"
     model = onnx.load(exported / deployable_file(precision))

@@ -14,10 +14,10 @@ import pytest
 from conftest import ROOT, tiny_export
 from fake_trtexec import install
 from stages.formats.calibration_cache import read_cache, write_cache
-from stages.formats.deployable_onnx import write_for_export
+from stages.quantization.export_folder import write_for_export
 from stages.open_backend.engine_request import EngineRequest
 from stages.open_backend.engines import build_engine
-from stages.open_backend.int8_calibration import collect_ranges
+from stages.quantization.calibrate import collect_ranges
 from stages.pipeline.errors import StageError
 
 FAKE_TENSORRT = ROOT / "tests" / "fake_tensorrt"
@@ -32,14 +32,14 @@ def exports(tmp_path_factory):
     rng = np.random.default_rng(0)
     batches = [np.clip(rng.normal(0.5, 0.2, (4, 3, 48, 96)), 0, 1).astype(np.float32) for _ in range(2)]
     maxima = {}
-    amax = collect_ranges(root / "model.onnx", iter(batches), "minmax", maxima=maxima)
+    amax = collect_ranges(root / "model.onnx", iter(batches), "minmax", maxima=maxima, percentile=None, skip_zeros=True)
     folders = {}
     for data_type in ("fp32", "fp16", "int8"):
         folder = folders[data_type] = root / data_type
         folder.mkdir()
         shutil.copyfile(root / "model.onnx", folder / "model.onnx")
         if data_type == "int8":
-            write_cache(folder / "calibration.bin", amax)
+            write_cache(folder / "calibration.bin", amax, "entropy", 8601)
         write_for_export(folder, data_type, "fp16", maxima)
     return folders
 

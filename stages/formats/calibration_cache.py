@@ -7,14 +7,17 @@ import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-import numpy as np
-import onnx
+if TYPE_CHECKING:
+    import onnx
 
+# The calibration methods, by the calibrator name a cache's header gives each; in the order auto prefers them
+# on a tie (TensorRT's default first). numpy and onnx load where they are used: the config's choices, which
+# the platform probe reads on every `dvc repro`, name these methods.
 CALIBRATOR_NAMES = {"entropy": "EntropyCalibration2", "minmax": "MinMaxCalibration",
                     "percentile": "LegacyCalibration"}
-DEFAULT_TRT_VERSION = 8601  # TensorRT 8.6.1 writes "TRT-8601-..."
+AUTO = "auto"  # the method that measures best of these: the cache then names the calibrator it chose
 
 
 class CalibrationCacheError(ValueError):
@@ -32,8 +35,7 @@ def calibration_tensor_names(model: onnx.ModelProto) -> list[str]:
 INT8_MAX = 127.0
 
 
-def write_cache(path: str | Path, amax: Mapping[str, float], method: str = "entropy",
-                trt_version: int = DEFAULT_TRT_VERSION) -> None:
+def write_cache(path: str | Path, amax: Mapping[str, float], method: str, trt_version: int) -> None:
     """The cache of these dynamic ranges (scale amax / 127), as TensorRT's `method` calibrator writes it."""
     write_scales(path, f"TRT-{trt_version}-{CALIBRATOR_NAMES[method]}", scales_of(amax))
 
@@ -46,6 +48,8 @@ def scales_of(amax: Mapping[str, float]) -> dict[str, float]:
 
 def write_scales(path: str | Path, header: str, scales: Mapping[str, float]) -> None:
     """A cache of these scales, bit for bit (a float32 read by read_cache packs back to the same bits)."""
+    import numpy as np
+
     lines = [header] + [f"{name}: {struct.pack('>f', np.float32(scale)).hex()}" for name, scale in scales.items()]
     Path(path).write_text("\n".join(lines) + "\n")
 
@@ -56,6 +60,8 @@ _ENTRY = re.compile(r"(.+): ([0-9a-fA-F]{8})\Z")
 
 def read_cache(path: str | Path) -> tuple[str, dict[str, float]]:
     """(header, {tensor name: scale}) of a TensorRT calibration cache."""
+    import numpy as np
+
     path = Path(path)
     try:
         lines = path.read_text().splitlines()

@@ -15,9 +15,8 @@ from ..detectnet_v2.evaluation import evaluation_setup
 from ..detectnet_v2.preprocessing import iter_batches, list_images
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats import onnx_model
-from ..formats.calibration_cache import INT8_MAX, map_onto_model, read_cache, write_cache, write_scales
+from ..formats.calibration_cache import AUTO, INT8_MAX, map_onto_model, read_cache, write_cache, write_scales
 from ..formats.deepstream import write_deepstream_config
-from ..formats.deployable_onnx import fused_outputs
 from ..formats.file_names import CACHE_FILE
 from ..formats.tensorfile import describe, read_batches
 from ..pipeline.backends import ExportOutcome
@@ -26,7 +25,10 @@ from ..pipeline.errors import StageError
 from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import deepstream_classes, deepstream_clustering, images_of, training_images
 from ..spec import Spec
-from . import int8_calibration, int8_selection
+from ..quantization import calibrate
+from ..quantization.graph_index import GraphIndex
+from ..quantization.histograms import clipped_share
+from . import int8_selection
 
 log = logging.getLogger("stages.open")
 
@@ -88,9 +90,10 @@ def _check_cache_on_images(cfg: DictConfig, facts: SpecFacts, exported: Path, sc
         log.warning("calibration cache: no image to check it against the model on; the gate alone judges it")
         return
     inputs = {n.input[0] for n in model.graph.node if n.op_type == "Conv"} & set(scales)
-    histograms = int8_calibration.collect_histograms(
-        exported, iter_batches(images, cfg.export.batch_size, facts.width, facts.height, cfg.backend.workers))
-    clipped = {t: int8_calibration.clipped_share(histograms[t], scales[t] * INT8_MAX) for t in inputs if t in histograms}
+    histograms = calibrate.collect_histograms(
+        exported, iter_batches(images, cfg.export.batch_size, facts.width, facts.height, cfg.backend.workers),
+        skip_zeros=True)  # a ReLU's exact zeros would only dilute the share clipped
+    clipped = {t: clipped_share(histograms[t], scales[t] * INT8_MAX) for t in inputs if t in histograms}
     ratios = {t: scales[t] * INT8_MAX / histograms[t].top for t in inputs if t in histograms and histograms[t].top > 0}
     if not clipped:
         return
@@ -135,7 +138,8 @@ def _maxima_for_fp16(cfg: DictConfig, facts: SpecFacts, exported: Path, tensorfi
     batches, count = _calibration_batches(cfg, facts, tensorfile, cfg.export.cal_source or "tensorfile")
     maxima = {}
     with progress(count, "fp16 ranges") as bar:
-        int8_calibration.collect_ranges(exported, batches, "minmax", progress=bar, maxima=maxima)
+        calibrate.collect_ranges(exported, batches, "minmax", percentile=None, skip_zeros=cfg.backend.skip_zeros,
+                                 progress=bar, maxima=maxima)
     return maxima
 
 
@@ -145,18 +149,18 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
     the selection set, without the tensors of the convolutions it leaves in higher precision."""
     method, backend = cfg.backend.calibration_method, cfg.backend
     samples = None
-    if method == int8_calibration.AUTO:  # checked before the long pass over the batches
+    if method == AUTO:  # checked before the long pass over the batches
         setup = evaluation_setup(Spec.load(spec_path), facts.width, facts.height)
         samples = int8_selection.selection_samples(facts, cfg.calibration.selection_images, setup)
     batches, count = _calibration_batches(cfg, facts, tensorfile)
     maxima: dict[str, float] = {}
     with progress(count, "calibration") as bar:
         if samples is None:
-            amax = int8_calibration.collect_ranges(exported, batches, method, backend.percentile, bar,
-                                                   backend.skip_zeros, maxima)
+            amax = calibrate.collect_ranges(exported, batches, method, percentile=backend.percentile,
+                                            skip_zeros=backend.skip_zeros, progress=bar, maxima=maxima)
         else:
-            candidates = int8_calibration.collect_candidates(exported, batches, backend.percentile, bar,
-                                                             backend.skip_zeros, maxima)
+            candidates = calibrate.collect_candidates(exported, batches, percentile=backend.percentile,
+                                                      skip_zeros=backend.skip_zeros, progress=bar, maxima=maxima)
     outcome = ExportOutcome(maxima, {"method": method})
     if samples is not None:
         selection = int8_selection.choose(exported, candidates, samples, setup, cfg.export.batch_size,
@@ -165,9 +169,9 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
                                           images_available=len(training_images(facts)))
         method, outcome.calibration, outcome.float_layers = selection.chosen, selection.report(), selection.float_layers
         # the implicit route and TAO's tools: a tensor without a scale keeps its layers out of INT8
-        graph = onnx.load(str(exported))
-        left_out = {name for conv in selection.float_layers for name in fused_outputs(graph, conv)}
-        amax = {name: value for name, value in candidates[method].items() if name not in left_out}
+        index = GraphIndex(onnx.load(str(exported)))
+        float_tensors = {name for conv in selection.float_layers for name in index.fused_outputs(conv)}
+        amax = {name: value for name, value in candidates[method].items() if name not in float_tensors}
     write_cache(out / CACHE_FILE, amax, method, backend.trt_version)
     log.info("calibration cache: %d tensors from %d batches (%s)", len(amax), count, method)
     return outcome

@@ -4,7 +4,7 @@ higher precision, chosen by the mAP they measure on a selection set, not guessed
 No calibration method is right for every model: on a real TAO 5 DetectNet_v2, entropy (TensorRT's default,
 TAO's only choice) kept mAP 0.0 of fp32's 0.36 where minmax lost nothing, and on the bundled sample it is the
 other way round. The pipeline has what TensorRT's tools lack here: labels and TAO's metric. So:
-1. one pass over the calibration batches gives every method's ranges (int8_calibration.collect_candidates);
+1. one pass over the calibration batches gives every method's ranges (quantization.calibrate.collect_candidates);
 2. each candidate's deployable INT8 model (the graph TensorRT builds from) is run on the selection set:
    labelled training images, which the validation set that the gate judges never sees. It is scored by
    how far its boxes agree with fp32's on those images (F1 at IoU 0.5 over every box, labelled or not:
@@ -37,10 +37,10 @@ from ..detectnet_v2.evaluation import EvaluationSetup, Sample, decoded_batches, 
 from ..detectnet_v2.inference import OnnxRunner
 from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.calibration_cache import scales_of
-from ..formats.deployable_onnx import explicit_int8
 from ..pipeline.errors import StageError
 from ..pipeline.resolved_spec import evenly_spaced, shown, training_images
-from .int8_calibration import METHODS
+from ..quantization.int8_rewrite import explicit_int8
+from ..quantization.thresholds import METHODS
 
 log = logging.getLogger("stages.open")
 
@@ -113,15 +113,16 @@ class _Scorer:
         self._reference_outputs: list[np.ndarray] | None = None  # fp32's on the first batch: fallback only
         self._fp32_detections: list | None = None
 
-    def build(self, scales: Mapping[str, float], exclude=()) -> tuple[OnnxRunner, list[str]]:
-        """The deployable INT8 model of these scales on onnxruntime, and the convolutions it quantizes."""
-        deployable = explicit_int8(self.model, scales, self.high_precision, self.maxima, exclude)
+    def build(self, scales: Mapping[str, float], float_layers=()) -> tuple[OnnxRunner, list[str]]:
+        """The deployable INT8 model of these scales on onnxruntime, and the convolutions it quantizes (all but
+        `float_layers`)."""
+        deployable = explicit_int8(self.model, scales, self.high_precision, self.maxima, float_layers)
         path = Path(self.folder.name) / "candidate.onnx"
         onnx.save(deployable.model, str(path))
         return OnnxRunner(path), deployable.quantized
 
-    def runner(self, scales: Mapping[str, float], exclude=()) -> OnnxRunner:
-        return self.build(scales, exclude)[0]
+    def runner(self, scales: Mapping[str, float], float_layers=()) -> OnnxRunner:
+        return self.build(scales, float_layers)[0]
 
     def mean_aps(self, runners: dict) -> dict[str, float]:
         return {name: score.mAP for name, score in self.measure(runners).items()}

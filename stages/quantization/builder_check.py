@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from .libraries import RTX_NAME, Unavailable, tensorrt_rtx
-from .network_build import build
+from ..tensorrt.libraries import RTX_NAME, Unavailable, tensorrt_rtx
+from ..tensorrt.network_build import build
 
 log = logging.getLogger("stages.export")
 

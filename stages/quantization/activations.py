@@ -1,0 +1,185 @@
+"""Every tensor of a model on real batches, from onnxruntime: the model with every calibration tensor as an
+output (a ReLU's left out where its input is one: it is collected from that input), run with each output
+written by onnxruntime straight into buffers reused from batch to batch (three times faster than letting it
+allocate and copy them). How it uses the machine is the caller's Schedule, not module state."""
+from __future__ import annotations
+
+import mmap
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx
+
+from ..formats.calibration_cache import calibration_tensor_names
+from .histograms import CHUNK_ELEMENTS
+
+# Each batch runs first, every tensor into one set of buffers, and is then reduced on every core. Past this
+# size it runs as its two halves, into the same buffers: onnxruntime's own working memory is then half a
+# batch's (at TAO's ResNet-18 on 1248x384, about 2 GiB a batch of 8, 0.55 GiB less; bench/README.md).
+# Halves change nothing in the histograms: the batch is reduced whole either way. Reducing one batch while
+# onnxruntime ran the next was no faster on 2, 4 or 16 cores, where the two fight for the same cores.
+HALVES_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a calibration pass uses the machine: `workers` threads for onnxruntime and for the reduction (one
+    after the other, never together); a batch past `halves_bytes` of tensors runs as its two halves; a tensor
+    is reduced in pieces of `chunk_elements`. None changes a range: only time and memory."""
+    workers: int
+    halves_bytes: int = HALVES_BYTES
+    chunk_elements: int = CHUNK_ELEMENTS
+
+
+def derivable_relus(model: onnx.ModelProto) -> dict[str, str]:
+    """{ReLU output: its input} for ReLUs whose input is itself a calibration tensor."""
+    names = set(calibration_tensor_names(model))
+    outputs = {o.name for o in model.graph.output}
+    return {node.output[0]: node.input[0] for node in model.graph.node
+            if node.op_type == "Relu" and node.input[0] in names and node.output[0] not in outputs}
+
+
+def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.ModelProto:
+    """A copy of the model that also outputs every intermediate tensor (but those in `skip`)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output} | set(skip)
+    for name in calibration_tensor_names(model):
+        if name not in existing and name not in {i.name for i in probe.graph.input}:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    return probe
+
+
+def all_tensors_session(model: onnx.ModelProto, skip: Iterable[str], workers: int):
+    """An onnxruntime session of the model that outputs every calibration tensor but those in `skip`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # The tensors go straight into our buffers; onnxruntime's memory pattern would plan a second block
+    # as large as all of them besides (2.6x one batch's activations at peak instead of 1.4x: bench/README.md).
+    options.enable_mem_pattern = False
+    options.intra_op_num_threads = workers
+    # asleep between runs, not spinning: the statistics' threads reduce each batch as soon as onnxruntime
+    # has run it, and threads left spinning would take their cores (spinning did not make onnxruntime's own
+    # runs faster: bench/README.md)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(with_all_outputs(model, skip).SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
+    """Every tensor's shape for a concrete input shape, by ONNX shape inference."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for dim, size in zip(fixed.graph.input[0].type.tensor_type.shape.dim, input_shape):
+        dim.Clear()
+        dim.dim_value = size
+    del fixed.graph.value_info[:]
+    for output in fixed.graph.output:
+        output.type.tensor_type.ClearField("shape")
+    inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True).graph
+    return {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.value_info, *inferred.output]}
+
+
+class AllTensors:
+    """Runs the model (an all_tensors_session) and returns every tensor, written by onnxruntime into buffers
+    reused from batch to batch: valid until the next run. A batch past `halves_bytes` of tensors runs as its
+    two halves into the same buffers (never for a model with a fixed batch size)."""
+
+    def __init__(self, session, model: onnx.ModelProto, input_name: str, halves_bytes: int, workers: int):
+        self.session, self.model, self.input_name = session, model, input_name
+        self.halves_bytes, self.workers = halves_bytes, workers
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.binding, self.buffers, self.batch_shape = self.session.io_binding(), {}, None
+        self._halves: list[AllTensors] | None = None
+        self.dynamic_batch = not isinstance(session.get_inputs()[0].shape[0], int)  # else: no halves
+        self.runs_in_halves = 0  # batches run as two halves
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffers one batch fills."""
+        return sum(buffer.nbytes for buffer in self.buffers.values())
+
+    def _bind(self, buffers: dict[str, np.ndarray], batch_shape: tuple[int, ...]) -> None:
+        self.buffers, self.batch_shape = buffers, batch_shape
+        for name, buffer in buffers.items():
+            self.binding.bind_output(name, "cpu", 0, np.float32, list(buffer.shape), buffer.ctypes.data)
+
+    def _output_shapes(self, batch_shape: tuple[int, ...]) -> dict[str, list[int]]:
+        """Every output's shape for this batch: onnxruntime's, where only the batch size is open (it knows
+        them already: ONNX shape inference of the model again costs 0.15 s at TAO's ResNet-18)."""
+        batch_dim = self.session.get_inputs()[0].shape[0]
+        shapes = {}
+        for output in self.session.get_outputs():
+            first, *rest = output.shape
+            if not all(isinstance(size, int) for size in rest) or first not in (batch_dim, batch_shape[0]):
+                return _tensor_shapes(self.model, batch_shape)
+            shapes[output.name] = [batch_shape[0], *rest]
+        return shapes
+
+    def _halves_of(self) -> list["AllTensors"]:
+        """Two runners for the first and the second half of this one's batch rows, writing into the
+        same buffers (rows are contiguous): no memory of their own."""
+        if self._halves is None:
+            middle = self.batch_shape[0] // 2
+            self._halves = []
+            for start, stop in ((0, middle), (middle, self.batch_shape[0])):
+                half = AllTensors(self.session, self.model, self.input_name, self.halves_bytes, self.workers)
+                half._bind({name: buffer[start:stop] for name, buffer in self.buffers.items()},
+                           (stop - start, *self.batch_shape[1:]))
+                self._halves.append(half)
+        return self._halves
+
+    def bind_for(self, batch_shape: tuple[int, ...]) -> None:
+        """Buffers for batches of this shape (new ones only for a new shape)."""
+        if batch_shape != self.batch_shape:  # first batch, or a batch of another size
+            shapes = self._output_shapes(batch_shape)
+            self._halves = None  # they view the buffers being replaced
+            self._bind(prefaulted_buffers({name: shapes[name] for name in self.outputs}, self.workers), batch_shape)
+
+    def values(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor of the batch last run in these buffers, the input included."""
+        return {**self.buffers, self.input_name: batch}
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every tensor of the batch: run whole, or past halves_bytes as its two halves into these buffers."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self.bind_for(batch.shape)
+        if self.nbytes <= self.halves_bytes or len(batch) < 2 or not self.dynamic_batch:
+            return self._run_whole(batch)
+        middle = len(batch) // 2
+        for half, rows in zip(self._halves_of(), (batch[:middle], batch[middle:])):
+            half._run_whole(rows)
+        self.runs_in_halves += 1
+        return self.values(batch)
+
+    def _run_whole(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        self.bind_for(batch.shape)
+        self.binding.bind_cpu_input(self.input_name, batch)
+        self.session.run_with_iobinding(self.binding)
+        return self.values(batch)
+
+
+def prefaulted_buffers(shapes: Mapping[str, list[int]], workers: int) -> dict[str, np.ndarray]:
+    """float32 arrays of these shapes in one anonymous mapping of small pages, written once on `workers`
+    threads before onnxruntime fills them.
+    Why not np.empty: numpy asks for huge pages, and the kernel may then compact memory to find them on
+    first touch, in one thread, which took from a tenth of a second to seconds from run to run for TAO's
+    ResNet-18 at 1248x384 (1.1 GiB); small pages cost a steady quarter second, and nothing later
+    (bench/README.md)."""
+    sizes = {name: -(-4 * int(np.prod(shape)) // 64) * 64 for name, shape in shapes.items()}  # 64-byte aligned
+    memory = mmap.mmap(-1, max(sum(sizes.values()), 1))
+    if hasattr(memory, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    buffers, offset = {}, 0
+    for name, shape in shapes.items():
+        buffers[name] = np.frombuffer(memory, np.float32, int(np.prod(shape)), offset).reshape(shape)
+        offset += sizes[name]
+    flat = np.frombuffer(memory, np.uint8)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda start: flat[start:start + (64 << 20)].fill(0), range(0, flat.size, 64 << 20)))
+    return buffers
