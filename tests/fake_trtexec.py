@@ -12,6 +12,7 @@ The ONNX is read with onnx (a file it cannot read fails the build, as the real p
 a build fails as a GPU out of memory makes it when $FAKE_TRTEXEC_FAIL is set."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -25,11 +26,22 @@ WEAK_TYPING = ("--fp16", "--int8", "--best", "--calib", "--precisionConstraints"
 BF16_FP8_INT4 = ("--bf16", "--fp8", "--int4")
 
 
+def _abilities(version: str):
+    """The version's row of stages/tensorrt/versions.py, the table the builders read too (loaded by its file:
+    this script runs without the project on its path)."""
+    spec = importlib.util.spec_from_file_location("_tensorrt_versions",
+                                                  Path(__file__).parents[1] / "stages/tensorrt/versions.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module.abilities(int(version.split(".")[0]))
+
+
 def options(version: str) -> set[str]:
-    major = int(version.split(".")[0])
-    if major >= 11:
-        return set(COMMON)
-    if major >= 10:
+    can = _abilities(version)
+    if not can.implicit:
+        return set(COMMON)  # --stronglyTyped kept, a no-op
+    if can.strongly_typed:
         return set(COMMON) | set(WEAK_TYPING) | set(BF16_FP8_INT4)
     return (set(COMMON) - {"--stronglyTyped"}) | set(WEAK_TYPING) | {"--fp8"}
 

@@ -14,11 +14,14 @@ import pytest
 from conftest import ROOT, tiny_export
 from fake_trtexec import install
 from stages.formats.calibration_cache import read_cache, write_cache
-from stages.quantization.export_folder import write_for_export
 from stages.open_backend.engine_request import EngineRequest
 from stages.open_backend.engines import build_engine
-from stages.quantization.calibrate import collect_ranges
+from stages.open_backend.tensorrt_builds import route
 from stages.pipeline.errors import StageError
+from stages.quantization.calibrate import collect_ranges
+from stages.quantization.export_folder import write_for_export
+from stages.tensorrt.libraries import TensorRTVersion
+from stages.tensorrt.versions import abilities
 
 FAKE_TENSORRT = ROOT / "tests" / "fake_tensorrt"
 VERSIONS = ("8.6.1", "10.3.0", "11.4.0")
@@ -75,6 +78,22 @@ def request_for(exports, tmp_path, data_type, quantization="auto", kind="tensorr
 
 
 # --------------------------------------------------------------------------- TensorRT's Python API
+
+@pytest.mark.parametrize("version, auto, refused", [("8.6.1", "implicit", "explicit"), ("9.3.0", "implicit", "explicit"),
+                                                     ("10.3.0", "explicit", None), ("11.4.0", "explicit", "implicit"),
+                                                     ("12.0.0", "explicit", "implicit")])
+def test_each_versions_route_comes_from_the_one_table(version, auto, refused):
+    # stages/tensorrt/versions.py: 9 (never a general release) is 8's row, a later major the latest row's
+    parsed = TensorRTVersion.parse(version)
+    assert route("auto", parsed) == auto
+    for quantization in ("explicit", "implicit"):
+        if quantization == refused:
+            with pytest.raises(StageError, match=f"convert.quantization is {quantization}"):
+                route(quantization, parsed)
+        else:
+            assert route(quantization, parsed) == quantization
+    assert abilities(parsed.major).strongly_typed == (auto == "explicit")
+
 
 @pytest.mark.parametrize("tensorrt", ["10.3.0", "11.4.0"], indirect=True)
 @pytest.mark.parametrize("data_type", ["int8", "fp16"])

@@ -22,28 +22,25 @@ from ..pipeline.errors import StageError
 from ..pipeline.platform import trtexec_version
 from ..tensorrt import libraries, network_build
 from ..tensorrt.libraries import Library, TensorRTVersion
+from ..tensorrt.versions import abilities
 from .engine_request import EngineRequest, needed_export_file
 
 log = logging.getLogger("stages.convert")
 
-FIRST_STRONGLY_TYPED = 10  # TensorRT 9 added strongly typed networks; 8.6 has none (9 was never a general release)
-LAST_IMPLICIT = 10  # TensorRT 11 removed precision flags, dynamic ranges and INT8 calibrators
-
-
 def route(quantization: str, version: TensorRTVersion, other_library: str | None = None) -> str:
     """explicit or implicit, for convert.quantization on this TensorRT (API) version; an error where it has no
     such route. `other_library` names a library that is not TensorRT (Library.other_than_tensorrt)."""
-    name = other_library or f"TensorRT {version}"
+    name, can = other_library or f"TensorRT {version}", abilities(version.major)
     if quantization == "auto":
-        return "explicit" if version.major >= FIRST_STRONGLY_TYPED else "implicit"
-    if quantization == "implicit" and version.major > LAST_IMPLICIT:
+        return "explicit" if can.strongly_typed else "implicit"
+    if quantization == "implicit" and not can.implicit:
         raise StageError(
             f"convert.quantization is implicit, but {name} {'has no' if other_library else 'removed'} "
             "implicit quantization (precision "
             "builder flags, dynamic ranges, the INT8 calibrator and its cache): it builds only from the "
             "deployable ONNX, whose precision is in the graph. -S convert.quantization=explicit (or auto) builds "
             "from export's model.int8.onnx / model.fp16.onnx")
-    if quantization == "explicit" and version.major < FIRST_STRONGLY_TYPED:
+    if quantization == "explicit" and not can.strongly_typed:
         raise StageError(
             f"convert.quantization is explicit, but {name} has no strongly typed networks (TensorRT "
             "10 has): -S convert.quantization=implicit builds from model.onnx with precision flags and the "
@@ -135,7 +132,7 @@ def trtexec_argv(request: EngineRequest, version: TensorRTVersion, chosen: str, 
     timing = timing_cache(request, version)
     if timing:
         argv.append(f"--timingCacheFile={timing}")
-    if chosen == "explicit" and version.major <= LAST_IMPLICIT:
+    if chosen == "explicit" and abilities(version.major).typing_flag:
         argv.append("--stronglyTyped")
     elif chosen == "implicit":
         argv += {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", f"--calib={request.cache}"]}[request.data_type]

@@ -19,6 +19,7 @@ from .layout import PLATFORM_FILE, project_path
 from .choices import BACKENDS, ENGINE_KINDS
 from .errors import ConfigError
 from .errors import StageError
+from .tao_images import image_key
 from ..tensorrt.libraries import RTX_COMPUTE_CAPABILITIES, rtx_version
 
 # TensorRT's Python package, under the names NVIDIA publishes it (pip wheels per CUDA major, Debian's
@@ -125,7 +126,7 @@ def probe(params: dict) -> dict:
     elif name == "tao_docker":  # the image that builds the engine fixes TAO's and TensorRT's versions
         images = backend.get("images") or {}
         builder = {"converter": backend.get("converter"),
-                   "image": images.get("deploy" if backend.get("converter") == "gen_trt_engine" else "tf1")}
+                   "image": images.get(image_key(backend.get("converter")))}
     else:  # tao_launcher: the launcher's version picks the images (its config.json)
         builder = {"converter": backend.get("converter"), "launcher": launcher_version(backend["launcher"])}
     return {"backend": name, "engine": "tensorrt", "builder": builder, "gpus": gpus()}

@@ -19,6 +19,7 @@ from ..pipeline import commands
 from ..pipeline.layout import PROJECT, project_path
 from ..pipeline.choices import BACKENDS
 from ..pipeline.errors import StageError
+from ..pipeline.tao_images import image_key
 from ..spec import Spec, path_values
 from ..spec.textformat import literal_for
 from ..pipeline.commands import Secret
@@ -274,7 +275,7 @@ class DockerRunner(_Mounted):
 def is_deploy_task(argv: Sequence) -> bool:
     """TAO Deploy's tasks (TAO 5+: the deploy image, `tao deploy ...`); the others are TAO's TF1 ones."""
     tool, *args = [str(a) for a in argv]
-    return tool == "detectnet_v2" and args[:1] in (["gen_trt_engine"], ["evaluate"])
+    return tool == "detectnet_v2" and bool(args) and image_key(args[0]) == "deploy"
 
 
 def image_for(backend: DictConfig, argv: Sequence) -> str:

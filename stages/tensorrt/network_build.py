@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from ..pipeline.errors import StageError
 from .libraries import Library
+from .versions import abilities
 
 class ParserRefusal(StageError):
     """NVIDIA's ONNX parser refused the graph: the message names the file, the node and the reason."""
@@ -81,7 +82,7 @@ def build(library: Library, model: Path, shapes: Sequence[tuple[int, ...]], work
     start = time.perf_counter()
     logger = _recording_logger(trt, messages)
     builder = trt.Builder(logger)
-    if explicit and library.api.major > 10:
+    if explicit and not abilities(library.api.major).typing_flag:
         network = builder.create_network()  # strong typing is the only typing
     elif explicit:
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))

@@ -22,9 +22,23 @@ a test can check what the builder was asked for, and the "engine" is a JSON desc
 from __future__ import annotations
 
 import enum
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import onnx
+
+
+def _versions():
+    """stages/tensorrt/versions.py, the table of what each version can do, which the builders read too (by
+    its file: the stand-in loads in processes that may not import the project)."""
+    spec = importlib.util.spec_from_file_location("_tensorrt_versions",
+                                                  Path(__file__).parents[2] / "stages/tensorrt/versions.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
 
 _WEAK_TYPING_FLAGS = ("FP16", "INT8", "BF16", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
                       "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO")
@@ -34,7 +48,7 @@ _OTHER_FLAGS = ("DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32"
 
 def namespace(version: str) -> dict:
     """The module namespace of `tensorrt` at this version."""
-    major = int(version.split(".")[0])
+    can = _versions().abilities(int(version.split(".")[0]))
     builds: list[dict] = []
 
     class Logger:
@@ -47,20 +61,23 @@ def namespace(version: str) -> dict:
         def log(self, severity, message):
             self.messages.append(message)
 
-    if major >= 11:
+    if not can.explicit_batch_flag:
         Flag = enum.IntEnum("NetworkDefinitionCreationFlag", {"STRONGLY_TYPED": 0})
-        builder_flags = _OTHER_FLAGS
-    elif major >= 10:
+    elif can.strongly_typed:
         Flag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1})
-        builder_flags = _WEAK_TYPING_FLAGS + _OTHER_FLAGS
     else:
         Flag = enum.IntEnum("NetworkDefinitionCreationFlag", {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1})
+    if not can.implicit:
+        builder_flags = _OTHER_FLAGS
+    elif can.strongly_typed:
+        builder_flags = _WEAK_TYPING_FLAGS + _OTHER_FLAGS
+    else:
         builder_flags = ("FP16", "INT8", "FP8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS",
                          "DIRECT_IO") + _OTHER_FLAGS[:-1]  # no BF16 (9.x), no STRIP_PLAN (10.0)
     BuilderFlag = enum.IntEnum("BuilderFlag", {name: i for i, name in enumerate(builder_flags)})
     MemoryPoolType = enum.IntEnum("MemoryPoolType", {"WORKSPACE": 0, "DLA_MANAGED_SRAM": 1})
 
-    if major >= 11:
+    if not can.implicit:
         class ITensor:
             __slots__ = ("name", "shape")  # no dynamic_range: assigning one raises AttributeError
 
@@ -87,9 +104,9 @@ def namespace(version: str) -> dict:
     class INetworkDefinition:
         def __init__(self, flags):
             self.flags, self.inputs, self.layers, self.tensors = flags, [], [], {}
-            if major >= 11:
+            if can.strongly_typed and not can.typing_flag:  # the only typing
                 self.strongly_typed, self.explicit_batch = True, True
-            elif major >= 10:
+            elif can.strongly_typed:
                 self.strongly_typed, self.explicit_batch = bool(flags & (1 << Flag.STRONGLY_TYPED)), True
             else:
                 self.strongly_typed, self.explicit_batch = False, bool(flags & (1 << Flag.EXPLICIT_BATCH))
@@ -163,12 +180,12 @@ def namespace(version: str) -> dict:
     config_slots = ("flags", "profiles", "pools", "timing_cache")
 
     class IBuilderConfig:
-        if major >= 11:
+        if not can.implicit:
             __slots__ = config_slots  # no int8_calibrator
 
         def __init__(self):
             self.flags, self.profiles, self.pools, self.timing_cache = [], [], {}, None
-            if major < 11:
+            if can.implicit:
                 self.int8_calibrator = None
 
         def set_memory_pool_limit(self, pool, size):
@@ -194,7 +211,7 @@ def namespace(version: str) -> dict:
     class Builder:
         def __init__(self, logger):
             self.logger = logger
-            if major < 11:
+            if can.fast_precision_queries:
                 self.platform_has_fast_fp16 = self.platform_has_fast_int8 = True
 
         def create_network(self, flags=0):
