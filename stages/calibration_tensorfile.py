@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from .detectnet_v2.spec_facts import facts
 from .pipeline import backends
+from .pipeline.backends import TensorfileRequest
 from .pipeline.cli import log_to_file, run_stage
 from .pipeline.layout import CALIBRATION_DIR, RESOLVED_SPEC, SPEC_DIR, TENSORFILE, project_path
 from .pipeline.outputs import staged_dir
@@ -30,7 +31,7 @@ def run(cfg: DictConfig) -> None:
             log.info("export.calibration_cache %s gives the int8 scales: no calibration tensorfile made, no image "
                      "read", cfg.export.calibration_cache)
         else:
-            step.run(cfg, facts(spec), spec_path, out / Path(TENSORFILE).name)
+            step.run(TensorfileRequest(cfg, facts(spec), spec_path, out / Path(TENSORFILE).name))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from .detectnet_v2.agreement import Agreement, combined
 from .detectnet_v2.evaluation import (LabelCensus, ModelResult, Sample, evaluation_setup, label_census, truth_of,
                                       validation_set)
 from .pipeline import backends
+from .pipeline.backends import EvaluateRequest
 from .pipeline.cli import StageInputs, log_to_file, run_stage
 from .pipeline.layout import (EVALUATE_REPORT, EVALUATION_DIR, EXPORT_REPORT, EXPORTED_MODEL, engine_file,
                               project_path)
@@ -43,8 +44,10 @@ def run(cfg: DictConfig, inputs: StageInputs) -> None:
     calibration = calibration_samples(cfg, spec_facts)
     step = backends.step(cfg, "evaluate")  # imported before any output is staged
     with staged_dir(project_path(EVALUATION_DIR)) as out, log_to_file(out / "evaluate.log"):
-        results = step.run(cfg, setup, samples, image_dir, label_dir, inputs.spec_path, project_path(EXPORTED_MODEL),
-                           project_path(engine_file(cfg.backend.name, cfg.convert.engine)), out, calibration)
+        results = step.run(EvaluateRequest(cfg, setup, samples, image_dir, label_dir, inputs.spec_path,
+                                           project_path(EXPORTED_MODEL),
+                                           project_path(engine_file(cfg.backend.name, cfg.convert.engine)), out,
+                                           calibration)).results()
         metrics, judged, agreements = judged_report(cfg, setup, results, samples, census)
         write_plots(out, results, samples[:cfg.evaluate.draw_images])
         write_disagreements(out, results, samples, calibration, agreements, cfg.evaluate.draw_images)

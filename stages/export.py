@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from .formats.file_names import DEPLOYABLE_FILES
 from .pipeline import backends
+from .pipeline.backends import ExportRequest
 from .pipeline.cli import StageInputs, log_to_file, run_stage
 from .pipeline.layout import EXPORT_DIR, EXPORT_REPORT, EXPORT_TIMINGS, TENSORFILE, project_path
 from .pipeline.outputs import staged_dir, write_text_atomically
@@ -27,8 +28,8 @@ log = logging.getLogger("stages.export")
 def run(cfg: DictConfig, inputs: StageInputs) -> None:
     step = backends.step(cfg, "export")  # imported before any output is staged
     with staged_dir(project_path(EXPORT_DIR)) as out, log_to_file(out / "export.log"):
-        outcome = step.run(cfg, inputs.facts, inputs.spec_path, project_path(cfg.model.file),
-                           project_path(TENSORFILE), out)
+        outcome = step.run(ExportRequest(cfg, inputs.facts, inputs.spec_path, project_path(cfg.model.file),
+                                         project_path(TENSORFILE), out))
         checked, timings = None, {}
         if (out / DEPLOYABLE_FILES["fp32"]).is_file():  # not from TAO's .etlt
             written = export_folder.write_for_export(out, cfg.export.data_type, cfg.export.high_precision,

@@ -3,21 +3,19 @@ from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
-
-from omegaconf import DictConfig
 
 from ..detectnet_v2.preprocessing import iter_batches
-from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.tensorfile import TensorFileWriter
+from ..pipeline.backends import TensorfileReport, TensorfileRequest
 from ..pipeline.progress import progress
 from ..pipeline.resolved_spec import images_of
 
 log = logging.getLogger("stages.open")
 
 
-def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> int:  # noqa: ARG001
-    """Write the calibration TensorFile; returns the number of batches written."""
+def run(request: TensorfileRequest) -> TensorfileReport:
+    """Write the calibration TensorFile of the spec's images (the resolved spec's facts)."""
+    cfg, facts, output = request.cfg, request.facts, request.output
     if cfg.calibration.use_validation_set:
         if not facts.validation_dirs:
             how = ("a TFRecords validation fold (dataset_config.validation_fold), which the open backend "
@@ -50,4 +48,4 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, output: Path) -> int
             writer.write(batch)
             bar.update(1)
     log.info("wrote %d batches of %s to %s", batches, (facts.batch_size, 3, facts.height, facts.width), output.name)
-    return batches
+    return TensorfileReport(batches)

@@ -69,9 +69,9 @@ def latency_ms(run, batch: np.ndarray, repeats: int = 10) -> float:
     return statistics.median(times)
 
 
-def verify(engine, reference, batches: Iterable[np.ndarray], max_batch_size: int,
-           data_type: str, engine_path: Path, engine_kind: str) -> dict:
-    """Compare the engine with the fp32 model on the batches and time it: DVC metrics."""
+def verify(engine, reference, batches: Iterable[np.ndarray], max_batch_size: int) -> dict:
+    """Compare the engine with the fp32 model on the batches and time it: the convert report's verification
+    (DVC metrics)."""
     stats = {name: {"dot": 0.0, "nn_e": 0.0, "nn_r": 0.0, "max_abs": 0.0} for name in TAO_OUTPUTS}
     sample = None
     images = 0
@@ -95,12 +95,9 @@ def verify(engine, reference, batches: Iterable[np.ndarray], max_batch_size: int
     one = sample[:1]
     full = np.concatenate([sample] * (-(-max_batch_size // len(sample))))[:max_batch_size]
     return {
-        "precision": data_type,
-        "engine": engine_kind,
         "images": images,
         "outputs": outputs,
         # stable keys, so experiments with other batch sizes share a column in `dvc exp show`
         "max_batch_size": max_batch_size,
         "latency_ms": {"batch_1": round(latency_ms(engine, one), 3), "max_batch": round(latency_ms(engine, full), 3)},
-        "engine_size_bytes": Path(engine_path).stat().st_size,
     }

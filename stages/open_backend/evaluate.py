@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from ..detectnet_v2.evaluation import EvaluationSetup, ModelResult, Sample, evaluate
+from ..detectnet_v2.evaluation import ModelResult, evaluate
 from ..detectnet_v2.inference import OnnxRunner
+from ..pipeline.backends import EvaluateReport, EvaluateRequest
 from ..pipeline.errors import StageError
 from ..pipeline.progress import progress
 
@@ -40,16 +39,17 @@ def _no_rtx_runtime(engine: Path) -> StageError:
                       f"{listed}; evaluate it on such a GPU, or evaluate -S convert.engine=onnxruntime here; {kept}")
 
 
-def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path,  # noqa: ARG001
-        label_dir: Path, spec_path: Path, reference_model: Path, engine: Path,
-        out: Path, calibration: list[Sample]) -> dict[str, ModelResult]:
+def run(request: EvaluateRequest) -> EvaluateReport:
     """Both models on the validation images, then on the calibration images (unlabelled: their detections
-    are compared with each other, not scored)."""
-    models = {"engine": engine_runner(engine, cfg.convert.engine), "reference": OnnxRunner(reference_model)}
+    are compared with each other, not scored). The images are read by the project's own evaluator, from the
+    samples: the folders and the spec are what TAO's tool reads."""
+    cfg, setup, samples, calibration = request.cfg, request.setup, request.samples, request.calibration
+    models = {"engine": engine_runner(request.engine, cfg.convert.engine),
+              "reference": OnnxRunner(request.reference_model)}
     with progress(len(samples) + len(calibration), "evaluate", unit="image") as bar:
         results = evaluate(models, samples, setup, cfg.evaluate.batch_size, cfg.backend.workers, bar)
         found = evaluate(models, calibration, setup, cfg.evaluate.batch_size, cfg.backend.workers, bar) \
             if calibration else {name: None for name in models}
-    return {name: ModelResult(result.average_precisions(), result,
-                              found[name].detections if found[name] is not None else None)
-            for name, result in results.items()}
+    return EvaluateReport(**{name: ModelResult(result.average_precisions(), result,
+                                               found[name].detections if found[name] is not None else None)
+                             for name, result in results.items()})

@@ -19,7 +19,7 @@ from ..formats.calibration_cache import AUTO, INT8_MAX, map_onto_model, read_cac
 from ..formats.deepstream import write_deepstream_config
 from ..formats.file_names import CACHE_FILE
 from ..formats.tensorfile import describe, read_batches
-from ..pipeline.backends import ExportOutcome
+from ..pipeline.backends import ExportReport, ExportRequest
 from ..pipeline.layout import project_path
 from ..pipeline.errors import StageError
 from ..pipeline.progress import progress
@@ -144,7 +144,7 @@ def _maxima_for_fp16(cfg: DictConfig, facts: SpecFacts, exported: Path, tensorfi
 
 
 def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, tensorfile: Path,
-               out: Path) -> ExportOutcome:
+               out: Path) -> ExportReport:
     """The calibration cache of backend.calibration_method; for auto, of the method that measures best on
     the selection set, without the tensors of the convolutions it leaves in higher precision."""
     method, backend = cfg.backend.calibration_method, cfg.backend
@@ -161,7 +161,7 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
         else:
             candidates = calibrate.collect_candidates(exported, batches, percentile=backend.percentile,
                                                       skip_zeros=backend.skip_zeros, progress=bar, maxima=maxima)
-    outcome = ExportOutcome(maxima, {"method": method})
+    outcome = ExportReport(maxima, {"method": method})
     if samples is not None:
         selection = int8_selection.choose(exported, candidates, samples, setup, cfg.export.batch_size,
                                           cfg.export.high_precision, maxima, cfg.evaluate.max_map_drop,
@@ -177,11 +177,12 @@ def _calibrate(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Pat
     return outcome
 
 
-def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path,
-        out: Path) -> ExportOutcome:
+def run(request: ExportRequest) -> ExportReport:
+    cfg, facts, spec_path, model, tensorfile, out = (request.cfg, request.facts, request.spec_path, request.model,
+                                                     request.tensorfile, request.out)
     names = {onnx_model.TAO_OUTPUTS[0]: cfg.model.cov_output, onnx_model.TAO_OUTPUTS[1]: cfg.model.bbox_output}
     exported = out / "model.onnx"
-    outcome = ExportOutcome(calibration={"method": None})
+    outcome = ExportReport(calibration={"method": None})
     model_proto = onnx_model.export_model(model, exported, cfg.model.input_name, names,
                                           (facts.channels, facts.height, facts.width), facts.source)
     log.info("exported %s -> %s (%s)", cfg.model.file, exported.name, cfg.export.data_type)

@@ -1,19 +1,17 @@
 """TAO backends, convert: `tao-converter` or TAO Deploy's `detectnet_v2 gen_trt_engine`."""
 from __future__ import annotations
 
-from pathlib import Path
 
-from omegaconf import DictConfig
-
-from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.file_names import CACHE_FILE
 from ..formats.onnx_model import TAO_INPUT, TAO_OUTPUTS
+from ..pipeline.backends import ConvertReport, ConvertRequest
 from ..pipeline.layout import ENGINE_FILES
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 
 
-def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out: Path) -> dict:
+def run(request: ConvertRequest) -> ConvertReport:
+    cfg, facts, spec_path, exported, out = request.cfg, request.facts, request.spec_path, request.exported, request.out
     tool = "tao-converter" if cfg.backend.converter == "tao-converter" else "detectnet_v2"  # gen_trt_engine
     runner, c, data_type = runner_for(cfg.backend, tool), cfg.convert, cfg.export.data_type
     model = exported / f"model.{cfg.backend.export_format}"
@@ -41,5 +39,4 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, exported: Path, out:
     # a TensorRT plan cannot be read without TensorRT: only its presence is checked
     check_written(runner, engine, command[0] if command[0] == "tao-converter" else "detectnet_v2 gen_trt_engine")
     # No TensorRT runtime here to run the engine: the metrics say what was built, not how well.
-    return {"precision": data_type, "engine": "tensorrt", "verified": False,
-            "engine_size_bytes": engine.stat().st_size}
+    return ConvertReport(data_type, "tensorrt", engine.stat().st_size)

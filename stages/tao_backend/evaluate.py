@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from omegaconf import DictConfig
-
-from ..detectnet_v2.evaluation import EvaluationSetup, ModelResult, Sample, evaluate
+from ..detectnet_v2.evaluation import ModelResult, evaluate
 from ..detectnet_v2.inference import OnnxRunner
+from ..pipeline.backends import EvaluateReport, EvaluateRequest
 from ..pipeline.progress import progress
 from . import argv
 from .runners import RunnerError, check_written, runner_for
@@ -26,11 +25,12 @@ def read_results(path: Path, classes: list[str]) -> dict[str, float]:
     return {name: float(results[f"AP_{name}"]) for name in classes}
 
 
-def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_dir: Path, label_dir: Path,
-        spec_path: Path, reference_model: Path, engine: Path, out: Path,
-        calibration: list[Sample]) -> dict[str, ModelResult]:  # noqa: ARG001
+def run(request: EvaluateRequest) -> EvaluateReport:
     """TAO's evaluate reports the engine's APs only: no detections, so no interval and no agreement (the
-    gate judges the point drop, and the report says so)."""
+    gate judges the point drop, and the report says so); the calibration images go unused for the same
+    reason."""
+    cfg, setup, samples, engine, out = request.cfg, request.setup, request.samples, request.engine, request.out
+    spec_path, image_dir, label_dir = request.spec_path, request.image_dir, request.label_dir
     if not engine.is_file():
         raise RunnerError(f"{engine} does not exist: run the convert stage with this backend first")
     runner = runner_for(cfg.backend, "detectnet_v2")
@@ -40,6 +40,6 @@ def run(cfg: DictConfig, setup: EvaluationSetup, samples: list[Sample], image_di
     aps = check_written(runner, out / "results.json", "detectnet_v2 evaluate",
                         lambda path: read_results(path, setup.classes))
     with progress(len(samples), "evaluate fp32 model", unit="image") as bar:
-        reference = evaluate({"reference": OnnxRunner(reference_model)}, samples, setup, cfg.evaluate.batch_size,
-                             cfg.backend.get("workers"), bar)["reference"]
-    return {"engine": ModelResult(aps), "reference": ModelResult.of(reference)}
+        reference = evaluate({"reference": OnnxRunner(request.reference_model)}, samples, setup,
+                             cfg.evaluate.batch_size, cfg.backend.get("workers"), bar)["reference"]
+    return EvaluateReport(ModelResult(aps), ModelResult.of(reference))

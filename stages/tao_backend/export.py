@@ -6,22 +6,21 @@ import re
 import shutil
 from pathlib import Path
 
-from omegaconf import DictConfig
 
-from ..detectnet_v2.spec_facts import SpecFacts
 from ..formats.calibration_cache import read_cache
 from ..formats.file_names import CACHE_FILE
 from ..formats.deepstream import KEY_PLACEHOLDER, add_clustering, write_deepstream_config
 from ..formats.onnx_model import load_model
-from ..pipeline.backends import ExportOutcome
+from ..pipeline.backends import ExportReport, ExportRequest
 from ..pipeline.layout import project_path
 from ..pipeline.resolved_spec import deepstream_classes, deepstream_clustering, images_of
 from . import argv
 from .runners import RunnerError, check_written, load_key, runner_for
 
 
-def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorfile: Path,
-        out: Path) -> ExportOutcome:
+def run(request: ExportRequest) -> ExportReport:
+    cfg, facts, spec_path, model, tensorfile, out = (request.cfg, request.facts, request.spec_path, request.model,
+                                                     request.tensorfile, request.out)
     runner, key, e = runner_for(cfg.backend, "detectnet_v2"), load_key(cfg.backend), cfg.export
     exported = out / f"model.{cfg.backend.export_format}"
     calibration = {}
@@ -57,7 +56,7 @@ def run(cfg: DictConfig, facts: SpecFacts, spec_path: Path, model: Path, tensorf
     if e.data_type == "int8":
         check_written(runner, out / CACHE_FILE, "detectnet_v2 export", read_cache)
     method = None if e.data_type != "int8" else "given" if e.calibration_cache else "tao"  # TensorRT's entropy
-    return ExportOutcome(calibration={"method": method})
+    return ExportReport(calibration={"method": method})
 
 
 def read_etlt(path: Path) -> None:
