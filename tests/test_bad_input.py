@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run, set_params
+from helpers.commands import run
+from helpers.paths import ROOT
+from helpers.projects import set_params
 from fake_trtexec import install as install_trtexec
 from stages.formats.tensorfile import describe
 from stages.pipeline.layout import CALIBRATION_CACHE, ENGINE_DIR, RESOLVED_SPEC, TENSORFILE

@@ -9,7 +9,8 @@ import sys
 import onnx
 import pytest
 
-from conftest import SMALL_SAMPLE, make_project, run, set_params
+from helpers.commands import run
+from helpers.projects import SMALL_SAMPLE, make_project, set_params
 from stages import bundled_sample
 from tao_shapes import as_tao_export
 from stages.formats.calibration_cache import CalibrationCacheError, calibration_tensor_names, map_onto_model

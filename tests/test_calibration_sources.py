@@ -8,7 +8,8 @@ import sys
 import onnx
 import pytest
 
-from conftest import run, set_params
+from helpers.commands import run
+from helpers.projects import set_params
 from stages.formats.calibration_cache import CALIBRATOR_NAMES, calibration_tensor_names, read_cache
 from stages.formats.tensorfile import describe, read_batches
 from stages.pipeline.layout import CALIBRATION_CACHE, EXPORTED_MODEL, EXPORT_REPORT, TENSORFILE

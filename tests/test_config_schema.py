@@ -11,7 +11,7 @@ import pytest
 import yaml
 from omegaconf import MISSING
 
-from conftest import ROOT
+from helpers.paths import ROOT
 from stages.pipeline import config, schema
 
 

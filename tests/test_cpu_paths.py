@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run
+from helpers.commands import run
 from cpu_paths import PATHS
 
 # what OpenBLAS reports, the numpy dispatch targets that must be off, and what numba's code may hold

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
-from conftest import engine_request, tiny_export, tiny_images
+from helpers.models import engine_request, tiny_export, tiny_images
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import read_cache, write_cache
 from stages.quantization.export_folder import write_for_export

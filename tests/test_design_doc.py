@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import ROOT
+from helpers.paths import ROOT
 
 CITATION = re.compile(r'docs/design\.md(?:, |\'s |\s+says\s+\(|\s+)"([^"]+)"')
 

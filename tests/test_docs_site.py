@@ -8,7 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from conftest import ROOT, run
+from helpers.commands import run
+from helpers.paths import ROOT
 from test_readme import doc_pages
 
 MKDOCS = [sys.executable, "-m", "mkdocs", "build", "--strict"]  # not --quiet: it hides the warnings strict counts

@@ -10,7 +10,9 @@ from importlib import metadata
 import pytest
 import yaml
 
-from conftest import PROBE, ROOT, SMALL_SAMPLE, copy_tracked_files, make_project, ran, run, up_to_date
+from helpers.commands import PROBE, ran, run, up_to_date
+from helpers.paths import ROOT
+from helpers.projects import SMALL_SAMPLE, copy_tracked_files, make_project
 from stages.pipeline.stage_params import PIPELINE_STAGES
 
 STAGES = ["code", *PIPELINE_STAGES]

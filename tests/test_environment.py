@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_project, run
+from helpers.commands import run
+from helpers.projects import make_project
 from test_readme import block
 
 ROOT = Path(__file__).resolve().parent.parent

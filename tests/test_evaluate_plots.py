@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMALL_SAMPLE, make_project, run
+from helpers.commands import run
+from helpers.projects import SMALL_SAMPLE, make_project
 from stages import bundled_sample
 from stages.detectnet_v2 import plots
 from stages.pipeline.layout import EVALUATE_REPORT, RESOLVED_SPEC

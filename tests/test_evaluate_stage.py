@@ -8,7 +8,10 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, env_for, project_for, records, run, set_params
+from helpers.commands import run
+from helpers.paths import ROOT
+from helpers.projects import project_for, set_params
+from helpers.tao import env_for, records
 from stages import bundled_sample
 from stages.pipeline.layout import (ENGINE_DIR, EVALUATE_METRICS_FILE, EVALUATE_REPORT, EVALUATION_DIR,
                                     EXPORTED_MODEL, EXPORT_REPORT, RESOLVED_SPEC, engine_file)
@@ -52,7 +55,7 @@ def install_engine(project, detects: bool) -> None:
     """Replace the deployed engine with the exported fp32 model itself (detects=True: the same detections,
     a drop of exactly 0) or with that model made blind (its coverage head's bias at -1000: no cell is
     covered, no detection, mAP exactly 0). Either verdict then stands whatever the CPU: the fp32 model's
-    own mAP on this set is 0.13-0.15 on the code paths measured (conftest.SMALL_SAMPLE), 6x the gate."""
+    own mAP on this set is 0.13-0.15 on the code paths measured (helpers.projects.SMALL_SAMPLE), 6x the gate."""
     import onnx
     from onnx import numpy_helper
 

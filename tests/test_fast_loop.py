@@ -8,7 +8,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT, builds_project, make_project, run
+from helpers.collection import builds_project
+from helpers.commands import run
+from helpers.paths import ROOT
+from helpers.projects import make_project
 
 
 def fast_loop_arguments() -> list[str]:

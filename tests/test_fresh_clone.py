@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from helpers.paths import ROOT
 
 
 def tracked() -> set[str]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import make_project, ran, run, up_to_date
+from helpers.commands import ran, run, up_to_date
+from helpers.projects import make_project
 from stages.pipeline.layout import CALIBRATION_DIR
 
 # big enough that each stage takes a while (gzip makes the tensorfile slow to write)

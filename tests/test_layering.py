@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ROOT
+from helpers.paths import ROOT
 from stages.pipeline.stage_params import PIPELINE_STAGES
 from stages.pipeline.imports import imports_of, module_file
 

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import engine_request, tiny_export, tiny_images
+from helpers.models import engine_request, tiny_export, tiny_images
 from stages import bundled_sample
 from stages.detectnet_v2.inference import OnnxRunner
 from stages.formats.calibration_cache import write_cache

@@ -15,7 +15,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import ROOT, engine_request, run, tiny_export, tiny_images
+from helpers.commands import run
+from helpers.models import engine_request, tiny_export, tiny_images
+from helpers.paths import ROOT
 from stages.quantization.fp16 import strongly_typed_fp16
 from stages.quantization.int8_rewrite import explicit_int8
 from stages.quantization.lint import lint
@@ -353,7 +355,7 @@ def test_where_tensorrt_rtx_cannot_load_the_check_says_so_once_and_is_skipped(de
 @pytest.fixture(scope="module")
 def rtx_project(tmp_path_factory):
     """A small int8 project whose convert builds a TensorRT-RTX engine, run by `dvc repro convert`."""
-    from conftest import SMALL_SAMPLE, make_project
+    from helpers.projects import SMALL_SAMPLE, make_project
 
     project = make_project(tmp_path_factory.mktemp("rtx") / "project",
                            [*SMALL_SAMPLE, "export=int8", "convert.engine=tensorrt_rtx"])

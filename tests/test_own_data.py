@@ -7,7 +7,9 @@ import shutil
 
 import pytest
 
-from conftest import SHARED_SPECS, SMALL_SAMPLE, make_project, run
+from helpers.commands import run
+from helpers.paths import SHARED_SPECS
+from helpers.projects import SMALL_SAMPLE, make_project
 from stages import bundled_sample
 from stages.pipeline.layout import DEEPSTREAM_CONFIG, RESOLVED_SPEC
 

@@ -8,7 +8,8 @@ import onnx
 import pytest
 from google.protobuf import text_format
 
-from conftest import ROOT, tao_message_for
+from helpers.paths import ROOT
+from helpers.tao import tao_message_for
 from stages.formats.calibration_cache import CALIBRATOR_NAMES, calibration_tensor_names, read_cache
 from stages.spec import Spec, path_values
 from stages.formats.tensorfile import describe, read_batches

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import KEY, PROBE, ROOT, env_for, project_for, ran, run, set_params
+from helpers.commands import PROBE, ran, run
+from helpers.paths import ROOT
+from helpers.projects import project_for, set_params
+from helpers.tao import KEY, env_for
 from fake_trtexec import install as install_trtexec
 from ssh_server import unavailable
 from stages.pipeline.layout import CONVERT_REPORT, PLATFORM_FILE, deployable_model, engine_file

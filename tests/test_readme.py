@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, SHARED_SPECS, SMALL_SAMPLE, make_project, run, ran
+from helpers.commands import ran, run
+from helpers.paths import ROOT, SHARED_SPECS
+from helpers.projects import SMALL_SAMPLE, make_project
 from stages.pipeline.layout import (CALIBRATION_CACHE, DEEPSTREAM_CONFIG, RESOLVED_SPEC, TENSORFILE,
                                     deployable_model)
 

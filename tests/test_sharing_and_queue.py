@@ -10,7 +10,8 @@ import time
 import pytest
 import yaml
 
-from conftest import SMALL_SAMPLE, make_project, ran, run
+from helpers.commands import ran, run
+from helpers.projects import SMALL_SAMPLE, make_project
 from stages.pipeline.layout import (CALIBRATION_DIR, CODE_DIR, CONVERT_REPORT, ENGINE_DIR, EVALUATE_REPORT,
                                     EVALUATION_DIR, EXPORT_DIR, EXPORT_REPORT, EXPORT_TIMINGS, PARAMS_DIR, PLATFORM_FILE,
                                     SPEC_DIR,

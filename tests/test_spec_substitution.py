@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import tao_message_for
+from helpers.tao import tao_message_for
 from stages.spec import Spec, SpecPathError, path_values, quote_string, substitute
 
 TRAIN = """\

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KEY, ran, run, secrets_in
+from helpers.commands import ran, run
+from helpers.tao import KEY, secrets_in
 from ssh_server import SshServer, make_server, unavailable
 from stages.pipeline.layout import engine_file
 
@@ -87,7 +88,8 @@ def secrets_of(server: SshServer) -> list[bytes]:
 # ------------------------------------------------------------------------------------------ the fleet
 
 def test_the_fleet_shares_engines_and_experiments_over_ssh(tmp_path, fake_bin, ssh_server):
-    from conftest import env_for, project_for
+    from helpers.projects import project_for
+    from helpers.tao import env_for
 
     git_hub = hub(tmp_path)
     first = project_for(tmp_path, "tao")

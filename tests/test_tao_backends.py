@@ -16,7 +16,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from fake_trtexec import install as install_trtexec
-from conftest import KEY, env_for, project_for, records, run, secrets_in, set_params
+from helpers.commands import run
+from helpers.projects import project_for, set_params
+from helpers.tao import KEY, env_for, records, secrets_in
 from stages.spec import Spec, path_values
 from stages.tao_backend.runners import LAUNCHER_DOCKER_OPTIONS, DockerRunner, LauncherRunner, RunnerError, load_key
 from stages.tao_backend.argv import Secret

@@ -15,7 +15,9 @@ import onnx
 import pytest
 from google.protobuf import text_format
 
-from conftest import ROOT, SMALL_SAMPLE, make_project, run
+from helpers.commands import run
+from helpers.paths import ROOT
+from helpers.projects import SMALL_SAMPLE, make_project
 from stages.pipeline.layout import EXPORTED_MODEL, RESOLVED_SPEC
 from tao_family import FAMILY, TAO5, Member, write_member
 from tao_oracle import tao_evaluate

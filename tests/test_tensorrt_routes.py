@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_export
+from helpers.models import tiny_export
+from helpers.paths import ROOT
 from fake_trtexec import install
 from stages.formats.calibration_cache import read_cache, write_cache
 from stages.open_backend.engine_request import EngineRequest

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
-from conftest import ROOT, run
+from helpers.commands import run
+from helpers.paths import ROOT
 from stages.detectnet_v2.postprocessing import Clustering
 from stages.pipeline.layout import RESOLVED_SPEC, TRITON_DIR, engine_file
 from stages.serving.repository import (ENGINE, ENSEMBLE, POSTPROCESS, PREPROCESS, RepositoryRequest,

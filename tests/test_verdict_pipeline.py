@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from conftest import SMALL_SAMPLE, make_project, run
+from helpers.commands import run
+from helpers.projects import SMALL_SAMPLE, make_project
 from stages.pipeline.layout import TRITON_DIR
 
 MINE = """\

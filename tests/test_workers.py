@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import ROOT
+from helpers.paths import ROOT
 from stages import bundled_sample
 from stages.compute import workers
 from stages.compute.workers import allowed_cores, worker_count
