@@ -128,7 +128,7 @@ def test_a_residual_add_reads_its_residual_input_through_qdq_and_its_convolution
         assert made_by[made_by[dequantized].input[0]].input[0] == residual[add.name]
 
 
-def test_a_convolution_whose_input_has_no_scale_stays_unquantized_and_is_named(exported, statistics):
+def test_a_convolution_whose_input_has_no_scale_stays_out_of_int8_and_is_named(exported, statistics):
     amax = statistics[0]
     deployable = explicit_int8(model(exported), {"input_1": amax["input_1"] / 127}, "fp32")
     assert deployable.quantized == ["conv1"]

@@ -83,7 +83,7 @@ def test_no_fallback_within_a_bound_of_zero_layers_says_how_far_it_is(outlier, c
     assert selection.float_layers == [] and selection.within_gate is False and selection.drop > 0.3
 
 
-def test_a_convolution_left_out_has_no_qdq_and_the_model_stays_lint_clean(outlier):
+def test_a_float_layer_has_no_qdq_and_the_model_stays_lint_clean(outlier):
     folder, _, candidates, maxima = outlier
     scales = {name: value / 127.0 for name, value in candidates["minmax"].items() if value > 0}
     deployable = explicit_int8(onnx.load(folder / "model.onnx"), scales, "fp16", maxima, [OUTLIER_LAYER])
@@ -149,7 +149,7 @@ def test_bad_selection_parameters_name_the_key(override, message):
         load([override])
 
 
-def test_the_cache_export_writes_lacks_exactly_the_tensors_of_the_layers_left_out(outlier, tmp_path):
+def test_the_cache_export_writes_lacks_exactly_the_tensors_of_the_float_layers(outlier, tmp_path):
     """For the implicit route and TAO's tools, which read only the cache."""
     from omegaconf import OmegaConf
 
@@ -166,8 +166,8 @@ def test_the_cache_export_writes_lacks_exactly_the_tensors_of_the_layers_left_ou
     outcome = _calibrate(cfg, facts, folder / "spec.txt", folder / "model.onnx", tmp_path / "none.tensor", tmp_path)
     assert outcome.float_layers == [OUTLIER_LAYER] and outcome.calibration["chosen"] in candidates
     _, written = read_cache(tmp_path / "calibration.bin")
-    left_out = set(fused_outputs(onnx.load(folder / "model.onnx"), OUTLIER_LAYER))
-    assert left_out and set(candidates[outcome.calibration["chosen"]]) - set(written) == left_out
+    float_tensors = set(fused_outputs(onnx.load(folder / "model.onnx"), OUTLIER_LAYER))
+    assert float_tensors and set(candidates[outcome.calibration["chosen"]]) - set(written) == float_tensors
 
 
 @pytest.fixture(scope="module")

@@ -190,8 +190,8 @@ def evaluate(models: dict[str, Infer], samples: list[Sample], setup: EvaluationS
 
     A batch's post-processing (decoding the grid, clustering, scaling) runs on `workers` threads while
     the engine runs the next batch: onnxruntime and the clustering's numba kernels release the GIL, and
-    an image's post-processing takes about 2 ms at KITTI's size, too little to repay a process's
-    pickling. The tallies take each image in sample order, so the results are the serial ones exactly."""
+    an image's post-processing is too short to repay a process's pickling (bench/README.md, "Measurements
+    behind the code"). The tallies take each image in sample order, so the results are the serial ones exactly."""
     results = {name: Evaluation(setup) for name in models}
     batches = decoded if decoded is not None else decoded_batches(samples, setup, batch_size, workers)
     threads = worker_count(workers)

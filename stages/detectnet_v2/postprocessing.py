@@ -179,8 +179,9 @@ def _neighbourhoods(boxes: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarr
     """Each box's neighbours, the boxes within distance 1 - IoU <= eps of it (itself included where its own
     distance is within eps, as in TAO's dense matrix), as CSR arrays: box i's are
     columns[starts[i]:starts[i + 1]], in ascending order. Where eps < 1 only intersecting boxes can be
-    neighbours (the others are 1 apart), so a sweep finds them without the dense matrix (1872 cells at
-    KITTI's size made that matrix cost 1.8x inference); else the dense matrix."""
+    neighbours (the others are 1 apart), so a sweep finds them without the dense matrix (at KITTI's size,
+    1872 cells, that matrix cost more than inference: bench/README.md, "Measurements behind the code"); else
+    the dense matrix."""
     n = len(boxes)
     if eps >= 1.0:
         rows, columns = np.nonzero(1.0 - _iou_matrix(boxes) <= eps)

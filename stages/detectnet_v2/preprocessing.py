@@ -84,8 +84,8 @@ def iter_batches(paths: Sequence[Path], batch_size: int, width: int, height: int
     threads = worker_count(workers)
     pool = ThreadPoolExecutor(threads)
     # While the caller holds one batch (a writer writing it), the batches ahead hold an image for every
-    # worker: with one batch ahead, 16 workers decoded 8 images at a time and the tensorfile took 1.6x
-    # decoding alone (bench/README.md)
+    # worker: with one batch ahead, 16 workers decoded 8 images at a time (bench/README.md, "Measurements
+    # behind the code")
     ahead = max(1, -(-threads // batch_size))
     # aligned: the tensorfile writer sends such a batch to the disk without a copy
     buffers = [aligned_empty((batch_size, 3, height, width)) for _ in range(ahead + 1)] if reuse else []

@@ -70,11 +70,10 @@ def _fewer_batches(asked: int, held: int, source: str) -> None:
 
 
 # A given cache is checked on a few of the user's images: a tensor whose values the cache's range clips in
-# more than this share is a sign the cache was made for another model. Measured on the TAO family
-# (tests/tao_family.py, 2026-12-04): a member's own cache, made on other images of its kind, clipped at most
-# 0.42% of a convolution input's values (entropy; minmax 0.02%); another member's cache under the same names
-# clipped 0.5-27% in its worst tensor, and 3 of those 6 pairings more than this limit. A cache whose ranges
-# are only too wide clips nothing: the gate judges that one.
+# more than this share is a sign the cache was made for another model. The limit lies between what a model's
+# own cache clips and what another model's does, measured on the TAO family (tests/tao_family.py; figures in
+# bench/README.md, "Measurements behind the code"). A cache whose ranges are only too wide clips nothing: the
+# gate judges that one.
 CACHE_CLIP_LIMIT = 0.02
 CACHE_CHECK_BATCHES = 2
 

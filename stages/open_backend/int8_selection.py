@@ -14,11 +14,11 @@ other way round. The pipeline has what TensorRT's tools lack here: labels and TA
    mAP and then lost half of it on validation);
 3. the best is kept (a tie goes to the method listed first in METHODS);
 4. where it still loses more than evaluate.max_map_drop on the selection set, the convolutions are ranked
-   by sensitivity: each is screened by how much of the output error it removes when it alone stays
-   unquantized (on one batch: cheap), and the 2 x export.max_float_layers that remove most are measured by the
-   selection mAP they give alone (output error and mAP disagree: a detector's coverage map is mostly
-   background). The most sensitive are then left out of INT8, one more at a time, until the drop is within
-   the gate or export.max_float_layers is reached.
+   by sensitivity: each is screened by how much of the output error it removes when it alone stays in
+   higher precision (on one batch: cheap), and the 2 x export.max_float_layers that remove most are
+   measured by the selection mAP they give alone (output error and mAP disagree: a detector's coverage map
+   is mostly background). The most sensitive become float layers (left out of INT8), one more at a time,
+   until the drop is within the gate or export.max_float_layers is reached.
 Everything runs on onnxruntime on the CPU: the mAP of the deployable ONNX is the mAP TensorRT's engine of it
 has, to within kernels' rounding."""
 from __future__ import annotations
@@ -199,7 +199,7 @@ def choose(exported: Path, candidates: Mapping[str, Mapping[str, float]], sample
 
 def _ranked_by_sensitivity(scorer: _Scorer, scales: Mapping[str, float], measured: int) -> list[str]:
     """The quantized convolutions, most sensitive first: the `measured` ones that remove most output error
-    when alone unquantized, ordered by the selection mAP they then give."""
+    when alone left in higher precision (a float layer), ordered by the selection mAP they then give."""
     everything, convolutions = scorer.build(scales)
     base = scorer.output_error(everything)
     gains = {conv: base - scorer.output_error(scorer.runner(scales, [conv])) for conv in convolutions}

@@ -1,7 +1,8 @@
 """Every tensor of a model on real batches, from onnxruntime: the model with every calibration tensor as an
 output (a ReLU's left out where its input is one: it is collected from that input), run with each output
-written by onnxruntime straight into buffers reused from batch to batch (three times faster than letting it
-allocate and copy them). How it uses the machine is the caller's Schedule, not module state."""
+written by onnxruntime straight into buffers reused from batch to batch (faster than letting it allocate and
+copy them: bench/README.md, "Measurements behind the code"). How it uses the machine is the caller's
+Schedule, not module state."""
 from __future__ import annotations
 
 import mmap
@@ -17,7 +18,7 @@ from .histograms import CHUNK_ELEMENTS
 
 # Each batch runs first, every tensor into one set of buffers, and is then reduced on every core. Past this
 # size it runs as its two halves, into the same buffers: onnxruntime's own working memory is then half a
-# batch's (at TAO's ResNet-18 on 1248x384, about 2 GiB a batch of 8, 0.55 GiB less; bench/README.md).
+# batch's (bench/README.md, "Measurements behind the code").
 # Halves change nothing in the histograms: the batch is reduced whole either way. Reducing one batch while
 # onnxruntime ran the next was no faster on 2, 4 or 16 cores, where the two fight for the same cores.
 HALVES_BYTES = 512 << 20
@@ -58,7 +59,7 @@ def all_tensors_session(model: onnx.ModelProto, skip: Iterable[str], workers: in
 
     options = ort.SessionOptions()
     # The tensors go straight into our buffers; onnxruntime's memory pattern would plan a second block
-    # as large as all of them besides (2.6x one batch's activations at peak instead of 1.4x: bench/README.md).
+    # as large as all of them besides (bench/README.md, "Measurements behind the code").
     options.enable_mem_pattern = False
     options.intra_op_num_threads = workers
     # asleep between runs, not spinning: the statistics' threads reduce each batch as soon as onnxruntime
@@ -110,7 +111,7 @@ class AllTensors:
 
     def _output_shapes(self, batch_shape: tuple[int, ...]) -> dict[str, list[int]]:
         """Every output's shape for this batch: onnxruntime's, where only the batch size is open (it knows
-        them already: ONNX shape inference of the model again costs 0.15 s at TAO's ResNet-18)."""
+        them already; ONNX shape inference of the whole model again is the fallback)."""
         batch_dim = self.session.get_inputs()[0].shape[0]
         shapes = {}
         for output in self.session.get_outputs():
@@ -168,9 +169,8 @@ def prefaulted_buffers(shapes: Mapping[str, list[int]], workers: int) -> dict[st
     """float32 arrays of these shapes in one anonymous mapping of small pages, written once on `workers`
     threads before onnxruntime fills them.
     Why not np.empty: numpy asks for huge pages, and the kernel may then compact memory to find them on
-    first touch, in one thread, which took from a tenth of a second to seconds from run to run for TAO's
-    ResNet-18 at 1248x384 (1.1 GiB); small pages cost a steady quarter second, and nothing later
-    (bench/README.md)."""
+    first touch, in one thread, which varies widely from run to run; small pages cost a steady, smaller
+    time, and nothing later (bench/README.md, "Measurements behind the code")."""
     sizes = {name: -(-4 * int(np.prod(shape)) // 64) * 64 for name, shape in shapes.items()}  # 64-byte aligned
     memory = mmap.mmap(-1, max(sum(sizes.values()), 1))
     if hasattr(memory, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):

@@ -36,14 +36,14 @@ def overflowing_nodes(model: onnx.ModelProto, maxima: Mapping[str, float],
     for node in model.graph.node:
         if node.op_type in QDQ_OPS:
             continue
-        seen = [maxima.get(_unquantized_name(t), 0.0) for t in [*node.input, *node.output] if t]
+        seen = [maxima.get(_before_qdq(t), 0.0) for t in [*node.input, *node.output] if t]
         largest = max(seen, default=0.0)
         if largest > limit:
             found[node.name] = float(largest)
     return found
 
 
-def _unquantized_name(tensor: str) -> str:
+def _before_qdq(tensor: str) -> str:
     for suffix in ("_dequantized", "_quantized"):
         if tensor.endswith(suffix):
             return tensor[: -len(suffix)]

@@ -20,7 +20,7 @@ def explicit_int8(model: onnx.ModelProto, scales: Mapping[str, float], high_prec
                   maxima: Mapping[str, float] | None = None, float_layers: Iterable[str] = ()) -> Deployable:
     """The explicitly quantized model: Q/DQ from `scales` ({tensor: amax / 127}, a calibration cache's),
     weights quantized here; the rest in `high_precision` (export.high_precision), but nodes past
-    FP16_DATA_MAX in `maxima`. The convolutions named in `float_layers` stay unquantized: no Q/DQ, the
+    FP16_DATA_MAX in `maxima`. The convolutions named in `float_layers` stay in higher precision: no Q/DQ, the
     graph's precision."""
     if high_precision not in HIGH_PRECISIONS:
         raise ValueError(f"high precision {high_precision!r} is not one of {', '.join(HIGH_PRECISIONS)}")

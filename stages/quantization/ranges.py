@@ -15,8 +15,8 @@ from .thresholds import METHODS, amax_of
 
 
 def load_kernels() -> None:
-    """Load numba's kernels (about 0.8 s on first use): on a worker, while the caller builds its session and
-    runs the first batch, they are out of the way of the first reduction."""
+    """Load numba's kernels (compiled, or read from numba's cache, on first use): on a worker, while the
+    caller builds its session and runs the first batch, they are out of the way of the first reduction."""
     histograms.load_kernel()
     thresholds.load_kernel()
 

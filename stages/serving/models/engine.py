@@ -14,8 +14,8 @@ class TritonPythonModel:
         from stages.detectnet_v2.inference import OnnxRunner
 
         self.pb_utils = pb_utils
-        # not spinning: the preprocessing's decoders need the cores between runs (measured on 2 cores, 4 clients:
-        # spinning, the engine took 26 ms of CPU an image; 14 without, and the ensemble served 20% more)
+        # not spinning: the preprocessing's decoders need the cores between runs (spinning cost the engine
+        # more CPU an image and the ensemble throughput: bench/README.md, "Measurements behind the code")
         self.engine = OnnxRunner(Path(args["model_repository"]) / args["model_version"] / "model.onnx",
                                  spinning=False)
 

@@ -23,8 +23,8 @@ import numpy as np
 
 MAX_UPSCALE = 8  # the smallest image served: 1/8 of the model input's width and height
 # After a batch that decoded this many pixels, the freed memory goes back to the system: glibc keeps what
-# the decoding threads freed in their arenas (a burst of 36-megapixel images left the server 1.6x its idle
-# size), and only malloc_trim hands it back. No library wraps it; ctypes reaches it where glibc is.
+# the decoding threads freed in their arenas (a burst of large images leaves the server well above its idle
+# size: bench/README.md, "Measurements behind the code"), and only malloc_trim hands it back. No library wraps it; ctypes reaches it where glibc is.
 TRIM_AFTER_PIXELS = 16_000_000
 
 
