@@ -60,6 +60,20 @@ def test_nothing_imports_a_stage_module():
     assert {m: found for m, found in importers.items() if found} == {}
 
 
+# The quantization core's entry points: what stages and the open backend may import from it. Its insides (the
+# Calibrator and its thread pool, the onnxruntime runner and its buffers, the rewrites' shared record) are its own.
+QUANTIZATION_ENTRY_POINTS = {f"stages.quantization.{name}" for name in (
+    "calibrate", "histograms", "thresholds", "graph_index", "int8_rewrite", "fp16", "lint", "export_folder",
+    "builder_check")}
+
+
+def test_code_outside_the_quantization_core_calls_only_its_entry_points():
+    reaching_in = {m: sorted(i for i in project_imports(m) if i.startswith("stages.quantization")
+                             and i not in QUANTIZATION_ENTRY_POINTS | {"stages.quantization"})
+                   for m in modules_under("stages") if not m.startswith("stages.quantization")}
+    assert {m: found for m, found in reaching_in.items() if found} == {}
+
+
 def import_cycles() -> list[list[str]]:
     """The groups of modules under stages/ that import each other in a ring, function-level imports included:
     the strongly connected components of the import graph, by networkx (which DVC builds its own graphs with)."""
