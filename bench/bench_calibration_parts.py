@@ -70,7 +70,6 @@ def every_tensor(model_path: Path, batches: list[np.ndarray], bound: float, repe
             calibrator = Calibrator("entropy", None, True, pool)
             for _ in batches:
                 calibrator.add(tensors, relus)
-            calibrator.amax()
     load_kernels()
     statistics()
     line("statistics of 8 batches alone", best_of(repeats, statistics), bound)
