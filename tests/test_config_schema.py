@@ -43,6 +43,29 @@ def test_conf_gives_every_key_of_each_backend_a_value(backend):
     assert set(cfg.backend) == {f.name for f in dataclasses.fields(schema.BACKEND_SCHEMAS[backend])}
 
 
+CHOICE_KEYS = {**schema.choice_keys(schema.PipelineConfig),
+               **{key: choices for name in ("open", "tao") for key, choices in
+                  schema.choice_keys(schema.BACKEND_SCHEMAS[name], "backend.").items()}}
+
+
+@pytest.mark.parametrize("key", sorted(CHOICE_KEYS))
+def test_a_key_typed_with_its_choices_refuses_any_other_value_by_name(key):
+    # the schema's one_of fields carry their choices (choices.py holds each tuple once); validate checks them all
+    backend = ["backend=tao"] if key == "backend.export_format" else []
+    shown = ", ".join("null" if c is None else str(c) for c in CHOICE_KEYS[key])
+    with pytest.raises(config.ConfigError, match=f"config key {key} is 'bogus'; expected one of {shown}$"):
+        config.load([*backend, f"{key}=bogus"])
+
+
+def test_every_choice_of_choices_py_types_a_schema_key():
+    from stages.pipeline import choices
+
+    typed = {id(c) for c in CHOICE_KEYS.values()}
+    untyped = [name for name, value in vars(choices).items() if name.isupper() and isinstance(value, tuple)
+               and id(value) not in typed and name not in ("BACKENDS", "EXPORT_FORMATS")]
+    assert untyped == []  # BACKENDS picks the backend's schema itself; EXPORT_FORMATS is etlt's refusal
+
+
 def test_each_precision_says_only_what_differs_from_the_shared_base():
     folder = ROOT / "conf" / "export"
     base = yaml.safe_load((folder / "base.yaml").read_text())

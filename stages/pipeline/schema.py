@@ -1,21 +1,31 @@
 """The config's schema and its checks: every key typed (Hydra's structured-config idiom: the schema holds no
-value, conf/*.yaml holds every one, once), and the value ranges and combinations that cannot work, each
-refused with the config key at fault. Each backend's section has its own schema, chosen by backend.name,
+value, conf/*.yaml holds every one, once), a key that takes one of a few values typed with them (one_of,
+from choices.py), and the value ranges and combinations that cannot work, each refused with the config key
+at fault. Each backend's section has its own schema, chosen by backend.name,
 so a key that backend does not read is refused."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
 from ..compute.workers import is_count
-from .choices import (BACKENDS, CALIBRATION_METHODS, DATA_TYPES, ENGINE_KINDS, EXPORT_FORMATS,
-                      GATE_FAILURE_ACTIONS, HIGH_PRECISIONS, INCONCLUSIVE_ACTIONS, QUANTIZATIONS, TRITON_ENGINE_BACKENDS)
+from .choices import (BACKENDS, CAL_SOURCES, CALIBRATION_METHODS, COMPRESSIONS, DATA_TYPES, ENGINE_KINDS,
+                      GATE_FAILURE_ACTIONS, HIGH_PRECISIONS, INCONCLUSIVE_ACTIONS, INPUT_ORDERS, QUANTIZATIONS,
+                      TAO_EXPORT_FORMATS, TRITON_ENGINE_BACKENDS)
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
+
+
+def one_of(choices: tuple) -> Any:
+    """A key that takes one of `choices` (a tuple of choices.py): the schema's field carries them, and validate
+    refuses any other value, naming the key. (OmegaConf types a choice only as an Enum, whose members would
+    replace the strings every stage compares and prints.)"""
+    return field(default=MISSING, metadata={"choices": choices})
 
 
 @dataclass
@@ -59,15 +69,15 @@ class CalibrationSection:
     max_batches: int = MISSING
     use_validation_set: bool = MISSING
     seed: int = MISSING
-    compression: Optional[str] = MISSING
+    compression: Optional[str] = one_of(COMPRESSIONS)
     selection_images: int = MISSING
 
 
 @dataclass
 class ExportSection:
-    data_type: str = MISSING
+    data_type: str = one_of(DATA_TYPES)
     calibration_cache: Optional[str] = MISSING
-    cal_source: Optional[str] = MISSING
+    cal_source: Optional[str] = one_of(CAL_SOURCES)
     cal_image_dir: Optional[str] = MISSING
     batches: int = MISSING
     batch_size: int = MISSING
@@ -77,7 +87,7 @@ class ExportSection:
     force_ptq: bool = MISSING
     gen_ds_config: bool = MISSING
     verbose: bool = MISSING
-    high_precision: str = MISSING
+    high_precision: str = one_of(HIGH_PRECISIONS)
     max_float_layers: int = MISSING
 
 
@@ -87,12 +97,12 @@ class ConvertSection:
     opt_batch_size: int = MISSING
     min_batch_size: int = MISSING
     workspace_mib: int = MISSING
-    input_order: str = MISSING
+    input_order: str = one_of(INPUT_ORDERS)
     strict_type_constraints: bool = MISSING
     dla_core: Optional[int] = MISSING
     verify_images: int = MISSING
-    engine: str = MISSING
-    quantization: str = MISSING
+    engine: str = one_of(ENGINE_KINDS)
+    quantization: str = one_of(QUANTIZATIONS)
 
 
 @dataclass
@@ -101,16 +111,16 @@ class EvaluateSection:
     label_dir: Optional[str] = MISSING
     batch_size: int = MISSING
     max_map_drop: Optional[float] = MISSING
-    on_gate_failure: str = MISSING
+    on_gate_failure: str = one_of(GATE_FAILURE_ACTIONS)
     min_agreement: float = MISSING
-    on_inconclusive: str = MISSING
+    on_inconclusive: str = one_of(INCONCLUSIVE_ACTIONS)
     agreement_images: int = MISSING
     draw_images: int = MISSING
 
 
 @dataclass
 class TritonSection:
-    engine_backend: str = MISSING
+    engine_backend: str = one_of(TRITON_ENGINE_BACKENDS)
     instances: int = MISSING
     preprocess_instances: int = MISSING
     max_queue_delay_microseconds: int = MISSING
@@ -123,7 +133,7 @@ class TritonSection:
 class OpenBackend:
     name: str = MISSING
     key_env: str = MISSING
-    calibration_method: str = MISSING
+    calibration_method: str = one_of(CALIBRATION_METHODS)
     percentile: float = MISSING
     skip_zeros: bool = MISSING
     trt_version: int = MISSING
@@ -135,7 +145,7 @@ class TaoBackend:
     name: str = MISSING
     key_env: str = MISSING
     key_file: Optional[str] = MISSING
-    export_format: str = MISSING
+    export_format: str = one_of(TAO_EXPORT_FORMATS)
     converter: str = MISSING
 
 
@@ -184,17 +194,17 @@ class PipelineConfig:
     triton: TritonSection = field(default_factory=TritonSection)
 
 
-_CHOICES = {
-    "export.data_type": DATA_TYPES,
-    "export.cal_source": (None, "tensorfile", "image_dir", "training_data"),
-    "calibration.compression": (None, "gzip", "lzf"),
-    "convert.input_order": ("nchw", "nhwc", "nc"),
-    "convert.engine": ENGINE_KINDS,
-    "convert.quantization": QUANTIZATIONS,
-    "export.high_precision": HIGH_PRECISIONS,
-    "triton.engine_backend": TRITON_ENGINE_BACKENDS,
-    "backend.export_format": (None, "etlt", *EXPORT_FORMATS),
-}
+def choice_keys(schema: type, prefix: str = "") -> dict[str, tuple]:
+    """{config key: its choices} for every one_of field of `schema` and the sections under it."""
+    found = {}
+    for item in dataclasses.fields(schema):
+        if "choices" in item.metadata:
+            found[prefix + item.name] = item.metadata["choices"]
+        elif dataclasses.is_dataclass(item.default_factory):
+            found.update(choice_keys(item.default_factory, f"{prefix}{item.name}."))
+    return found
+
+
 _POSITIVE = ("calibration.max_batches", "export.batches", "export.batch_size", "export.max_batch_size",
              "convert.max_batch_size", "convert.opt_batch_size", "convert.min_batch_size",
              "convert.workspace_mib", "convert.verify_images", "sample.train_images", "sample.val_images",
@@ -243,7 +253,7 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
     if missing:
         raise ConfigError(f"{source}: config key {missing[0]} has no value (conf/ gives every key one: "
                           "compose conf/ with `make params`, or set it)")
-    for key, choices in _CHOICES.items():
+    for key, choices in {**choice_keys(PipelineConfig), **choice_keys(BACKEND_SCHEMAS[name], "backend.")}.items():
         value = OmegaConf.select(cfg, key)
         if value not in choices:
             shown = ", ".join("null" if c is None else str(c) for c in choices)
@@ -269,22 +279,12 @@ def validate(raw: DictConfig | dict, source: str) -> DictConfig:
         raise ConfigError(f"{source}: config key backend.workers must be 1 or more (threads for decoding, "
                           f"calibration, post-processing and onnxruntime), or null for every core the process may "
                           f"use; got {workers!r}")
-    method = cfg.backend.get("calibration_method")
-    if method is not None and method not in CALIBRATION_METHODS:
-        raise ConfigError(f"{source}: config key backend.calibration_method is {method!r}; expected one of "
-                          f"{', '.join(CALIBRATION_METHODS)}")
     if cfg.evaluate.draw_images < 0:
         raise ConfigError(f"{source}: config key evaluate.draw_images must be 0 or more, "
                           f"got {cfg.evaluate.draw_images}")
     if cfg.evaluate.max_map_drop is not None and not 0 <= cfg.evaluate.max_map_drop <= 1:
         raise ConfigError(f"{source}: config key evaluate.max_map_drop must be between 0 and 1 (a drop in mAP), "
                           f"or null to turn the gate off; got {cfg.evaluate.max_map_drop}")
-    if cfg.evaluate.on_gate_failure not in GATE_FAILURE_ACTIONS:
-        raise ConfigError(f"{source}: config key evaluate.on_gate_failure is {cfg.evaluate.on_gate_failure!r}; "
-                          f"expected one of {', '.join(GATE_FAILURE_ACTIONS)}")
-    if cfg.evaluate.on_inconclusive not in INCONCLUSIVE_ACTIONS:
-        raise ConfigError(f"{source}: config key evaluate.on_inconclusive is {cfg.evaluate.on_inconclusive!r}; "
-                          f"expected one of {', '.join(INCONCLUSIVE_ACTIONS)}")
     if not 0 <= cfg.evaluate.min_agreement <= 1:
         raise ConfigError(f"{source}: config key evaluate.min_agreement must be between 0 and 1 (an F1 of the "
                           f"engine's boxes against the fp32 model's), got {cfg.evaluate.min_agreement}")
