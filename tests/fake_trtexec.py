@@ -26,15 +26,20 @@ WEAK_TYPING = ("--fp16", "--int8", "--best", "--calib", "--precisionConstraints"
 BF16_FP8_INT4 = ("--bf16", "--fp8", "--int4")
 
 
-def _abilities(version: str):
-    """The version's row of stages/tensorrt/versions.py, the table the builders read too (loaded by its file:
-    this script runs without the project on its path)."""
+def _versions():
+    """stages/tensorrt/versions.py, the table the builders read too (loaded by its file: this script runs
+    without the project on its path)."""
     spec = importlib.util.spec_from_file_location("_tensorrt_versions",
                                                   Path(__file__).parents[1] / "stages/tensorrt/versions.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks its module up there
     spec.loader.exec_module(module)
-    return module.abilities(int(version.split(".")[0]))
+    return module
+
+
+def _abilities(version: str):
+    """The version's row of the table."""
+    return _versions().abilities(int(version.split(".")[0]))
 
 
 def options(version: str) -> set[str]:
@@ -47,8 +52,8 @@ def options(version: str) -> set[str]:
 
 
 def tag(version: str) -> str:
-    major, minor, patch = (int(p) for p in version.split(".")[:3])
-    return f"v{major}{minor:02d}{patch:02d}" if major >= 10 else f"v{major}{minor}{patch:02d}"
+    """The banner's tag of this version, by the builders' table (v8601, v100300, v110400)."""
+    return _versions().trtexec_tag(*(int(p) for p in version.split(".")[:3]))
 
 
 def main(version: str, argv: list[str]) -> int:

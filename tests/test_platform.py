@@ -219,7 +219,7 @@ def test_trtexec_builds_the_engine_under_dvc_and_triton_serves_its_plan(project_
     env = {"PATH": f"{tmp_path / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{path_without_nvidia_smi()}"}
     run(["dvc", "repro", "triton"], project_copy, env=env)  # evaluate runs where the engine's GPU is
     record = json.loads((project_copy / PLATFORM_FILE).read_text())
-    assert record == {"backend": "open", "engine": "tensorrt", "builder": {"trtexec": "v110400"}, "gpus": []}
+    assert record == {"backend": "open", "engine": "tensorrt", "builder": {"trtexec": "11.4.0"}, "gpus": []}
     engine = json.loads((project_copy / engine_file("open", "trtexec")).read_text())
     assert engine["version"] == "11.4.0" and engine["options"]["--onnx"].endswith(deployable_model("int8"))
     assert "&&&& PASSED" in (project_copy / "artifacts/engine/trtexec.log").read_text()
@@ -242,7 +242,7 @@ def test_the_trtexec_on_path_names_the_tensorrt_version_of_the_record(tmp_path):
     install_trtexec(tmp_path / "bin", "10.3.0")
     record = json.loads(probe(tmp_path, params_file(tmp_path, engine="trtexec"),
                               PATH=f"{tmp_path / 'bin'}{os.pathsep}{path_without_nvidia_smi()}").stdout)
-    assert record["builder"] == {"trtexec": "v100300"}
+    assert record["builder"] == {"trtexec": "10.3.0"}
 
 
 # --------------------------------------------------------------------------- a fleet sharing one remote

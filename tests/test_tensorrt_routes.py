@@ -22,7 +22,7 @@ from stages.pipeline.errors import StageError
 from stages.quantization.calibrate import collect_ranges
 from stages.quantization.export_folder import write_for_export
 from stages.tensorrt.libraries import TensorRTVersion
-from stages.tensorrt.versions import abilities
+from stages.tensorrt.versions import abilities, from_trtexec_tag, trtexec_tag
 
 FAKE_TENSORRT = ROOT / "tests" / "fake_tensorrt"
 VERSIONS = ("8.6.1", "10.3.0", "11.4.0")
@@ -94,6 +94,16 @@ def test_each_versions_route_comes_from_the_one_table(version, auto, refused):
         else:
             assert route(quantization, parsed) == quantization
     assert abilities(parsed.major).strongly_typed == (auto == "explicit")
+
+
+@pytest.mark.parametrize("version, tag", [((8, 6, 1), "v8601"), ((10, 3, 0), "v100300"), ((11, 4, 0), "v110400")])
+def test_trtexecs_banner_tag_is_read_and_written_by_the_same_table(version, tag):
+    # the platform record reads trtexec's version from this tag; the trtexec stand-in prints it
+    assert trtexec_tag(*version) == tag and from_trtexec_tag(tag) == version
+
+
+def test_a_tag_of_no_tensorrt_version_is_not_read_as_one():
+    assert [from_trtexec_tag(tag) for tag in ("v12", "vabc", "v1234567", "v0601")] == [None] * 4
 
 
 @pytest.mark.parametrize("tensorrt", ["10.3.0", "11.4.0"], indirect=True)

@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .errors import StageError
 from .tao_images import image_key
 from ..tensorrt.libraries import RTX_COMPUTE_CAPABILITIES, rtx_version
+from ..tensorrt.versions import from_trtexec_tag
 
 # TensorRT's Python package, under the names NVIDIA publishes it (pip wheels per CUDA major, Debian's
 # python3-libnvinfer registers `tensorrt`)
@@ -71,15 +72,17 @@ def launcher_version(launcher: str) -> str | None:
 
 
 def trtexec_version() -> str | None:
-    """The TensorRT version of the trtexec on PATH, as its banner tags it ('v110400'); None where there is none."""
+    """The TensorRT version of the trtexec on PATH ('11.4.0'), read from the tag its banner prints ('v110400') by
+    the table of what each version does (tensorrt/versions.py); None where there is none."""
     output = query(TRTEXEC_QUERY, "the TensorRT version trtexec builds with cannot be known; fix trtexec")
     if output is None:
         return None
     found = re.search(r"\[TensorRT (v\d+)\]", output)
-    if not found:
-        raise StageError(f"`{' '.join(TRTEXEC_QUERY)}` printed no '[TensorRT vNNNN]' banner: "
+    version = from_trtexec_tag(found[1]) if found else None
+    if version is None:
+        raise StageError(f"`{' '.join(TRTEXEC_QUERY)}` printed no '[TensorRT vNNNN]' banner of a TensorRT version: "
                          f"{' '.join(output.split())[:200] or 'nothing'}")
-    return found[1]
+    return ".".join(map(str, version))
 
 
 def gpus() -> list[dict[str, str]]:

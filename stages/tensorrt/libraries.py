@@ -28,6 +28,7 @@ from importlib import metadata
 from types import ModuleType
 
 from ..pipeline.errors import StageError
+from .versions import from_trtexec_tag
 
 RTX_NAME = "TensorRT-RTX"
 RTX_DISTRIBUTION = "tensorrt-rtx-cu13"  # the package that installs `tensorrt_rtx` (with -libs and -bindings)
@@ -48,12 +49,9 @@ class TensorRTVersion:
     @classmethod
     def parse(cls, text: str) -> "TensorRTVersion":
         """'10.3.0' or '10.3.0.26' (the Python package), or trtexec's tag 'v110400' / 'v8601'."""
-        tag = re.fullmatch(r"v?(\d{4,6})", text.strip())
+        tag = from_trtexec_tag(text) if re.fullmatch(r"v?\d{4,6}", text.strip()) else None
         if tag:
-            number = int(tag[1])
-            if number >= 10000:  # TensorRT 10 on: MMmmpp
-                return cls(number // 10000, number // 100 % 100, number % 100)
-            return cls(number // 1000, number // 100 % 10, number % 100)  # 8.6.1 -> 8601
+            return cls(*tag)
         dotted = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
         if not dotted:
             raise StageError(f"cannot read a TensorRT version from {text!r}")

@@ -24,19 +24,40 @@ class Abilities:
     explicit_batch_flag: bool
     # Builder.platform_has_fast_fp16 / platform_has_fast_int8 (11 removed them)
     fast_precision_queries: bool
+    # digits of the minor version in trtexec's banner tag: v8601 is 8.6.1, v100300 10.3.0, v110400 11.4.0
+    tag_minor_digits: int
 
 
 # by major version; a version between two rows has the lower row's abilities (9 is 8's: see strongly_typed)
 MAJORS = {
     8: Abilities(strongly_typed=False, implicit=True, typing_flag=False, explicit_batch_flag=True,
-                 fast_precision_queries=True),
+                 fast_precision_queries=True, tag_minor_digits=1),
     10: Abilities(strongly_typed=True, implicit=True, typing_flag=True, explicit_batch_flag=True,
-                  fast_precision_queries=True),
+                  fast_precision_queries=True, tag_minor_digits=2),
     11: Abilities(strongly_typed=True, implicit=False, typing_flag=False, explicit_batch_flag=False,
-                  fast_precision_queries=False),
+                  fast_precision_queries=False, tag_minor_digits=2),
 }
 
 
 def abilities(major: int) -> Abilities:
     """What TensorRT `major` can do: its row of MAJORS, or the row of the latest version before it."""
     return MAJORS[max((known for known in MAJORS if known <= major), default=min(MAJORS))]
+
+
+def trtexec_tag(major: int, minor: int, patch: int) -> str:
+    """The tag trtexec's banner gives this version ('[TensorRT v110400]')."""
+    return f"v{major}{minor:0{abilities(major).tag_minor_digits}d}{patch:02d}"
+
+
+def from_trtexec_tag(tag: str) -> tuple[int, int, int] | None:
+    """(major, minor, patch) of a trtexec banner tag ('v110400', 'v8601'), or None where it is not one."""
+    digits = tag.strip().removeprefix("v")
+    if not digits.isdigit() or not 4 <= len(digits) <= 6:
+        return None
+    number = int(digits)
+    for minor_digits in (2, 1):
+        major = number // 10 ** (minor_digits + 2)
+        if major and abilities(major).tag_minor_digits == minor_digits \
+                and trtexec_tag(major, number // 100 % 10 ** minor_digits, number % 100) == f"v{digits}":
+            return major, number // 100 % 10 ** minor_digits, number % 100
+    return None
