@@ -1,5 +1,5 @@
 """A direct, loop-by-loop transcription of the KL threshold search (NVIDIA pytorch-quantization's
-description of TensorRT's entropy calibration), kept independent of stages.open_backend.int8_calibration to check it."""
+description of TensorRT's entropy calibration), kept independent of stages.quantization (thresholds.py) to check it."""
 from __future__ import annotations
 
 import numpy as np

@@ -241,7 +241,7 @@ def test_each_rule_of_the_lint_meets_nvidias_parser(exported, scales, tmp_path, 
     if rule in REFUSED:
         assert re.search(REFUSED[rule], got), got
         assert got.startswith("refused: TensorRT-RTX 1.7.1.116 cannot parse") and "Cuda" not in got
-    else:  # the lint's reason is TensorRT's documentation, cited at the rule (deployable_onnx.lint)
+    else:  # the lint's reason is TensorRT's documentation, cited at the rule (quantization/lint.py)
         assert got == "built", got
 
 
