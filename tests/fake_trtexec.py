@@ -12,11 +12,12 @@ The ONNX is read with onnx (a file it cannot read fails the build, as the real p
 a build fails as a GPU out of memory makes it when $FAKE_TRTEXEC_FAIL is set."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
+
+from fake_tensorrt.api import tensorrt_versions  # the builders' table, loaded as the API stand-in loads it
 
 COMMON = ("--onnx", "--saveEngine", "--loadEngine", "--minShapes", "--optShapes", "--maxShapes", "--shapes",
           "--memPoolSize", "--timingCacheFile", "--useDLACore", "--exportLayerInfo", "--profilingVerbosity",
@@ -26,20 +27,9 @@ WEAK_TYPING = ("--fp16", "--int8", "--best", "--calib", "--precisionConstraints"
 BF16_FP8_INT4 = ("--bf16", "--fp8", "--int4")
 
 
-def _versions():
-    """stages/tensorrt/versions.py, the table the builders read too (loaded by its file: this script runs
-    without the project on its path)."""
-    spec = importlib.util.spec_from_file_location("_tensorrt_versions",
-                                                  Path(__file__).parents[1] / "stages/tensorrt/versions.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def _abilities(version: str):
-    """The version's row of the table."""
-    return _versions().abilities(int(version.split(".")[0]))
+    """The version's row of the builders' table (stages/tensorrt/versions.py)."""
+    return tensorrt_versions().abilities(int(version.split(".")[0]))
 
 
 def options(version: str) -> set[str]:
@@ -53,7 +43,7 @@ def options(version: str) -> set[str]:
 
 def tag(version: str) -> str:
     """The banner's tag of this version, by the builders' table (v8601, v100300, v110400)."""
-    return _versions().trtexec_tag(*(int(p) for p in version.split(".")[:3]))
+    return tensorrt_versions().trtexec_tag(*(int(p) for p in version.split(".")[:3]))
 
 
 def main(version: str, argv: list[str]) -> int:

@@ -27,18 +27,20 @@ import json
 import sys
 from pathlib import Path
 
-import onnx
+_VERSIONS_MODULE = "_tensorrt_versions"
 
 
-def _versions():
-    """stages/tensorrt/versions.py, the table of what each version can do, which the builders read too (by
-    its file: the stand-in loads in processes that may not import the project)."""
-    spec = importlib.util.spec_from_file_location("_tensorrt_versions",
-                                                  Path(__file__).parents[2] / "stages/tensorrt/versions.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up there
-    spec.loader.exec_module(module)
-    return module
+def tensorrt_versions():
+    """stages/tensorrt/versions.py, the table of what each version can do, which the builders read too: loaded
+    by its file, once a process (the stand-ins run in processes that may not import the project). The trtexec
+    stand-in reads it through here too."""
+    if _VERSIONS_MODULE not in sys.modules:
+        spec = importlib.util.spec_from_file_location(_VERSIONS_MODULE,
+                                                      Path(__file__).parents[2] / "stages/tensorrt/versions.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclass looks its module up there
+        spec.loader.exec_module(module)
+    return sys.modules[_VERSIONS_MODULE]
 
 _WEAK_TYPING_FLAGS = ("FP16", "INT8", "BF16", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
                       "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO")
@@ -48,7 +50,7 @@ _OTHER_FLAGS = ("DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32"
 
 def namespace(version: str) -> dict:
     """The module namespace of `tensorrt` at this version."""
-    can = _versions().abilities(int(version.split(".")[0]))
+    can = tensorrt_versions().abilities(int(version.split(".")[0]))
     builds: list[dict] = []
 
     class Logger:
@@ -131,6 +133,8 @@ def namespace(version: str) -> dict:
             self.network, self.errors = network, []
 
         def parse(self, model_bytes, path=None):
+            import onnx  # here: the trtexec stand-in imports this module for tensorrt_versions alone
+
             if not self.network.explicit_batch:  # TensorRT 8's ONNX parser: explicit-batch networks only
                 self.errors.append("Network must have explicit batch dimensions (EXPLICIT_BATCH)")
                 return False
