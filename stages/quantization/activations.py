@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from ..formats.calibration_cache import calibration_tensor_names
+from .deployable import copy_of
 from .histograms import CHUNK_ELEMENTS
 
 # Each batch runs first, every tensor into one set of buffers, and is then reduced on every core. Past this
@@ -44,8 +45,7 @@ def derivable_relus(model: onnx.ModelProto) -> dict[str, str]:
 
 def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.ModelProto:
     """A copy of the model that also outputs every intermediate tensor (but those in `skip`)."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
+    probe = copy_of(model)
     existing = {o.name for o in probe.graph.output} | set(skip)
     for name in calibration_tensor_names(model):
         if name not in existing and name not in {i.name for i in probe.graph.input}:
@@ -72,8 +72,7 @@ def all_tensors_session(model: onnx.ModelProto, skip: Iterable[str], workers: in
 
 def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
     """Every tensor's shape for a concrete input shape, by ONNX shape inference."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = copy_of(model)
     for dim, size in zip(fixed.graph.input[0].type.tensor_type.shape.dim, input_shape):
         dim.Clear()
         dim.dim_value = size
@@ -158,8 +157,7 @@ class AllTensors:
         return self.values(batch)
 
     def _run_whole(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        self.bind_for(batch.shape)
+        """The batch (float32, contiguous, of this runner's bound shape) run into the buffers."""
         self.binding.bind_cpu_input(self.input_name, batch)
         self.session.run_with_iobinding(self.binding)
         return self.values(batch)

@@ -40,19 +40,19 @@ def _dtype(tensor: str, model: onnx.ModelProto, initializers: Mapping[str, Tenso
 #   say so (`network-input-order`, TYPE_FP32).
 def lint(model: onnx.ModelProto, data_type: str) -> list[str]:
     """What keeps `model` from being a deployable ONNX of `data_type` for TensorRT 10/11: [] if nothing."""
-    index = GraphIndex(model)
+    index, opset = GraphIndex(model), opset_of(model)
     qdq = [n for n in model.graph.node if n.op_type in QDQ_OPS]
     problems = [f"{value.name}: an input or output that is not float32" for value in [*model.graph.input,
                 *model.graph.output] if value.type.tensor_type.elem_type != TensorProto.FLOAT]
     if data_type != "int8" and qdq:
         problems.append(f"{len(qdq)} Q/DQ nodes in a {data_type} model")
     for node in qdq:
-        problems += _qdq_problems(node, index, opset_of(model))
+        problems += _qdq_problems(node, index, opset)
     for node in model.graph.node:
         if node.op_type in QDQ_OPS and any(i in index.outputs for i in node.input):
             problems.append(f"{node.name}: Q/DQ on the network's output {node.input[0]}")
         if node.op_type == "Conv":
-            problems += _convolution_problems(node, index, opset_of(model))
+            problems += _convolution_problems(node, index, opset)
     problems += _residual_problems(model, index)
     if data_type == "fp16" or (data_type == "int8" and any(
             _dtype(n.output[0], model, index.initializers) == TensorProto.FLOAT16 for n in qdq)):
