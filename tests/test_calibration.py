@@ -203,3 +203,50 @@ def test_a_calibrator_is_still_usable_after_it_gave_its_answer(batches):
         first = calibrator.amax()
         calibrator.add({"x": batches[1] * 3})
         assert calibrator.amax()["x"] > first["x"]
+
+
+def _streamed_batches(rng) -> list[dict[str, np.ndarray]]:
+    """Batches of two tensors: the second batch stays inside the first's range, the third reaches past
+    it, the fourth is all zeros, the fifth is negative only (its ReLU is all zeros)."""
+    a, b = rng.standard_normal(30_000).astype(np.float32), rng.standard_normal(7_000).astype(np.float32)
+    return [{"a": a, "b": b}, {"a": a * 0.5, "b": b * 0.9}, {"a": a * 6, "b": b * 40},
+            {"a": np.zeros_like(a), "b": np.zeros_like(b)}, {"a": -np.abs(a), "b": b}]
+
+
+@pytest.mark.parametrize("skip_zeros", [True, False])
+def test_a_batch_on_fixed_grids_is_binned_in_one_pass_to_the_count_of_two(skip_zeros):
+    # after a tensor's first batch its grid is fixed: the calibrator bins the tensor and its ReLU in one
+    # pass, and again only where the batch reaches past the grid. Each histogram must be the one that
+    # finding the batch's largest magnitude first, then binning, gives (HistogramCollector.add)
+    relus = {"a_relu": "a", "a_relu_again": "a", "b_relu": "b"}
+    batches = _streamed_batches(np.random.default_rng(4))
+    with ThreadPoolExecutor(2) as pool:
+        calibrator = Calibrator("auto", 99.9, skip_zeros, pool, chunk_elements=1000)
+        for batch in batches:
+            calibrator.add(batch, relus)
+    expected = {name: HistogramCollector(skip_zeros) for name in ("a", "b", *relus)}
+    for batch in batches:
+        for name, values in batch.items():
+            expected[name].add(values)
+        for relu, source in relus.items():
+            expected[relu].add(batch[source], relu=True)
+    for name, collector in expected.items():
+        got = calibrator.collectors[name]
+        assert (got.width, got.top) == (collector.width, collector.top), name
+        assert np.array_equal(got.hist, collector.hist), name
+    assert len(expected["b"].hist) > 2048, "no grid widened: the case past the grid is not exercised"
+
+
+@pytest.mark.parametrize("method", ["entropy", "minmax"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("batch_index", [0, 1])
+def test_a_tensor_with_values_that_are_not_finite_is_named(method, bad, batch_index):
+    batches = _streamed_batches(np.random.default_rng(5))[:2]
+    batches[batch_index]["b"] = batches[batch_index]["b"].copy()
+    batches[batch_index]["b"][4321] = bad
+    with ThreadPoolExecutor(2) as pool:
+        calibrator = Calibrator(method, None, True, pool, chunk_elements=1000)
+        for earlier in batches[:batch_index]:  # the second batch: on the grid the first fixed
+            calibrator.add(earlier, {"b_relu": "b"})
+        with pytest.raises(ValueError, match="calibration tensor b holds (NaN|infinite) values"):
+            calibrator.add(batches[batch_index], {"b_relu": "b"})

@@ -3,7 +3,13 @@
 
 A batch is reduced and dropped, so memory does not grow with the number of batches. A large tensor is
 reduced in pieces (chunks()), each on any free thread (ranges.py): the histogram's counts are integers,
-so the pieces' sum is the same histogram to the last count, whatever the number of pieces or threads."""
+so the pieces' sum is the same histogram to the last count, whatever the number of pieces or threads.
+
+Once a histogram's grid is fixed (by its tensor's first batch with a non-zero value), a batch is binned in
+the pass that finds its largest magnitude, with a ReLU of the tensor in the same pass (GridPass): one read
+of the tensor where there were three. Only a batch that reaches past the grid is binned again, once the
+grid has widened; so the histogram is the same to the count as when the largest magnitude comes first.
+bench/README.md, "Measurements behind the code", has what the one pass saves."""
 from __future__ import annotations
 
 import numba
@@ -58,9 +64,50 @@ def _bin(values: np.ndarray, inv: np.float32, hist: np.ndarray, relu: bool) -> i
     return zeros
 
 
+@numba.njit(cache=True, nogil=True)
+def _bin_on_grids(values: np.ndarray, inv: np.float32, hist: np.ndarray, relu_inv: np.float32,
+                  relu_hist: np.ndarray, with_relu: bool) -> tuple:
+    """One pass over a piece, on grids already fixed: |v| into hist and, with_relu, max(v, 0) into relu_hist
+    (a ReLU's tensor from its input's), every non-zero value whose bin the grid has. Returns, for each of the
+    two, (zeros, largest value, values past the last bin): a piece with values past the last bin is binned
+    again by _bin once the grid has widened. A NaN or an infinity counts as past the last bin and makes the
+    largest value NaN or infinite, so that the grid's widening refuses it as it refuses any batch's."""
+    n, relu_n = len(hist), len(relu_hist)
+    zeros, top, past = 0, np.float32(0), 0
+    relu_zeros, relu_top, relu_past = 0, np.float32(0), 0
+    for v in values:
+        a = abs(v)
+        if a > top:
+            top = a
+        if a == 0:
+            zeros += 1
+        else:
+            index = np.intp(a * inv)
+            if 0 <= index < n:
+                hist[index] += 1
+            else:
+                past += 1
+                if a != a:  # NaN: no comparison keeps it as the largest value
+                    top = a
+        if with_relu:
+            if v > 0:
+                if v > relu_top:
+                    relu_top = v
+                index = np.intp(v * relu_inv)
+                if 0 <= index < relu_n:
+                    relu_hist[index] += 1
+                else:
+                    relu_past += 1
+            else:
+                relu_zeros += 1  # NaN among them: counted on the |v| side
+    return zeros, top, past, relu_zeros, relu_top, relu_past
+
+
 def load_kernel() -> None:
-    """Load the binning kernel (numba compiles it, or reads it from its cache, on the first call)."""
+    """Load the binning kernels (numba compiles them, or reads them from its cache, on the first call)."""
     _bin(np.zeros(1, np.float32), np.float32(1), np.zeros(1, np.int64), False)
+    _bin_on_grids(np.zeros(1, np.float32), np.float32(1), np.zeros(1, np.int64), np.float32(1),
+                  np.zeros(1, np.int64), True)
 
 
 class HistogramCollector:
@@ -72,7 +119,8 @@ class HistogramCollector:
 
     A batch is added in three steps, so that its pieces can be binned on several threads: observe()
     the batch's largest magnitude (which fixes or widens the grid), binned() each piece into a
-    histogram of its own, merge() those. add() does the three for one array."""
+    histogram of its own, merge() those. add() does the three for one array; GridPass bins first, on a
+    fixed grid, and observes after."""
 
     def __init__(self, skip_zeros: bool, num_bins: int = NUM_BINS):
         self.num_bins, self.skip_zeros = num_bins, skip_zeros
@@ -112,12 +160,21 @@ class HistogramCollector:
                 self.width *= 2
         return True
 
+    @property
+    def on_grid(self) -> bool:
+        """Whether a non-zero value has fixed the grid: a batch can then be binned before its largest
+        magnitude is known (ranges.py bins it in one pass, and again only where it reaches past the grid)."""
+        return self.width is not None
+
+    def inverse_width(self) -> np.float32:
+        # float32 products of it, like `needed` above, so no index of an observed batch passes the last bin
+        return np.float32(1.0 / self.width)
+
     def binned(self, piece: np.ndarray, relu: bool) -> tuple[np.ndarray, int]:
         """A piece of the observed batch binned on the current grid (zeros left out), and how many of its
         values were zero."""
         hist = np.zeros(len(self.hist), np.int64)
-        # float32 products, like `needed` above, so no index passes the last bin
-        return hist, _bin(piece, np.float32(1.0 / self.width), hist, relu)
+        return hist, _bin(piece, self.inverse_width(), hist, relu)
 
     def merge(self, hist: np.ndarray, zeros: int) -> None:
         self.hist += hist
@@ -134,3 +191,49 @@ def clipped_share(collector: HistogramCollector, amax: float) -> float:
     if not total or not collector.width:
         return 0.0
     return float(collector.hist[int(amax / collector.width) + 1:].sum() / total)
+
+
+class GridPass:
+    """One pass over a tensor whose histogram has its grid, binning it, and a ReLU of it whose histogram
+    has one too, together: each piece binned on any thread (bin), its counts taken in as they come (take),
+    and the batch taken into the histograms once every piece is done (settle)."""
+
+    def __init__(self, name: str, values: np.ndarray, collector: HistogramCollector, relu: HistogramCollector | None):
+        self.name, self.values, self.collector, self.relu = name, values, collector, relu
+        self.hists: list[tuple[np.ndarray, np.ndarray]] = []
+        self.counts = [0, 0.0, 0, 0, 0.0, 0]  # zeros, largest value, past the grid; the same for the ReLU
+
+    def bin(self, piece: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+        hist = np.zeros(len(self.collector.hist), np.int64)
+        relu_hist = np.zeros(len(self.relu.hist) if self.relu else 0, np.int64)
+        counts = _bin_on_grids(piece, self.collector.inverse_width(), hist,
+                               self.relu.inverse_width() if self.relu else np.float32(0), relu_hist,
+                               self.relu is not None)
+        return hist, relu_hist, counts
+
+    def take(self, binned: tuple[np.ndarray, np.ndarray, tuple]) -> None:
+        """A piece's bin(), in any order."""
+        hist, relu_hist, counts = binned
+        self.hists.append((hist, relu_hist))
+        for index, count in enumerate(counts):
+            current = self.counts[index]
+            if index % 3 != 1:
+                self.counts[index] += int(count)
+            elif current == current and not count <= current:  # a larger value, or a NaN, which stays
+                self.counts[index] = float(count)
+
+    def settle(self) -> list[tuple[HistogramCollector, np.ndarray, bool]]:
+        """Each histogram takes in the batch from its pieces' counts; where the batch reached past the grid,
+        the grid widens and (collector, tensor, relu) is returned, to be binned again on it."""
+        again = []
+        for collector, side, relu in ((self.collector, 0, False), (self.relu, 1, True)):
+            if collector is None or not self.values.size:
+                continue
+            zeros, top, past = self.counts[3 * side: 3 * side + 3]
+            if not collector.observe(top, self.values.size):
+                continue  # all zeros: observe() counted them
+            if past:
+                again.append((collector, self.values, relu))
+            else:
+                collector.merge(sum(hists[side] for hists in self.hists), zeros)
+        return again

@@ -4,13 +4,14 @@ numpy release the GIL), each tensor into its collector (histograms.py), and each
 from __future__ import annotations
 
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
 
 from ..formats.calibration_cache import AUTO
 from . import histograms, thresholds
-from .histograms import HistogramCollector, MaxCollector, chunks, largest_magnitude
+from .histograms import GridPass, HistogramCollector, MaxCollector, chunks, largest_magnitude
 from .thresholds import METHODS, amax_of
 
 
@@ -40,37 +41,66 @@ class Calibrator:
 
     def add(self, tensors: Mapping[str, np.ndarray], relus: Mapping[str, str] | None = None) -> None:
         """Reduce one batch. `relus` maps a ReLU's output name to its input's: that tensor is
-        collected from the input (onnxruntime need not hand it over)."""
+        collected from the input (onnxruntime need not hand it over), in the same pass over it."""
         relus = relus or {}
         for name in [*tensors, *relus]:
             if name not in self.collectors:
                 self.collectors[name] = (MaxCollector() if self.method == "minmax"
                                          else HistogramCollector(self.skip_zeros))
-        work = [(self.collectors[name], values, False) for name, values in tensors.items()]
-        work += [(self.collectors[relu], tensors[source], True) for relu, source in relus.items()]
-        self._reduce(work)
+        partner: dict[str, str] = {}  # a tensor's ReLU, collected in the same pass over it
+        first: list[_Reduction] = []  # those that find their largest magnitude before they bin
+        for relu, source in relus.items():
+            if source in partner:  # a second ReLU of the same tensor: a pass of its own
+                first.append(_Reduction(relu, self.collectors[relu], tensors[source], True))
+            else:
+                partner[source] = relu
+        on_grids: list[GridPass] = []
+        for name, values in tensors.items():
+            collector, relu = self.collectors[name], partner.get(name)
+            if isinstance(collector, HistogramCollector) and collector.on_grid:
+                # a ReLU's grid is fixed only once its input's is (a positive value is a non-zero one)
+                together = relu is not None and self.collectors[relu].on_grid
+                on_grids.append(GridPass(name, values, collector, self.collectors[relu] if together else None))
+                if relu is not None and not together:
+                    first.append(_Reduction(relu, self.collectors[relu], values, True))
+            else:
+                first.append(_Reduction(name, collector, values, False))
+                if relu is not None:
+                    first.append(_Reduction(relu, self.collectors[relu], values, True))
+        self._reduce(on_grids, first)
 
-    def _reduce(self, work: list[tuple[MaxCollector | HistogramCollector, np.ndarray, bool]]) -> None:
-        """Every tensor of one batch, in pieces over the pool: first the largest magnitudes (which set
-        each histogram's grid), then the histograms."""
-        pieces = [(index, piece) for index, (_, values, _) in enumerate(work)
-                  for piece in chunks(values, self.chunk_elements)]
-        tops = [0.0] * len(work)
-        for (index, _), top in zip(pieces, self.pool.map(lambda item: largest_magnitude(item[1], work[item[0]][2]),
-                                                         pieces)):
-            tops[index] = max(tops[index], top)
-        binning = set()
-        for index, (collector, values, _) in enumerate(work):
-            if not values.size:
+    def _reduce(self, on_grids: list[GridPass], first: list[_Reduction]) -> None:
+        """Every tensor of one batch, in pieces over the pool. A histogram whose grid is fixed (every batch
+        but a tensor's first) is binned in one pass that also finds the batch's largest magnitude, and
+        binned again only if the batch reaches past the grid, once the grid has widened to reach it. The
+        others first find the largest magnitude (which fixes or widens the grid; all a maximum needs), then
+        bin. Either way each histogram is the one binning the batch on its widened grid gives, to the count."""
+        pieces = [(grid_pass, piece, False) for grid_pass in on_grids
+                  for piece in chunks(grid_pass.values, self.chunk_elements)]
+        pieces += [(reduction, piece, reduction.relu) for reduction in first
+                   for piece in chunks(reduction.values, self.chunk_elements)]
+        for (owner, _, _), found in zip(pieces, self.pool.map(_first_pass, pieces)):
+            owner.take(found)
+        for name, top in [*((g.name, g.counts[1]) for g in on_grids), *((r.name, r.top) for r in first)]:
+            if not np.isfinite(top):
+                raise ValueError(f"calibration tensor {name} holds {'NaN' if np.isnan(top) else 'infinite'} "
+                                 "values: the model's activations overflow float32 on these images, or an "
+                                 "image decoded to NaN")
+        again = []  # (collector, the tensor, relu): binned once the grids are fixed or widened
+        for grid_pass in on_grids:
+            again += grid_pass.settle()
+        for reduction in first:
+            if not reduction.values.size:
                 continue
-            if isinstance(collector, MaxCollector):
-                collector.observe(tops[index])
-            elif collector.observe(tops[index], values.size):
-                binning.add(index)
-        to_bin = [(index, piece) for index, piece in pieces if index in binning]
-        for (index, _), binned in zip(to_bin, self.pool.map(
-                lambda item: work[item[0]][0].binned(item[1], work[item[0]][2]), to_bin)):
-            work[index][0].merge(*binned)
+            if isinstance(reduction.collector, MaxCollector):
+                reduction.collector.observe(reduction.top)
+            elif reduction.collector.observe(reduction.top, reduction.values.size):
+                again.append((reduction.collector, reduction.values, reduction.relu))
+        to_bin = [(collector, piece, relu) for collector, values, relu in again
+                  for piece in chunks(values, self.chunk_elements)]
+        for (collector, _, _), binned in zip(to_bin, self.pool.map(lambda item: item[0].binned(item[1], item[2]),
+                                                                   to_bin)):
+            collector.merge(*binned)
 
     def amax(self) -> dict[str, float]:
         """{tensor: amax} by the calibrator's method."""
@@ -93,3 +123,25 @@ class Calibrator:
         return {method: dict(zip(self.collectors, self.pool.map(
                     lambda c, m=method: amax_of(c, m, self.percentile), collectors)))
                 for method in METHODS}
+
+
+
+
+@dataclass
+class _Reduction:
+    """A tensor whose largest magnitude is found before it is binned (its histogram's grid is not fixed
+    yet, or it is a maximum alone): `top` gathers its pieces'."""
+    name: str
+    collector: MaxCollector | HistogramCollector
+    values: np.ndarray
+    relu: bool
+    top: float = 0.0
+
+    def take(self, top: float) -> None:
+        self.top = max(self.top, top) if not np.isnan(top) else top
+
+
+def _first_pass(item: tuple[GridPass | _Reduction, np.ndarray, bool]):
+    """A piece's first pass: binned on its grids (a GridPass's piece), or its largest magnitude."""
+    owner, piece, relu = item
+    return owner.bin(piece) if isinstance(owner, GridPass) else largest_magnitude(piece, relu)
