@@ -2,12 +2,18 @@
 output (a ReLU's left out where its input is one: it is collected from that input), run with each output
 written by onnxruntime straight into buffers reused from batch to batch (faster than letting it allocate and
 copy them: bench/README.md, "Measurements behind the code"). How it uses the machine is the caller's
-Schedule, not module state."""
+Schedule, not module state.
+
+A tensor's buffer holds its values, not always in NCHW order: where onnxruntime keeps a convolution's output
+in channel blocks, the buffer has them as it keeps them (unreordered()). For statistics that do not depend
+on order (histograms, maxima), which is all that reads them."""
 from __future__ import annotations
 
 import mmap
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -23,6 +29,12 @@ from .histograms import CHUNK_ELEMENTS
 # Halves change nothing in the histograms: the batch is reduced whole either way. Reducing one batch while
 # onnxruntime ran the next was no faster on 2, 4 or 16 cores, where the two fight for the same cores.
 HALVES_BYTES = 512 << 20
+
+# MLAS's widest channel block (AVX-512; AVX2's is 8): a tensor whose channels are a multiple of it is blocked
+# without padding, so its blocked values are its values
+WIDEST_BLOCK = 16
+# a model past this is run as it is: onnxruntime writes an optimised model this large in a file of its own
+MAX_REWRITTEN_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -53,8 +65,7 @@ def with_all_outputs(model: onnx.ModelProto, skip: Iterable[str] = ()) -> onnx.M
     return probe
 
 
-def all_tensors_session(model: onnx.ModelProto, skip: Iterable[str], workers: int):
-    """An onnxruntime session of the model that outputs every calibration tensor but those in `skip`."""
+def _session_options(workers: int):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -66,8 +77,64 @@ def all_tensors_session(model: onnx.ModelProto, skip: Iterable[str], workers: in
     # has run it, and threads left spinning would take their cores (spinning did not make onnxruntime's own
     # runs faster: bench/README.md)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(with_all_outputs(model, skip).SerializeToString(), options,
-                                providers=["CPUExecutionProvider"])
+    return options
+
+
+def all_tensors_session(model: onnx.ModelProto, skip: Iterable[str], workers: int):
+    """An onnxruntime session of the model that outputs every calibration tensor but those in `skip`: where
+    onnxruntime keeps a convolution's output in channel blocks, the output as it keeps it (unreordered())."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as failures
+
+    probe = with_all_outputs(model, skip).SerializeToString()
+    if len(probe) > MAX_REWRITTEN_BYTES:
+        return ort.InferenceSession(probe, _session_options(workers), providers=["CPUExecutionProvider"])
+    options = _session_options(workers)
+    options.log_severity_level = 3  # not its warning that the optimised model suits this machine alone: it does
+    with tempfile.TemporaryDirectory() as folder:
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath)
+    rewritten, taken = unreordered(optimized)
+    if not taken:
+        return session
+    options = _session_options(workers)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised already
+    try:
+        return ort.InferenceSession(rewritten.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except (failures.Fail, failures.InvalidGraph, failures.InvalidArgument, failures.NotImplemented,
+            failures.RuntimeException):  # an onnxruntime that does not take its own graph back: reordered
+        return session
+
+
+def unreordered(optimized: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """onnxruntime's optimised graph (x86: convolutions in NCHWc, channels in blocks of 8 or 16) with the
+    reorders to NCHW that it adds before each graph output taken out where a block holds no padding: those
+    outputs hold the tensor's values in another order. A histogram and a maximum do not depend on the order,
+    and the reorders cost a pass over every tensor (bench/README.md, "Measurements behind the code").
+    Returns the graph and how many reorders it lost."""
+    consumed = {name for node in optimized.graph.node for name in node.input}
+    outputs = {output.name for output in optimized.graph.output} - consumed  # reordered for the caller alone
+    renamed, kept = {}, []
+    for node in optimized.graph.node:
+        attributes = {attribute.name: attribute.i for attribute in node.attribute}
+        if (node.op_type == "ReorderOutput" and node.domain.startswith("com.microsoft") and node.output[0] in outputs
+                and not attributes.get("channels_last", 0) and attributes.get("channels", 1) % WIDEST_BLOCK == 0):
+            renamed[node.input[0]] = node.output[0]
+        else:
+            kept.append(node)
+    if not renamed:
+        return optimized, 0
+    rewritten = copy_of(optimized)
+    del rewritten.graph.node[:]
+    for original in kept:
+        node = onnx.NodeProto()
+        node.CopyFrom(original)
+        for names in (node.input, node.output):
+            for index, name in enumerate(names):
+                names[index] = renamed.get(name, name)
+        rewritten.graph.node.append(node)
+    return rewritten, len(renamed)
 
 
 def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
@@ -85,8 +152,8 @@ def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict
 
 
 class AllTensors:
-    """Runs the model (an all_tensors_session) and returns every tensor, written by onnxruntime into buffers
-    reused from batch to batch: valid until the next run. A batch past `halves_bytes` of tensors runs as its
+    """Runs the model (an all_tensors_session) and returns every tensor's values (in onnxruntime's order: see
+    the module), written by onnxruntime into buffers reused from batch to batch: valid until the next run. A batch past `halves_bytes` of tensors runs as its
     two halves into the same buffers (never for a model with a fixed batch size)."""
 
     def __init__(self, session, model: onnx.ModelProto, input_name: str, halves_bytes: int, workers: int):
