@@ -3,6 +3,7 @@ against an independent computation on the same data."""
 from __future__ import annotations
 
 import struct
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -153,6 +154,18 @@ def test_the_calibration_session_hands_over_every_tensors_values_where_unreorder
         pytest.skip("onnxruntime keeps no tensor in channel blocks on this machine (no AVX2)")
     assert all(reference[name].shape[1] % WIDEST_BLOCK == 0 for name in in_blocks)
     assert "output_cov/Sigmoid" not in in_blocks and "block_3b_relu/Relu" not in in_blocks
+
+
+def test_the_calibration_session_is_made_where_no_temporary_folder_can_be_written(tiny_model, batches, tmp_path,
+                                                                                 monkeypatch):
+    # onnxruntime's optimised graph goes through a temporary folder; without one, the session keeps the
+    # reorders: every tensor in NCHW order
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    model = onnx.load(str(tiny_model))
+    run = AllTensors(all_tensors_session(model, (), 2), model, model.graph.input[0].name, 1 << 40, 2)
+    reference = independent_activations(tiny_model, batches[:1])
+    for name, values in run.run(batches[0]).items():
+        assert np.allclose(values, reference[name], rtol=1e-5, atol=1e-6), name
 
 
 def test_a_model_with_a_fixed_batch_size_calibrates_in_whole_batches(tmp_path, batches):
