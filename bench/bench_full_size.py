@@ -241,7 +241,7 @@ def measure_statistics(model_path: Path, tensorfile: Path, inference_per_batch: 
     names = calibration_tensor_names(model)
     relus = derivable_relus(model)
     cores = allowed_cores()
-    run_all = AllTensors(all_tensors_session(model, relus, cores), model, names[0], 1 << 62, cores)
+    run_all = AllTensors(all_tensors_session(model, relus, cores), model, names[0], 1 << 62)
     first, later = read_batches(tensorfile, 2)
     with ThreadPoolExecutor(cores) as pool:
         primed = Calibrator("entropy", None, True, pool)

@@ -127,8 +127,8 @@ def test_a_batch_past_the_schedules_size_runs_as_two_halves_into_the_same_buffer
                                                                                   in_halves):
     model = onnx.load(str(tiny_model))
     name = model.graph.input[0].name
-    run = AllTensors(all_tensors_session(model, (), 2), model, name, halves_bytes, 2)
-    whole = AllTensors(all_tensors_session(model, (), 2), model, name, 1 << 40, 2)
+    run = AllTensors(all_tensors_session(model, (), 2), model, name, halves_bytes)
+    whole = AllTensors(all_tensors_session(model, (), 2), model, name, 1 << 40)
     for batch in batches:
         got = {tensor: values.copy() for tensor, values in run.run(batch).items()}
         assert all(np.array_equal(got[tensor], values) for tensor, values in whole.run(batch).items())
@@ -141,7 +141,7 @@ def test_the_calibration_session_hands_over_every_tensors_values_where_unreorder
     # NCHW; the statistics ignore order, so the session skips the reorders where a block holds no padding.
     # Every tensor holds its values, and one the graph reads on (a ReLU before the head's concat) is NCHW
     model = onnx.load(str(tiny_model))
-    run = AllTensors(all_tensors_session(model, (), 2), model, model.graph.input[0].name, 1 << 40, 2)
+    run = AllTensors(all_tensors_session(model, (), 2), model, model.graph.input[0].name, 1 << 40)
     got = run.run(batches[0])
     reference = independent_activations(tiny_model, batches[:1])
     in_blocks = []
@@ -162,7 +162,7 @@ def test_the_calibration_session_is_made_where_no_temporary_folder_can_be_writte
     # reorders: every tensor in NCHW order
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
     model = onnx.load(str(tiny_model))
-    run = AllTensors(all_tensors_session(model, (), 2), model, model.graph.input[0].name, 1 << 40, 2)
+    run = AllTensors(all_tensors_session(model, (), 2), model, model.graph.input[0].name, 1 << 40)
     reference = independent_activations(tiny_model, batches[:1])
     for name, values in run.run(batches[0]).items():
         assert np.allclose(values, reference[name], rtol=1e-5, atol=1e-6), name

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import mmap
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -159,9 +158,9 @@ class AllTensors:
     the module), written by onnxruntime into buffers reused from batch to batch: valid until the next run. A batch past `halves_bytes` of tensors runs as its
     two halves into the same buffers (never for a model with a fixed batch size)."""
 
-    def __init__(self, session, model: onnx.ModelProto, input_name: str, halves_bytes: int, workers: int):
+    def __init__(self, session, model: onnx.ModelProto, input_name: str, halves_bytes: int):
         self.session, self.model, self.input_name = session, model, input_name
-        self.halves_bytes, self.workers = halves_bytes, workers
+        self.halves_bytes = halves_bytes
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.binding, self.buffers, self.batch_shape = self.session.io_binding(), {}, None
         self._halves: list[AllTensors] | None = None
@@ -197,7 +196,7 @@ class AllTensors:
             middle = self.batch_shape[0] // 2
             self._halves = []
             for start, stop in ((0, middle), (middle, self.batch_shape[0])):
-                half = AllTensors(self.session, self.model, self.input_name, self.halves_bytes, self.workers)
+                half = AllTensors(self.session, self.model, self.input_name, self.halves_bytes)
                 half._bind({name: buffer[start:stop] for name, buffer in self.buffers.items()},
                            (stop - start, *self.batch_shape[1:]))
                 self._halves.append(half)
@@ -208,7 +207,7 @@ class AllTensors:
         if batch_shape != self.batch_shape:  # first batch, or a batch of another size
             shapes = self._output_shapes(batch_shape)
             self._halves = None  # they view the buffers being replaced
-            self._bind(prefaulted_buffers({name: shapes[name] for name in self.outputs}, self.workers), batch_shape)
+            self._bind(small_page_buffers({name: shapes[name] for name in self.outputs}), batch_shape)
 
     def values(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every tensor of the batch last run in these buffers, the input included."""
@@ -233,12 +232,12 @@ class AllTensors:
         return self.values(batch)
 
 
-def prefaulted_buffers(shapes: Mapping[str, list[int]], workers: int) -> dict[str, np.ndarray]:
-    """float32 arrays of these shapes in one anonymous mapping of small pages, written once on `workers`
-    threads before onnxruntime fills them.
+def small_page_buffers(shapes: Mapping[str, list[int]]) -> dict[str, np.ndarray]:
+    """float32 arrays of these shapes in one anonymous mapping of small pages, which onnxruntime's first
+    writes bring in, on its own threads.
     Why not np.empty: numpy asks for huge pages, and the kernel may then compact memory to find them on
-    first touch, in one thread, which varies widely from run to run; small pages cost a steady, smaller
-    time, and nothing later (bench/README.md, "Measurements behind the code")."""
+    first touch, in one thread, which varies widely from run to run. Why not written ahead: that is a pass
+    over every buffer on top of the same page faults (bench/README.md, "Measurements behind the code")."""
     sizes = {name: -(-4 * int(np.prod(shape)) // 64) * 64 for name, shape in shapes.items()}  # 64-byte aligned
     memory = mmap.mmap(-1, max(sum(sizes.values()), 1))
     if hasattr(memory, "madvise") and hasattr(mmap, "MADV_NOHUGEPAGE"):
@@ -247,7 +246,4 @@ def prefaulted_buffers(shapes: Mapping[str, list[int]], workers: int) -> dict[st
     for name, shape in shapes.items():
         buffers[name] = np.frombuffer(memory, np.float32, int(np.prod(shape)), offset).reshape(shape)
         offset += sizes[name]
-    flat = np.frombuffer(memory, np.uint8)
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda start: flat[start:start + (64 << 20)].fill(0), range(0, flat.size, 64 << 20)))
     return buffers

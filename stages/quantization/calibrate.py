@@ -64,8 +64,7 @@ def _calibrated(model_path, batches, method, percentile, skip_zeros, progress, m
         model = onnx.load(str(model_path))
         names = calibration_tensor_names(model)
         relus = derivable_relus(model)  # collected from their inputs in the same pass
-        run = AllTensors(all_tensors_session(model, relus, schedule.workers), model, names[0],
-                         schedule.halves_bytes, schedule.workers)
+        run = AllTensors(all_tensors_session(model, relus, schedule.workers), model, names[0], schedule.halves_bytes)
         for batch in batches:
             values = run.run(batch)
             # reduced before onnxruntime writes the next batch into the same buffers
