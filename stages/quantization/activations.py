@@ -85,28 +85,28 @@ def all_tensors_session(model: onnx.ModelProto, skip: Iterable[str], workers: in
 
     probe = with_all_outputs(model, skip).SerializeToString()
     try:
-        with tempfile.TemporaryDirectory(prefix="calibration-session-") as folder:
-            optimised = Path(folder) / "optimised.onnx"
-            options = _session_options(workers)
-            options.log_severity_level = 3  # not its warning that the graph suits this machine alone: it does
-            options.optimized_model_filepath = str(optimised)
-            # the weights in a file of their own, which the second session maps: the graph alone goes
-            # through Python (42 MiB of TAO's ResNet-18 serialised and parsed twice cost 0.2 s)
-            options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
-                                             "weights.bin")
-            session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
-            rewritten, taken = unreordered(onnx.load(str(optimised), load_external_data=False))
-            if not taken:
-                return session
-            onnx.save(rewritten, str(optimised))
-            options = _session_options(workers)
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised already
-            return ort.InferenceSession(str(optimised), options, providers=["CPUExecutionProvider"])
-    except (OSError, failures.Fail, failures.InvalidGraph, failures.InvalidArgument, failures.NotImplemented,
-            failures.RuntimeException, failures.NoSuchFile):
-        # no room for the optimised graph, or an onnxruntime that does not take it back: the reorders stay
-        # (and an error of the model itself is raised here again)
+        folder = tempfile.TemporaryDirectory(prefix="calibration-session-")
+    except OSError:  # no temporary folder to be had: the reorders stay
         return ort.InferenceSession(probe, _session_options(workers), providers=["CPUExecutionProvider"])
+    with folder:
+        optimised = Path(folder.name) / "optimised.onnx"
+        options = _session_options(workers)
+        options.log_severity_level = 3  # not its warning that the graph suits this machine alone: it does
+        options.optimized_model_filepath = str(optimised)
+        # the weights in a file of their own, which the second session maps: the graph alone goes through
+        # Python (42 MiB of TAO's ResNet-18 serialised and parsed twice cost 0.2 s)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "weights.bin")
+        session = ort.InferenceSession(probe, options, providers=["CPUExecutionProvider"])
+        rewritten, taken = unreordered(onnx.load(str(optimised), load_external_data=False))
+        if not taken:
+            return session
+        onnx.save(rewritten, str(optimised))
+        options = _session_options(workers)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # optimised already
+        try:
+            return ort.InferenceSession(str(optimised), options, providers=["CPUExecutionProvider"])
+        except (failures.Fail, failures.InvalidGraph, failures.InvalidArgument, failures.NotImplemented):
+            return session  # an onnxruntime that does not take its own graph back: the reorders stay
 
 
 def unreordered(optimized: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
