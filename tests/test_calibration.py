@@ -148,7 +148,8 @@ def test_the_calibration_session_hands_over_every_tensors_values_where_unreorder
     for name, values in got.items():
         assert values.shape == reference[name].shape, name
         if not np.allclose(values, reference[name], rtol=1e-5, atol=1e-6):
-            assert np.allclose(np.sort(values, axis=None), np.sort(reference[name], axis=None), rtol=1e-5, atol=1e-6), name
+            in_order = np.sort(reference[name], axis=None)
+            assert np.allclose(np.sort(values, axis=None), in_order, rtol=1e-5, atol=1e-6), name
             in_blocks.append(name)
     if not in_blocks:
         pytest.skip("onnxruntime keeps no tensor in channel blocks on this machine (no AVX2)")

@@ -155,8 +155,9 @@ def _tensor_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict
 
 class AllTensors:
     """Runs the model (an all_tensors_session) and returns every tensor's values (in onnxruntime's order: see
-    the module), written by onnxruntime into buffers reused from batch to batch: valid until the next run. A batch past `halves_bytes` of tensors runs as its
-    two halves into the same buffers (never for a model with a fixed batch size)."""
+    the module), written by onnxruntime into buffers reused from batch to batch: valid until the next run. A
+    batch past `halves_bytes` of tensors runs as its two halves into the same buffers (never for a model with
+    a fixed batch size)."""
 
     def __init__(self, session, model: onnx.ModelProto, input_name: str, halves_bytes: int):
         self.session, self.model, self.input_name = session, model, input_name

@@ -12,6 +12,8 @@ grid has widened; so the histogram is the same to the count as when the largest 
 bench/README.md, "Measurements behind the code", has what the one pass saves."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
@@ -193,15 +195,38 @@ def clipped_share(collector: HistogramCollector, amax: float) -> float:
     return float(collector.hist[int(amax / collector.width) + 1:].sum() / total)
 
 
+def largest(current: float, new: float) -> float:
+    """The larger of two largest magnitudes; a NaN, once either is one, stays (no comparison keeps it)."""
+    return current if current != current or new <= current else float(new)
+
+
+@dataclass
+class BatchCounts:
+    """A histogram's side of a GridPass, summed over the pieces: zero values, the largest value, values past
+    the grid's last bin."""
+    zeros: int = 0
+    top: float = 0.0
+    past: int = 0
+
+    def add(self, zeros: int, top: float, past: int) -> None:
+        self.zeros, self.top, self.past = self.zeros + int(zeros), largest(self.top, top), self.past + int(past)
+
+
 class GridPass:
     """One pass over a tensor whose histogram has its grid, binning it, and a ReLU of it whose histogram
     has one too, together: each piece binned on any thread (bin), its counts taken in as they come (take),
     and the batch taken into the histograms once every piece is done (settle)."""
 
-    def __init__(self, name: str, values: np.ndarray, collector: HistogramCollector, relu: HistogramCollector | None):
+    def __init__(self, name: str, values: np.ndarray, collector: HistogramCollector,
+                 relu: HistogramCollector | None):
         self.name, self.values, self.collector, self.relu = name, values, collector, relu
         self.hists: list[tuple[np.ndarray, np.ndarray]] = []
-        self.counts = [0, 0.0, 0, 0, 0.0, 0]  # zeros, largest value, past the grid; the same for the ReLU
+        self.counts, self.relu_counts = BatchCounts(), BatchCounts()
+
+    @property
+    def top(self) -> float:
+        """The tensor's largest magnitude in the batch (NaN or infinite where a value is)."""
+        return self.counts.top
 
     def bin(self, piece: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
         hist = np.zeros(len(self.collector.hist), np.int64)
@@ -215,25 +240,21 @@ class GridPass:
         """A piece's bin(), in any order."""
         hist, relu_hist, counts = binned
         self.hists.append((hist, relu_hist))
-        for index, count in enumerate(counts):
-            current = self.counts[index]
-            if index % 3 != 1:
-                self.counts[index] += int(count)
-            elif current == current and not count <= current:  # a larger value, or a NaN, which stays
-                self.counts[index] = float(count)
+        self.counts.add(*counts[:3])
+        self.relu_counts.add(*counts[3:])
 
     def settle(self) -> list[tuple[HistogramCollector, np.ndarray, bool]]:
         """Each histogram takes in the batch from its pieces' counts; where the batch reached past the grid,
         the grid widens and (collector, tensor, relu) is returned, to be binned again on it."""
         again = []
-        for collector, side, relu in ((self.collector, 0, False), (self.relu, 1, True)):
+        for collector, counts, side, relu in ((self.collector, self.counts, 0, False),
+                                              (self.relu, self.relu_counts, 1, True)):
             if collector is None or not self.values.size:
                 continue
-            zeros, top, past = self.counts[3 * side: 3 * side + 3]
-            if not collector.observe(top, self.values.size):
+            if not collector.observe(counts.top, self.values.size):
                 continue  # all zeros: observe() counted them
-            if past:
+            if counts.past:
                 again.append((collector, self.values, relu))
             else:
-                collector.merge(sum(hists[side] for hists in self.hists), zeros)
+                collector.merge(sum(hists[side] for hists in self.hists), counts.zeros)
         return again

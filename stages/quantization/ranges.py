@@ -11,7 +11,7 @@ import numpy as np
 
 from ..formats.calibration_cache import AUTO
 from . import histograms, thresholds
-from .histograms import GridPass, HistogramCollector, MaxCollector, chunks, largest_magnitude
+from .histograms import GridPass, HistogramCollector, MaxCollector, chunks, largest, largest_magnitude
 from .thresholds import METHODS, amax_of
 
 
@@ -81,7 +81,7 @@ class Calibrator:
                    for piece in chunks(reduction.values, self.chunk_elements)]
         for (owner, _, _), found in zip(pieces, self.pool.map(_first_pass, pieces)):
             owner.take(found)
-        for name, top in [*((g.name, g.counts[1]) for g in on_grids), *((r.name, r.top) for r in first)]:
+        for name, top in [*((g.name, g.top) for g in on_grids), *((r.name, r.top) for r in first)]:
             if not np.isfinite(top):
                 raise ValueError(f"calibration tensor {name} holds {'NaN' if np.isnan(top) else 'infinite'} "
                                  "values: the model's activations overflow float32 on these images, or an "
@@ -125,8 +125,6 @@ class Calibrator:
                 for method in METHODS}
 
 
-
-
 @dataclass
 class _Reduction:
     """A tensor whose largest magnitude is found before it is binned (its histogram's grid is not fixed
@@ -138,7 +136,7 @@ class _Reduction:
     top: float = 0.0
 
     def take(self, top: float) -> None:
-        self.top = max(self.top, top) if not np.isnan(top) else top
+        self.top = largest(self.top, top)
 
 
 def _first_pass(item: tuple[GridPass | _Reduction, np.ndarray, bool]):
