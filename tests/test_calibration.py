@@ -38,6 +38,14 @@ def test_entropy_threshold_equals_the_loop_by_loop_reference(name):
     assert entropy_amax(hist, edges[1]) == pytest.approx(reference_entropy_amax(hist, edges), rel=1e-12)
 
 
+def test_entropy_threshold_equals_the_reference_on_a_widened_grid():
+    """A grid widened past 2048 bins, to a length no multiple of 128: the candidates whose chunks carry
+    over from one to the next (thresholds.py) and those where they move, on a length the grid can have."""
+    values = np.abs(DISTRIBUTIONS["heavy_tail"])
+    hist, edges = np.histogram(values, bins=2113, range=(0, values.max()))
+    assert entropy_amax(hist, edges[1]) == pytest.approx(reference_entropy_amax(hist, edges), rel=1e-12)
+
+
 def test_entropy_threshold_clips_a_heavy_tail():
     values = np.abs(DISTRIBUTIONS["heavy_tail"])
     hist, edges = np.histogram(values, bins=2048, range=(0, values.max()))

@@ -40,7 +40,9 @@ def _kl_divergences(hist: np.ndarray, start_bin: int, levels: int) -> np.ndarray
     P is hist[:i] with the outliers hist[i:] folded into its last bin; Q is hist[:i] merged into
     `levels` chunks (i // levels bins each, the last chunk taking the remainder) and spread evenly
     over each chunk's non-zero bins. With prefix sums, sum P log P and sum P log Q need only the
-    mass C_j and the non-zero count n_j of each chunk, so a candidate costs O(levels), not O(i):
+    mass C_j and the non-zero count n_j of each chunk, so a candidate costs O(levels), not O(i); and only
+    the last chunk moves from one candidate to the next until i // levels does, so the rest of the sum is
+    carried over, which makes a candidate O(1) (the same additions in the same order: the same bits):
       KL = (sum P log P - sum_j C_j log(C_j / n_j) - O log q_last) / T - log T + log S_i
     where T is the total, S_i = sum hist[:i] (Q's total) and O the outlier mass.
     """
@@ -55,20 +57,24 @@ def _kl_divergences(hist: np.ndarray, start_bin: int, levels: int) -> np.ndarray
         cum_hlogh[k + 1] = cum_hlogh[k] + (h * np.log(h) if h > 0 else 0.0)
     total = cum[n]
     out = np.empty(n - start_bin + 1)
+    merged_for, head = -1, 0.0  # head: sum C_j log(C_j / n_j) over every chunk but the last
     for c in range(start_bin, n + 1):
         merged = c // levels
-        sum_p_log_q = 0.0
+        if merged != merged_for:  # the chunks before the last move only when `merged` does: every levels-th c
+            merged_for, head = merged, 0.0
+            for j in range(levels - 1):
+                mass = cum[(j + 1) * merged] - cum[j * merged]
+                count = cum_nz[(j + 1) * merged] - cum_nz[j * merged]
+                if mass > 0 and count > 0:
+                    head += mass * np.log(mass / count)
+        sum_p_log_q = head  # the same additions in the same order as summing every chunk for each c
         q_last = 0.0
-        for j in range(levels):
-            lo = j * merged
-            hi = c if j == levels - 1 else lo + merged
-            mass = cum[hi] - cum[lo]
-            count = cum_nz[hi] - cum_nz[lo]
-            if mass > 0 and count > 0:
-                value = mass / count
-                sum_p_log_q += mass * np.log(value)
-                if j == levels - 1:
-                    q_last = value
+        lo = (levels - 1) * merged
+        mass = cum[c] - cum[lo]
+        count = cum_nz[c] - cum_nz[lo]
+        if mass > 0 and count > 0:
+            q_last = mass / count
+            sum_p_log_q += mass * np.log(q_last)
         last = hist[c - 1]
         outliers = total - cum[c]
         if outliers > 0 and last == 0:  # P has mass where Q has none
@@ -83,8 +89,9 @@ def _kl_divergences(hist: np.ndarray, start_bin: int, levels: int) -> np.ndarray
 
 
 def load_kernel() -> None:
-    """Load the KL kernel (numba compiles it, or reads it from its cache, on the first call)."""
-    _kl_divergences(np.ones(2, np.int64), 1, 1)
+    """Load the KL kernel (numba compiles it, or reads it from its cache, on the first call), for the float64
+    histograms entropy_amax hands it: numba compiles a kernel once per argument type."""
+    _kl_divergences(np.ones(2, np.float64), 1, 1)
 
 
 def percentile_amax(hist: np.ndarray, width: float, percentile: float) -> float:
