@@ -209,3 +209,57 @@ def test_a_signal_landing_in_a_weakref_callback_interrupts_without_a_traceback(t
         "    print('interrupted')\n")
     result = run([sys.executable, "-c", code], Path(__file__).resolve().parents[1])
     assert result.stdout.strip() == "interrupted" and result.stderr == ""
+
+
+def _every_trial_unwinds(trials: int, trial_setup: str, work: str, *args) -> bool:
+    """A process with the stages' signal handling that, `trials` times, sets up `trial_setup` (which makes
+    `pool`, a ThreadPoolExecutor), runs `work` and sends itself SIGINT or SIGTERM a few ms in; True when every
+    trial unwound and the pool shut down, within two minutes."""
+    import textwrap
+    code = "\n".join([
+        "import importlib, os, signal, sys, threading",
+        "from concurrent.futures import ThreadPoolExecutor",
+        "from stages.pipeline import outputs",
+        "outputs.unwind_on_signals()",
+        f"for trial in range({trials}):",
+        "    outputs._received.clear()",
+        textwrap.indent(textwrap.dedent(trial_setup), "    "),
+        "    signum = (signal.SIGINT, signal.SIGTERM)[trial % 2]",
+        "    timer = threading.Timer(0.001 + (trial % 37) * 0.0003, os.kill, (os.getpid(), signum))",
+        "    try:",
+        "        timer.start()",
+        textwrap.indent(textwrap.dedent(work), "        "),
+        "    except KeyboardInterrupt:",
+        "        pass",
+        "    timer.join()",
+        "    pool.shutdown(wait=True)",
+        "print('every trial unwound')"])
+    result = run([sys.executable, "-c", code, *args], Path(__file__).resolve().parents[1], timeout=120)
+    return result.stdout.strip() == "every trial unwound" and result.stderr == ""
+
+
+def test_a_signal_landing_inside_a_thread_pools_locks_still_unwinds():
+    # Raised between a lock's acquire and the `with` that releases it (threading.Condition.__enter__, inside
+    # ThreadPoolExecutor.submit), the signal's exception left the lock held: the pool's workers, then its
+    # shutdown, waited on it for ever (the export stage, calibrating, hung in CI). The stage machinery raises it
+    # in the caller instead, on its next line. Each trial interrupts a loop that is nearly all submit().
+    assert _every_trial_unwinds(300, "pool = ThreadPoolExecutor(2)", """
+        while True:
+            pool.submit(int)""")
+
+
+def test_a_signal_landing_inside_an_import_another_thread_waits_on_still_unwinds(tmp_path):
+    # Raised inside importlib's own Python code, between a module lock's acquire and its release, the signal's
+    # exception left the module locked: a worker importing the same module (numba typing an array imports
+    # numpy.ma) waited for ever, and so did the pool's shutdown, joining it (seen in the export stage)
+    assert _every_trial_unwinds(30, """
+        sys.path.insert(0, sys.argv[1])
+        names = [f'm{trial}_{index}' for index in range(600)]
+        for name in names:
+            with open(os.path.join(sys.argv[1], name + '.py'), 'w') as module:
+                module.write('x = 1\\n')
+        importlib.invalidate_caches()
+        pool = ThreadPoolExecutor(1)
+        pool.submit(lambda: [importlib.import_module(name) for name in names])""", """
+        for name in names:
+            importlib.import_module(name)""", tmp_path)

@@ -18,7 +18,7 @@ from .. import HELD_SIGNALS
 from ..compute import workers
 from . import commands, config, stage_params
 from .errors import StageError
-from .outputs import raise_if_interrupted, signal_received, unwind_on_signals
+from .outputs import cancel_deferred, raise_if_interrupted, signal_received, unwind_on_signals
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -125,6 +125,7 @@ def _failed(stage: str, code: int, message: str) -> int:
     its paragraph stays the last thing the stage says. Signals wait until the outputs are whole."""
     from .restore import restore_previous_outputs
 
+    cancel_deferred()  # a signal deferred out of a lock's way: this is its unwinding already
     handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         restored = restore_previous_outputs(stage)

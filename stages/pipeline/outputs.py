@@ -10,7 +10,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -22,17 +21,75 @@ class Interrupted(KeyboardInterrupt):
 _received: list[int] = []  # signals seen; an exception raised in a __del__ can be swallowed, this cannot
 
 
-def _on_signal(signum, frame):  # noqa: ARG001 - signal handler signature
+# Where a signal's exception must not land: Python code that holds a lock across bytecodes. Raised between a
+# lock's acquire and the `with` that releases it (threading.Condition.__enter__, importlib's module locks),
+# the exception leaves the lock held, and whoever waits on it waits for ever: a worker of a ThreadPoolExecutor
+# whose submit() was interrupted, or that imports a module the main thread was importing, then the pool's
+# shutdown, joining that worker; the stage never exits (CPython's bpo-29988; both seen here with Python 3.11,
+# the export stage calibrating). numba's compiler lock and tqdm's write lock are such locks too. Parts of the
+# paths that frames name.
+_LOCKING_CODE = ("<frozen importlib.", *(os.sep + os.path.join(*parts) for parts in (
+    ("threading.py",), ("queue.py",), ("concurrent", "futures", ""), ("logging", ""), ("importlib", ""),
+    ("numba", ""), ("tqdm", ""))))
+DEFER_S = 0.005  # how soon a signal swallowed where it landed is raised again
+
+
+def _on_signal(signum, frame):
     _received.append(signum)
-    raise_if_interrupted()
+    _raise_where_safe(frame)
+
+
+def _raise_where_safe(frame) -> None:
+    """Raise the signal's exception here, in `frame` (the main thread's, where the signal landed), unless
+    that is inside code that holds locks across bytecodes: then in the frame that called that code, on its
+    next line once it is back there (a trace function on that frame alone)."""
+    outermost, walker = None, frame
+    while walker is not None:
+        if any(part in walker.f_code.co_filename for part in _LOCKING_CODE):
+            outermost = walker
+        walker = walker.f_back
+    if outermost is None:
+        cancel_deferred()
+        raise_if_interrupted()
+    elif outermost.f_back is not None:  # else the interpreter itself called it, at exit: nothing to unwind
+        _raise_back_in(outermost.f_back)
+
+
+def _raise_back_in(target) -> None:
+    def on_event(frame, event, arg):  # noqa: ARG001 - trace function signature
+        if event == "return":  # it returns without another line: its caller raises instead
+            if frame.f_back is not None:
+                _raise_back_in(frame.f_back)
+            return None
+        cancel_deferred()
+        raise_if_interrupted()
+        return None
+
+    target.f_trace, target.f_trace_lines = on_event, True
+    sys.settrace(_untraced)  # the frames this one calls meanwhile are not traced
+
+
+def _untraced(frame, event, arg):  # noqa: ARG001 - trace function signature
+    return None
+
+
+def _on_deferred(signum, frame):  # noqa: ARG001 - signal handler signature
+    _raise_where_safe(frame)
+
+
+def cancel_deferred() -> None:
+    """A signal waiting to be raised (out of a lock's way, or again after it was swallowed) is not raised after
+    all: it is being raised now, or the stage is already unwinding."""
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    sys.settrace(None)
 
 
 def _on_unraisable(unraisable) -> None:
     """A signal's KeyboardInterrupt that landed in a weakref callback or a __del__, where Python swallows
-    it and prints `Exception ignored in ...`: say nothing, and deliver the signal again a moment later,
-    when the main thread is most likely back in ordinary code, so the stage still unwinds at once."""
+    it and prints `Exception ignored in ...`: say nothing, and raise it again a moment later (SIGALRM), when
+    the main thread is most likely back in ordinary code, so the stage still unwinds at once."""
     if _received and unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
-        threading.Timer(0.01, os.kill, (os.getpid(), _received[-1])).start()
+        signal.setitimer(signal.ITIMER_REAL, DEFER_S)
         return
     sys.__unraisablehook__(unraisable)
 
@@ -42,6 +99,7 @@ def unwind_on_signals(held=()) -> None:
     arrived before, are raised by the next raise_if_interrupted()."""
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGALRM, _on_deferred)
     sys.unraisablehook = _on_unraisable
     _received.extend(held)
 
