@@ -31,18 +31,12 @@ DISTRIBUTIONS = {
 }
 
 
-@pytest.mark.parametrize("name", DISTRIBUTIONS)
-def test_entropy_threshold_equals_the_loop_by_loop_reference(name):
+# 2048 bins, as a histogram's grid starts; and a grid widened past them, to a length no multiple of 128: the
+# candidates whose chunks carry over from one to the next (thresholds.py) and those where they move
+@pytest.mark.parametrize("name, bins", [*((name, 2048) for name in DISTRIBUTIONS), ("heavy_tail", 2113)])
+def test_entropy_threshold_equals_the_loop_by_loop_reference(name, bins):
     values = np.abs(DISTRIBUTIONS[name])
-    hist, edges = np.histogram(values, bins=2048, range=(0, values.max()))
-    assert entropy_amax(hist, edges[1]) == pytest.approx(reference_entropy_amax(hist, edges), rel=1e-12)
-
-
-def test_entropy_threshold_equals_the_reference_on_a_widened_grid():
-    """A grid widened past 2048 bins, to a length no multiple of 128: the candidates whose chunks carry
-    over from one to the next (thresholds.py) and those where they move, on a length the grid can have."""
-    values = np.abs(DISTRIBUTIONS["heavy_tail"])
-    hist, edges = np.histogram(values, bins=2113, range=(0, values.max()))
+    hist, edges = np.histogram(values, bins=bins, range=(0, values.max()))
     assert entropy_amax(hist, edges[1]) == pytest.approx(reference_entropy_amax(hist, edges), rel=1e-12)
 
 
