@@ -81,7 +81,8 @@ def cancel_deferred() -> None:
     """A signal waiting to be raised (out of a lock's way, or again after it was swallowed) is not raised after
     all: it is being raised now, or the stage is already unwinding."""
     signal.setitimer(signal.ITIMER_REAL, 0)
-    sys.settrace(None)
+    if sys.gettrace() is _untraced:  # ours alone: a debugger's or coverage's stays
+        sys.settrace(None)
 
 
 def _on_unraisable(unraisable) -> None:
