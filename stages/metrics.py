@@ -4,9 +4,10 @@ Why a stage of its own: convert and evaluate write cached reports (artifacts/rep
 shares with the engines, and this cheap stage copies them into metrics/, which git tracks
 (`cache: false`): any clone reads any commit's metrics with `dvc metrics show/diff` and `dvc exp show`,
 with no remote. DVC's run-cache keeps a copy of them too, so a machine that pulled it
-(`dvc pull --run-cache`) restores this stage with the others instead of running it. Timings, which differ on every run, go to metrics/timings.json, apart
-from the figures that should be the same whenever the engine is (metrics/convert.json): convert's latency
-and export's timings (how long NVIDIA's builder took to check the deployable ONNX)."""
+(`dvc pull --run-cache`) restores this stage with the others instead of running it. Timings, which
+differ on every run, go to metrics/timings.json, apart from the figures that should be the same whenever
+the engine is (metrics/convert.json): convert's latency and export's timings (how long NVIDIA's builder
+took to check the deployable ONNX)."""
 from __future__ import annotations
 
 import json
